@@ -1,0 +1,64 @@
+# The front door. `make migrate` and `make test` are all a fresh machine needs:
+# every target that needs the virtual environment builds it first.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+base ?= origin/main
+
+.PHONY: help install migrate test revision check sql lint format psql bench db-stop clean
+
+help: ## Show every target with one line on what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@echo "Creating $(VENV) and installing the project with its dev tools..."
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required (PYTHON=$(PYTHON))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedded server)
+	$(BIN)/alembic upgrade head
+
+test: $(STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
+	$(BIN)/pytest $(args)
+
+revision: $(STAMP) ## Autogenerate a revision from the models: make revision m="add due date"
+	@test -n "$(m)" || { echo 'usage: make revision m="what the revision does"'; exit 2; }
+	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+check: $(STAMP) ## alembic check: the models and the database agree
+	$(BIN)/alembic check
+
+sql: $(STAMP) ## Print the offline SQL of the whole chain, for review
+	@$(BIN)/alembic upgrade head --sql
+
+lint: $(STAMP) ## ruff and mypy over everything, migrations included
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+psql: $(STAMP) ## Open psql on the resolved database
+	$(BIN)/python -m migrations.database psql
+
+bench: $(STAMP) ## Run the benchmarks and print their figures (medians)
+	$(BIN)/python -m tests.benchmarks
+
+db-stop: $(STAMP) ## Stop the embedded server (its data in .pgdata/ stays)
+	$(BIN)/python -m migrations.database stop
+
+clean: ## Remove the virtual environment and caches (not .pgdata/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,51 @@
+"""The connection a migration run uses.
+
+A test or tool may hand one in through ``config.attributes["connection"]`` (an
+Engine or a Connection, as pytest-alembic does); otherwise the database is
+resolved by :mod:`migrations.database` and announced with its password masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from migrations import database
+
+log = logging.getLogger("migrations")
+
+
+@contextmanager
+def migration_connection(config: Config) -> Iterator[Connection]:
+    """Yield the connection to migrate through; failures become one-line errors."""
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        yield given
+        return
+    if isinstance(given, Engine):
+        with given.connect() as connection:
+            yield connection
+        return
+
+    try:
+        target = database.resolve()
+    except database.DatabaseError as exc:
+        raise CommandError(str(exc)) from None
+    log.info("Using database %s", target.describe())
+    engine = database.create_engine(target.url, poolclass=pool.NullPool)
+    try:
+        try:
+            connection = engine.connect()
+        except DBAPIError as exc:
+            raise CommandError(str(database.explain_connect_error(exc, target.url))) from None
+        with connection:
+            yield connection
+    finally:
+        engine.dispose()

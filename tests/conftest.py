@@ -1,0 +1,131 @@
+"""Fixtures: every test gets databases of its own, on a real PostgreSQL server.
+
+The server is the embedded one (the developer's ``.pgdata`` cluster, never its
+``todo`` database) unless ``TEST_DATABASE_URL`` names an admin URL of another.
+Every database a test creates is named ``todo_test_*`` and dropped afterwards; no
+other database is ever dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import pool
+from sqlalchemy.engine import URL, Engine
+
+from migrations import database
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATABASE_PREFIX = "todo_test_"
+
+NewDatabase = Callable[..., URL]
+
+
+def make_alembic_config(engine: Engine | None = None) -> Config:
+    """The project's alembic.ini, bound to `engine` when one is given."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    if engine is not None:
+        config.attributes["connection"] = engine
+    return config
+
+
+def new_engine(url: URL) -> Engine:
+    return database.create_engine(url, poolclass=pool.NullPool)
+
+
+def upgrade(url: URL, revision: str = "head") -> None:
+    engine = new_engine(url)
+    try:
+        command.upgrade(make_alembic_config(engine), revision)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> URL:
+    raw = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if raw:
+        return database.parse_url(raw)
+    url = database.embedded_url(database="postgres")
+    # The embedded server listens on a Unix socket whose path, URL-encoded, puts '%' in
+    # every URL; pytest-alembic hands URLs through configparser, which rejects '%'. libpq
+    # reads the socket directory from PGHOST instead, here and in every child process.
+    os.environ["PGHOST"] = str(url.query["host"])
+    return url.difference_update_query(["host"])
+
+
+@pytest.fixture(scope="session")
+def _databases(admin_url: URL) -> Iterator[list[str]]:
+    created: list[str] = []
+    yield created
+    for name in created:
+        database.drop_database(admin_url, name)
+
+
+@pytest.fixture
+def new_database(admin_url: URL, _databases: list[str]) -> Iterator[NewDatabase]:
+    """Factory: ``new_database(template=None)`` creates a throwaway database."""
+    mine: list[str] = []
+
+    def create(*, template: str | None = None) -> URL:
+        name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"
+        _databases.append(name)
+        mine.append(name)
+        return database.create_database(admin_url, name, template=template)
+
+    yield create
+    for name in mine:
+        database.drop_database(admin_url, name)
+        _databases.remove(name)
+
+
+@pytest.fixture(scope="session")
+def head_template(admin_url: URL, _databases: list[str]) -> str:
+    """A database migrated to head once per run; tests copy it instead of migrating."""
+    name = f"{DATABASE_PREFIX}head_{uuid.uuid4().hex[:8]}"
+    _databases.append(name)
+    upgrade(database.create_database(admin_url, name))
+    return name
+
+
+@pytest.fixture
+def empty_url(new_database: NewDatabase) -> URL:
+    return new_database()
+
+
+@pytest.fixture
+def head_url(new_database: NewDatabase, head_template: str) -> URL:
+    """A fresh database at head (a copy of the session's migrated template)."""
+    return new_database(template=head_template)
+
+
+@pytest.fixture
+def head_engine(head_url: URL) -> Iterator[Engine]:
+    engine = new_engine(head_url)
+    yield engine
+    engine.dispose()
+
+
+# pytest-alembic: each of its tests runs on its own empty database.
+@pytest.fixture
+def alembic_config() -> Config:
+    return make_alembic_config()
+
+
+@pytest.fixture
+def alembic_engine(empty_url: URL) -> Iterator[Engine]:
+    engine = new_engine(empty_url)
+    yield engine
+    engine.dispose()
+
+
+def scalar(engine: Engine, statement: str, **params: object) -> object:
+    with engine.connect() as connection:
+        return connection.execute(sa.text(statement), params).scalar()
