@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from alembic.config import Config
+from alembic.environment import NameFilterType
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
@@ -51,7 +52,7 @@ class ObjectFilter:
             return frozenset()
         return frozenset(self._connection.exec_driver_sql(_EXTENSION_RELATIONS).scalars())
 
-    def include_name(self, name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    def include_name(self, name: str | None, type_: NameFilterType, parent_names: Any) -> bool:
         if type_ == "schema":
             return name in _OUR_SCHEMAS
         if type_ == "table":

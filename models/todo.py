@@ -72,9 +72,13 @@ class Todo(TodoFields, table=True):
     )
     created_at: datetime | None = Field(
         default=None,
-        sa_column=Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        sa_column=Column(
+            "created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")
+        ),
     )
     updated_at: datetime | None = Field(
         default=None,
-        sa_column=Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        sa_column=Column(
+            "updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")
+        ),
     )

@@ -24,7 +24,9 @@ def test_all_models_register_on_metadata(alembic_runner: Any) -> None:
     all_models_register_on_metadata(alembic_runner, model_package="models")
 
 
-def test_rows_survive_upgrade_to_head_and_back(alembic_runner: Any, alembic_engine: sa.Engine) -> None:
+def test_rows_survive_upgrade_to_head_and_back(
+    alembic_runner: Any, alembic_engine: sa.Engine
+) -> None:
     alembic_runner.migrate_up_to(TODO_REVISION)
     with alembic_engine.begin() as connection:
         connection.execute(
@@ -42,6 +44,8 @@ def test_rows_survive_upgrade_to_head_and_back(alembic_runner: Any, alembic_engi
 
     with alembic_engine.connect() as connection:
         rows = connection.execute(
-            sa.text('SELECT u.email, t.title, t.completed FROM todo t JOIN "user" u ON u.id = t.user_id')
+            sa.text(
+                'SELECT u.email, t.title, t.completed FROM todo t JOIN "user" u ON u.id = t.user_id'
+            )
         ).all()
     assert rows == [("ada@example.com", "write the tests", False)]
