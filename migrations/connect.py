@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import pool
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from migrations import database
@@ -29,7 +29,7 @@ def migration_connection(config: Config) -> Iterator[Connection]:
     if isinstance(given, Connection):
         yield given
         return
-    if isinstance(given, Engine):
+    if given is not None:  # an Engine, or an engine-like wrapper (pytest-alembic uses one)
         with given.connect() as connection:
             yield connection
         return

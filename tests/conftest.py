@@ -27,6 +27,10 @@ DATABASE_PREFIX = "todo_test_"
 
 NewDatabase = Callable[..., URL]
 
+# Every migration a test runs is handed its connection. Should one ever fall back to
+# the resolver, it must fail loudly, not migrate the developer's own database.
+os.environ["DATABASE_URL"] = "postgresql://tests-pass-their-own-connection@127.0.0.1:9/none"
+
 
 def make_alembic_config(engine: Engine | None = None) -> Config:
     """The project's alembic.ini, bound to `engine` when one is given."""
