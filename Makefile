@@ -24,12 +24,21 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --editable '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with its dev tools
+# The Better Auth check (tests/test_better_auth.py) runs the real Better Auth server library.
+AUTH_CHECK := tests/better_auth
+NODE_STAMP := $(AUTH_CHECK)/node_modules/.package-lock.json
+
+$(NODE_STAMP): $(AUTH_CHECK)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js >= 20) is required for $(AUTH_CHECK)"; exit 1; }
+	npm ci --prefix $(AUTH_CHECK) --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP) ## Create .venv and install the project with its dev tools
 
 migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedded server)
 	$(BIN)/alembic upgrade head
 
-test: $(STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
+test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
 	$(BIN)/pytest $(args)
 
 revision: $(STAMP) ## Autogenerate a revision from the models: make revision m="add due date"
@@ -61,4 +70,4 @@ db-stop: $(STAMP) ## Stop the embedded server (its data in .pgdata/ stays)
 	$(BIN)/python -m migrations.database stop
 
 clean: ## Remove the virtual environment and caches (not .pgdata/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info $(AUTH_CHECK)/node_modules
