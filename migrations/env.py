@@ -11,6 +11,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+import migrations.rowsecurity  # noqa: F401  (registers the row-security operations)
 import models
 from migrations import autogen
 from migrations.connect import migration_connection
@@ -38,6 +39,7 @@ def run_offline() -> None:
 def run_online() -> None:
     with migration_connection(config) as connection:
         object_filter = autogen.ObjectFilter(connection)
+        x_arguments = context.get_x_argument(as_dictionary=True)
         context.configure(
             connection=connection,
             target_metadata=models.metadata,
@@ -45,6 +47,7 @@ def run_online() -> None:
             include_name=object_filter.include_name,
             include_object=object_filter.include_object,
             process_revision_directives=autogen.drop_empty_revision(config),
+            compare_row_security=x_arguments.get("row_security") != "off",
             **autogen.COMPARE_OPTIONS,
         )
         with context.begin_transaction():

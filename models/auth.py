@@ -11,6 +11,12 @@ from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Text, text
 from sqlmodel import Field, SQLModel
 
 import models.base  # noqa: F401  (the naming convention must be set before any table exists)
+from models.security import AUTH_ROLE, ROW_SECURITY, full_access, readable_own_row
+
+
+def _auth_server_only() -> dict[str, object]:
+    """Table options: Better Auth's server reads and writes every row; nobody else any."""
+    return {"info": {ROW_SECURITY: full_access(AUTH_ROLE)}}
 
 
 def _text(name: str, *, nullable: bool = False, unique: bool = False) -> Column[str]:
@@ -31,6 +37,8 @@ def _owning_user() -> Column[str]:
 
 class User(SQLModel, table=True):
     __tablename__ = "user"
+    # The todo API may read its current user's own row, nothing else.
+    __table_args__ = ({"info": {ROW_SECURITY: full_access(AUTH_ROLE) + readable_own_row("id")}},)
 
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     name: str = Field(sa_column=_text("name"))
@@ -47,6 +55,7 @@ class User(SQLModel, table=True):
 
 class Session(SQLModel, table=True):
     __tablename__ = "session"
+    __table_args__ = (_auth_server_only(),)
 
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     expires_at: datetime = Field(sa_column=_timestamptz("expiresAt"))
@@ -62,6 +71,7 @@ class Session(SQLModel, table=True):
 
 class Account(SQLModel, table=True):
     __tablename__ = "account"
+    __table_args__ = (_auth_server_only(),)
 
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     account_id: str = Field(sa_column=_text("accountId"))
@@ -86,6 +96,7 @@ class Account(SQLModel, table=True):
 
 class Verification(SQLModel, table=True):
     __tablename__ = "verification"
+    __table_args__ = (_auth_server_only(),)
 
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     identifier: str = Field(sa_column=Column("identifier", Text, nullable=False, index=True))

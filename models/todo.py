@@ -8,6 +8,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
 import models.base  # noqa: F401  (the naming convention must be set before any table exists)
+from models.security import ROW_SECURITY, owned_by
 
 TITLE_MAX_LENGTH = 500
 DESCRIPTION_MAX_LENGTH = 10_000
@@ -59,6 +60,8 @@ class Todo(TodoFields, table=True):
             "id",
             postgresql_where=text("NOT completed"),
         ),
+        # The todo API sees and changes only the current user's todos.
+        {"info": {ROW_SECURITY: owned_by("user_id")}},
     )
 
     id: uuid.UUID | None = Field(

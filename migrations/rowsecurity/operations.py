@@ -1,0 +1,537 @@
+"""Alembic operations for row-level security, their SQL and their rendering.
+
+Each operation is registered with Alembic's documented hooks
+(``Operations.register_operation``, ``Operations.implementation_for``,
+``renderers.dispatch_for``), so a revision reads like any other::
+
+    op.ensure_role("todo_app")
+    op.enable_row_security("todo")
+    op.force_row_security("todo")
+    op.create_policy("todo", "todo_app_select_own", command="SELECT", roles=["todo_app"],
+                     using="user_id = (SELECT ...)")
+    op.grant_privileges("todo", "todo_app", ["DELETE", "INSERT", "SELECT", "UPDATE"])
+
+Every operation knows its reverse, so autogenerate writes the downgrade too, and
+every one renders in offline (``--sql``) mode because it only ever executes SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations import MigrateOperation, Operations
+
+from models.security import Policy
+
+#: The privileges this project manages for its roles (MAINTAIN, new in PostgreSQL 17, is not).
+MANAGED_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def _quote(operations: Operations, name: str) -> str:
+    return str(operations.impl.dialect.identifier_preparer.quote(name))
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _table(operations: Operations, table: str, schema: str | None) -> str:
+    quoted = _quote(operations, table)
+    return f"{_quote(operations, schema)}.{quoted}" if schema else quoted
+
+
+def _roles_sql(operations: Operations, roles: Sequence[str]) -> str:
+    return ", ".join("PUBLIC" if role == "public" else _quote(operations, role) for role in roles)
+
+
+# --- roles --------------------------------------------------------------------------
+
+
+@Operations.register_operation("ensure_role")
+@dataclass
+class EnsureRoleOp(MigrateOperation):
+    """Create a NOLOGIN role unless it exists.
+
+    Roles are cluster-wide: every database on the server (test databases, Neon
+    branches of one compute) shares them, so creating is idempotent and safe under
+    concurrent migrations of several databases.
+    """
+
+    name: str
+
+    @classmethod
+    def ensure_role(cls, operations: Operations, name: str) -> None:
+        operations.invoke(cls(name))
+
+    def reverse(self) -> DropRoleIfUnusedOp:
+        return DropRoleIfUnusedOp(self.name)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("ensure_role", self.name)
+
+
+@Operations.register_operation("drop_role_if_unused")
+@dataclass
+class DropRoleIfUnusedOp(MigrateOperation):
+    """Drop a role only when no database of the cluster still depends on it and no
+    login role is a member of it; otherwise leave it, so a downgrade here never breaks
+    another database."""
+
+    name: str
+
+    @classmethod
+    def drop_role_if_unused(cls, operations: Operations, name: str) -> None:
+        operations.invoke(cls(name))
+
+    def reverse(self) -> EnsureRoleOp:
+        return EnsureRoleOp(self.name)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("drop_role_if_unused", self.name)
+
+
+@Operations.implementation_for(EnsureRoleOp)
+def _ensure_role(operations: Operations, operation: EnsureRoleOp) -> None:
+    role = _quote(operations, operation.name)
+    operations.execute(
+        f"""DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(operation.name)}) THEN
+        CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;  -- created by a concurrent migration of another database
+END
+$$"""
+    )
+
+
+@Operations.implementation_for(DropRoleIfUnusedOp)
+def _drop_role_if_unused(operations: Operations, operation: DropRoleIfUnusedOp) -> None:
+    name = _literal(operation.name)
+    operations.execute(
+        f"""DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name})
+       AND NOT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = {name}::regrole)
+       AND NOT EXISTS (SELECT FROM pg_auth_members WHERE roleid = {name}::regrole) THEN
+        DROP ROLE {_quote(operations, operation.name)};
+    END IF;
+EXCEPTION WHEN dependent_objects_still_exist THEN
+    NULL;  -- another database gained a dependency meanwhile: keep the role
+END
+$$"""
+    )
+
+
+# --- enabling and forcing -------------------------------------------------------------
+
+
+@dataclass
+class _TableSwitchOp(MigrateOperation):
+    table_name: str
+    schema: str | None = None
+
+    #: What follows ``ALTER TABLE <table>``.
+    clause: ClassVar[str] = ""
+    #: The name of the ``op.`` method, also the first item of the diff tuple.
+    operation_name: ClassVar[str] = ""
+    opposite: ClassVar[type[_TableSwitchOp]]
+
+    def reverse(self) -> _TableSwitchOp:
+        return self.opposite(self.table_name, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.operation_name, self.schema, self.table_name)
+
+
+@Operations.register_operation("enable_row_security")
+class EnableRowSecurityOp(_TableSwitchOp):
+    clause = "ENABLE ROW LEVEL SECURITY"
+    operation_name = "enable_row_security"
+
+    @classmethod
+    def enable_row_security(
+        cls, operations: Operations, table_name: str, schema: str | None = None
+    ) -> None:
+        operations.invoke(cls(table_name, schema))
+
+
+@Operations.register_operation("disable_row_security")
+class DisableRowSecurityOp(_TableSwitchOp):
+    clause = "DISABLE ROW LEVEL SECURITY"
+    operation_name = "disable_row_security"
+
+    @classmethod
+    def disable_row_security(
+        cls, operations: Operations, table_name: str, schema: str | None = None
+    ) -> None:
+        operations.invoke(cls(table_name, schema))
+
+
+@Operations.register_operation("force_row_security")
+class ForceRowSecurityOp(_TableSwitchOp):
+    clause = "FORCE ROW LEVEL SECURITY"
+    operation_name = "force_row_security"
+
+    @classmethod
+    def force_row_security(
+        cls, operations: Operations, table_name: str, schema: str | None = None
+    ) -> None:
+        operations.invoke(cls(table_name, schema))
+
+
+@Operations.register_operation("no_force_row_security")
+class NoForceRowSecurityOp(_TableSwitchOp):
+    clause = "NO FORCE ROW LEVEL SECURITY"
+    operation_name = "no_force_row_security"
+
+    @classmethod
+    def no_force_row_security(
+        cls, operations: Operations, table_name: str, schema: str | None = None
+    ) -> None:
+        operations.invoke(cls(table_name, schema))
+
+
+EnableRowSecurityOp.opposite = DisableRowSecurityOp
+DisableRowSecurityOp.opposite = EnableRowSecurityOp
+ForceRowSecurityOp.opposite = NoForceRowSecurityOp
+NoForceRowSecurityOp.opposite = ForceRowSecurityOp
+
+
+def _switch_table(operations: Operations, operation: _TableSwitchOp) -> None:
+    table = _table(operations, operation.table_name, operation.schema)
+    operations.execute(f"ALTER TABLE {table} {operation.clause}")
+
+
+for _switch in (
+    EnableRowSecurityOp,
+    DisableRowSecurityOp,
+    ForceRowSecurityOp,
+    NoForceRowSecurityOp,
+):
+    Operations.implementation_for(_switch)(_switch_table)
+
+
+# --- policies ------------------------------------------------------------------------
+
+
+@Operations.register_operation("create_policy")
+@dataclass
+class CreatePolicyOp(MigrateOperation):
+    table_name: str
+    policy: Policy
+    schema: str | None = None
+
+    @classmethod
+    def create_policy(
+        cls,
+        operations: Operations,
+        table_name: str,
+        name: str,
+        *,
+        command: str = "ALL",
+        roles: Sequence[str] = ("public",),
+        using: str | None = None,
+        with_check: str | None = None,
+        permissive: bool = True,
+        schema: str | None = None,
+    ) -> None:
+        policy = Policy(name, command, tuple(roles), using, with_check, permissive)  # type: ignore[arg-type]
+        operations.invoke(cls(table_name, policy, schema))
+
+    def reverse(self) -> DropPolicyOp:
+        return DropPolicyOp(self.table_name, self.policy, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("create_policy", self.schema, self.table_name, self.policy.name)
+
+
+@Operations.register_operation("drop_policy")
+@dataclass
+class DropPolicyOp(MigrateOperation):
+    """Drop a policy; carries its whole definition so the downgrade can recreate it."""
+
+    table_name: str
+    policy: Policy
+    schema: str | None = None
+
+    @classmethod
+    def drop_policy(
+        cls,
+        operations: Operations,
+        table_name: str,
+        name: str,
+        *,
+        command: str = "ALL",
+        roles: Sequence[str] = ("public",),
+        using: str | None = None,
+        with_check: str | None = None,
+        permissive: bool = True,
+        schema: str | None = None,
+    ) -> None:
+        policy = Policy(name, command, tuple(roles), using, with_check, permissive)  # type: ignore[arg-type]
+        operations.invoke(cls(table_name, policy, schema))
+
+    def reverse(self) -> CreatePolicyOp:
+        return CreatePolicyOp(self.table_name, self.policy, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("drop_policy", self.schema, self.table_name, self.policy.name)
+
+
+@Operations.register_operation("alter_policy")
+@dataclass
+class AlterPolicyOp(MigrateOperation):
+    """ALTER POLICY: what PostgreSQL lets change in place (roles, USING, WITH CHECK).
+
+    A change of command or of PERMISSIVE/RESTRICTIVE is a drop and a create instead.
+    """
+
+    table_name: str
+    policy: Policy
+    previous: Policy
+    schema: str | None = None
+
+    @classmethod
+    def alter_policy(
+        cls,
+        operations: Operations,
+        table_name: str,
+        name: str,
+        *,
+        roles: Sequence[str],
+        using: str | None = None,
+        with_check: str | None = None,
+        schema: str | None = None,
+    ) -> None:
+        # The previous definition matters only to reverse(); revisions pass the new one.
+        policy = Policy(name, "ALL", tuple(roles), using, with_check)
+        operations.invoke(cls(table_name, policy, policy, schema))
+
+    def reverse(self) -> AlterPolicyOp:
+        return AlterPolicyOp(self.table_name, self.previous, self.policy, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("alter_policy", self.schema, self.table_name, self.policy.name)
+
+
+@Operations.implementation_for(CreatePolicyOp)
+def _create_policy(operations: Operations, operation: CreatePolicyOp) -> None:
+    policy = operation.policy
+    parts = [
+        f"CREATE POLICY {_quote(operations, policy.name)}",
+        f"ON {_table(operations, operation.table_name, operation.schema)}",
+        f"AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'}",
+        f"FOR {policy.command}",
+        f"TO {_roles_sql(operations, policy.roles)}",
+    ]
+    if policy.using is not None:
+        parts.append(f"USING ({policy.using})")
+    if policy.with_check is not None:
+        parts.append(f"WITH CHECK ({policy.with_check})")
+    operations.execute(" ".join(parts))
+
+
+@Operations.implementation_for(DropPolicyOp)
+def _drop_policy(operations: Operations, operation: DropPolicyOp) -> None:
+    table = _table(operations, operation.table_name, operation.schema)
+    operations.execute(f"DROP POLICY {_quote(operations, operation.policy.name)} ON {table}")
+
+
+@Operations.implementation_for(AlterPolicyOp)
+def _alter_policy(operations: Operations, operation: AlterPolicyOp) -> None:
+    policy = operation.policy
+    parts = [
+        f"ALTER POLICY {_quote(operations, policy.name)}",
+        f"ON {_table(operations, operation.table_name, operation.schema)}",
+        f"TO {_roles_sql(operations, policy.roles)}",
+    ]
+    if policy.using is not None:
+        parts.append(f"USING ({policy.using})")
+    if policy.with_check is not None:
+        parts.append(f"WITH CHECK ({policy.with_check})")
+    operations.execute(" ".join(parts))
+
+
+# --- privileges ----------------------------------------------------------------------
+
+
+@Operations.register_operation("grant_privileges")
+@dataclass
+class GrantPrivilegesOp(MigrateOperation):
+    table_name: str
+    role: str
+    privileges: tuple[str, ...]
+    schema: str | None = None
+
+    @classmethod
+    def grant_privileges(
+        cls,
+        operations: Operations,
+        table_name: str,
+        role: str,
+        privileges: Sequence[str],
+        schema: str | None = None,
+    ) -> None:
+        operations.invoke(cls(table_name, role, tuple(privileges), schema))
+
+    def reverse(self) -> RevokePrivilegesOp:
+        return RevokePrivilegesOp(self.table_name, self.role, self.privileges, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("grant_privileges", self.schema, self.table_name, self.role, self.privileges)
+
+
+@Operations.register_operation("revoke_privileges")
+@dataclass
+class RevokePrivilegesOp(MigrateOperation):
+    table_name: str
+    role: str
+    privileges: tuple[str, ...]
+    schema: str | None = None
+
+    @classmethod
+    def revoke_privileges(
+        cls,
+        operations: Operations,
+        table_name: str,
+        role: str,
+        privileges: Sequence[str],
+        schema: str | None = None,
+    ) -> None:
+        operations.invoke(cls(table_name, role, tuple(privileges), schema))
+
+    def reverse(self) -> GrantPrivilegesOp:
+        return GrantPrivilegesOp(self.table_name, self.role, self.privileges, self.schema)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("revoke_privileges", self.schema, self.table_name, self.role, self.privileges)
+
+
+@Operations.implementation_for(GrantPrivilegesOp)
+def _grant(operations: Operations, operation: GrantPrivilegesOp) -> None:
+    table = _table(operations, operation.table_name, operation.schema)
+    privileges = ", ".join(operation.privileges)
+    role = _roles_sql(operations, [operation.role])
+    operations.execute(f"GRANT {privileges} ON {table} TO {role}")
+
+
+@Operations.implementation_for(RevokePrivilegesOp)
+def _revoke(operations: Operations, operation: RevokePrivilegesOp) -> None:
+    table = _table(operations, operation.table_name, operation.schema)
+    privileges = ", ".join(operation.privileges)
+    role = _roles_sql(operations, [operation.role])
+    operations.execute(f"REVOKE {privileges} ON {table} FROM {role}")
+
+
+# --- rendering into revision files ----------------------------------------------------
+
+
+def _call(name: str, *args: Any, **kwargs: Any) -> str:
+    rendered = [repr(arg) for arg in args]
+    rendered += [f"{key}={value!r}" for key, value in kwargs.items() if value is not None]
+    return f"op.{name}({', '.join(rendered)})"
+
+
+def _policy_kwargs(policy: Policy) -> dict[str, Any]:
+    return {
+        "command": policy.command,
+        "roles": list(policy.roles),
+        "using": policy.using,
+        "with_check": policy.with_check,
+        "permissive": None if policy.permissive else False,
+    }
+
+
+@renderers.dispatch_for(EnsureRoleOp)
+def _render_ensure_role(context: AutogenContext, operation: EnsureRoleOp) -> str:
+    return _call("ensure_role", operation.name)
+
+
+@renderers.dispatch_for(DropRoleIfUnusedOp)
+def _render_drop_role(context: AutogenContext, operation: DropRoleIfUnusedOp) -> str:
+    return _call("drop_role_if_unused", operation.name)
+
+
+@renderers.dispatch_for(_TableSwitchOp)
+def _render_switch(context: AutogenContext, operation: _TableSwitchOp) -> str:
+    return _call(operation.operation_name, operation.table_name, schema=operation.schema)
+
+
+@renderers.dispatch_for(CreatePolicyOp)
+def _render_create_policy(context: AutogenContext, operation: CreatePolicyOp) -> str:
+    return _call(
+        "create_policy",
+        operation.table_name,
+        operation.policy.name,
+        **_policy_kwargs(operation.policy),
+        schema=operation.schema,
+    )
+
+
+@renderers.dispatch_for(DropPolicyOp)
+def _render_drop_policy(context: AutogenContext, operation: DropPolicyOp) -> str:
+    return _call(
+        "drop_policy",
+        operation.table_name,
+        operation.policy.name,
+        **_policy_kwargs(operation.policy),
+        schema=operation.schema,
+    )
+
+
+@renderers.dispatch_for(AlterPolicyOp)
+def _render_alter_policy(context: AutogenContext, operation: AlterPolicyOp) -> str:
+    policy = operation.policy
+    return _call(
+        "alter_policy",
+        operation.table_name,
+        policy.name,
+        roles=list(policy.roles),
+        using=policy.using,
+        with_check=policy.with_check,
+        schema=operation.schema,
+    )
+
+
+@renderers.dispatch_for(GrantPrivilegesOp)
+def _render_grant(context: AutogenContext, operation: GrantPrivilegesOp) -> str:
+    return _call(
+        "grant_privileges",
+        operation.table_name,
+        operation.role,
+        list(operation.privileges),
+        schema=operation.schema,
+    )
+
+
+@renderers.dispatch_for(RevokePrivilegesOp)
+def _render_revoke(context: AutogenContext, operation: RevokePrivilegesOp) -> str:
+    return _call(
+        "revoke_privileges",
+        operation.table_name,
+        operation.role,
+        list(operation.privileges),
+        schema=operation.schema,
+    )
+
+
+__all__ = [
+    "MANAGED_PRIVILEGES",
+    "AlterPolicyOp",
+    "CreatePolicyOp",
+    "DisableRowSecurityOp",
+    "DropPolicyOp",
+    "DropRoleIfUnusedOp",
+    "EnableRowSecurityOp",
+    "EnsureRoleOp",
+    "ForceRowSecurityOp",
+    "GrantPrivilegesOp",
+    "NoForceRowSecurityOp",
+    "RevokePrivilegesOp",
+]
