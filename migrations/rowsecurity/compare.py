@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alembic.autogenerate import comparators
@@ -34,6 +34,8 @@ from models.security import ROLES, ROW_SECURITY, Policy, RowSecurity
 
 log = logging.getLogger(__name__)
 
+PUBLIC = "public"
+
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
 #: switches this comparison off.
 OPTION = "compare_row_security"
@@ -47,6 +49,8 @@ class Catalog:
     switches: dict[str, tuple[bool, bool]] = field(default_factory=dict)
     policies: dict[str, dict[str, Policy]] = field(default_factory=lambda: defaultdict(dict))
     grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    #: Privileges a managed role may pass on (WITH GRANT OPTION): never declared, so drift.
+    grant_options: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
 
 _ROLES = "SELECT rolname FROM pg_roles WHERE rolname = ANY(%(roles)s)"
@@ -58,14 +62,14 @@ _POLICIES = """
     SELECT tablename, policyname, cmd, roles::text[], qual, with_check, permissive = 'PERMISSIVE'
     FROM pg_policies WHERE schemaname = current_schema()
 """
+# PUBLIC is grantee 0, which pg_roles does not list: it is managed too (nothing for it).
 _GRANTS = """
-    SELECT c.relname, r.rolname, array_agg(a.privilege_type::text ORDER BY a.privilege_type)
+    SELECT c.relname, coalesce(r.rolname, 'public'), a.privilege_type, a.is_grantable
     FROM pg_class c
     CROSS JOIN LATERAL aclexplode(c.relacl) a
-    JOIN pg_roles r ON r.oid = a.grantee
+    LEFT JOIN pg_roles r ON r.oid = a.grantee
     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-      AND r.rolname = ANY(%(roles)s)
-    GROUP BY c.relname, r.rolname
+      AND (a.grantee = 0 OR r.rolname = ANY(%(roles)s))
 """
 
 
@@ -86,8 +90,12 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
     ) in connection.exec_driver_sql(_POLICIES):
         roles = tuple(sorted(policy_roles))
         catalog.policies[table][name] = Policy(name, command, roles, using, with_check, permissive)
-    for table, role, privileges in connection.exec_driver_sql(_GRANTS, managed):
-        catalog.grants[(table, role)] = frozenset(privileges) & frozenset(ops.MANAGED_PRIVILEGES)
+    for table, role, privilege, grantable in connection.exec_driver_sql(_GRANTS, managed):
+        catalog.grants[(table, role)] = catalog.grants.get((table, role), frozenset()) | {privilege}
+        if grantable:
+            catalog.grant_options[(table, role)] = catalog.grant_options.get(
+                (table, role), frozenset()
+            ) | {privilege}
     return catalog
 
 
@@ -158,33 +166,42 @@ def diff_table(
     deparsed: dict[str, Policy],
 ) -> list[MigrateOperation]:
     """Operations that bring one existing-or-new `table` to its `declaration`."""
-    result: list[MigrateOperation] = []
-    enabled, forced = catalog.switches.get(table, (False, False))
-    if declaration.enabled != enabled:
-        result.append(
-            (ops.EnableRowSecurityOp if declaration.enabled else ops.DisableRowSecurityOp)(table)
-        )
-    if declaration.forced != forced:
-        result.append(
-            (ops.ForceRowSecurityOp if declaration.forced else ops.NoForceRowSecurityOp)(table)
-        )
+    return [
+        *_switch_ops(table, declaration, catalog),
+        *_policy_ops(table, declaration, catalog, deparsed),
+        *_grant_ops(table, declaration, catalog),
+    ]
 
+
+def _switch_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[MigrateOperation]:
+    enabled, forced = catalog.switches.get(table, (False, False))
+    result: list[MigrateOperation] = []
+    if declaration.enabled != enabled:
+        switch = ops.EnableRowSecurityOp if declaration.enabled else ops.DisableRowSecurityOp
+        result.append(switch(table))
+    if declaration.forced != forced:
+        force = ops.ForceRowSecurityOp if declaration.forced else ops.NoForceRowSecurityOp
+        result.append(force(table))
+    return result
+
+
+def _policy_ops(
+    table: str, declaration: RowSecurity, catalog: Catalog, deparsed: dict[str, Policy]
+) -> list[MigrateOperation]:
+    """Drop what is not declared, create what is missing, alter in place where PostgreSQL
+    can (roles, USING, WITH CHECK), replace otherwise."""
     existing = catalog.policies.get(table, {})
     wanted = {policy.name: policy for policy in declaration.policies}
-    for name, unwanted in existing.items():
-        if name not in wanted:
-            result.append(ops.DropPolicyOp(table, unwanted))
+    result: list[MigrateOperation] = [
+        ops.DropPolicyOp(table, policy) for name, policy in existing.items() if name not in wanted
+    ]
     for name, policy in wanted.items():
         current = existing.get(name)
         if current is None:
             result.append(ops.CreatePolicyOp(table, policy))
             continue
-        normal = deparsed.get(name, policy)
-        comparable = (tuple(sorted(policy.roles)), normal.using, normal.with_check)
-        if comparable == (current.roles, current.using, current.with_check) and (
-            policy.command,
-            policy.permissive,
-        ) == (current.command, current.permissive):
+        normal = replace(deparsed.get(name, policy), roles=tuple(sorted(policy.roles)))
+        if normal == current:
             continue
         in_place = (
             (policy.command, policy.permissive) == (current.command, current.permissive)
@@ -195,11 +212,20 @@ def diff_table(
             result.append(ops.AlterPolicyOp(table, policy, current))
         else:
             result += [ops.DropPolicyOp(table, current), ops.CreatePolicyOp(table, policy)]
+    return result
 
-    wanted_grants = {grant.role: frozenset(grant.privileges) for grant in declaration.grants}
-    for role in sorted(set(ROLES) | set(wanted_grants)):
-        want = wanted_grants.get(role, frozenset())
+
+def _grant_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[MigrateOperation]:
+    """Managed grantees (the declared roles and PUBLIC) hold exactly what is declared,
+    and never the right to pass it on."""
+    wanted = {grant.role: frozenset(grant.privileges) for grant in declaration.grants}
+    result: list[MigrateOperation] = []
+    for role in sorted({*ROLES, PUBLIC, *wanted}):
+        want = wanted.get(role, frozenset())
         have = catalog.grants.get((table, role), frozenset())
+        if passable := catalog.grant_options.get((table, role), frozenset()) & want:
+            revoke = ops.RevokePrivilegesOp(table, role, _ordered(passable), grant_option=True)
+            result.append(revoke)
         if missing := want - have:
             result.append(ops.GrantPrivilegesOp(table, role, _ordered(missing)))
         if extra := have - want:
@@ -208,7 +234,10 @@ def diff_table(
 
 
 def _ordered(privileges: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(privileges, key=ops.MANAGED_PRIVILEGES.index))
+    order = ops.PRIVILEGES
+    return tuple(
+        sorted(privileges, key=lambda p: (order.index(p) if p in order else len(order), p))
+    )
 
 
 @comparators.dispatch_for("schema", priority=DispatchPriority.LAST)

@@ -27,8 +27,17 @@ from alembic.operations import MigrateOperation, Operations
 
 from models.security import Policy
 
-#: The privileges this project manages for its roles (MAINTAIN, new in PostgreSQL 17, is not).
-MANAGED_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+#: Table privileges in the order GRANT statements list them (MAINTAIN: PostgreSQL 17+).
+PRIVILEGES = (
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+    "MAINTAIN",
+)
 
 
 def _quote(operations: Operations, name: str) -> str:
@@ -368,6 +377,7 @@ class GrantPrivilegesOp(MigrateOperation):
     role: str
     privileges: tuple[str, ...]
     schema: str | None = None
+    with_grant_option: bool = False
 
     @classmethod
     def grant_privileges(
@@ -376,12 +386,16 @@ class GrantPrivilegesOp(MigrateOperation):
         table_name: str,
         role: str,
         privileges: Sequence[str],
+        *,
         schema: str | None = None,
+        with_grant_option: bool = False,
     ) -> None:
-        operations.invoke(cls(table_name, role, tuple(privileges), schema))
+        operations.invoke(cls(table_name, role, tuple(privileges), schema, with_grant_option))
 
     def reverse(self) -> RevokePrivilegesOp:
-        return RevokePrivilegesOp(self.table_name, self.role, self.privileges, self.schema)
+        return RevokePrivilegesOp(
+            self.table_name, self.role, self.privileges, self.schema, self.with_grant_option
+        )
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         return ("grant_privileges", self.schema, self.table_name, self.role, self.privileges)
@@ -390,10 +404,13 @@ class GrantPrivilegesOp(MigrateOperation):
 @Operations.register_operation("revoke_privileges")
 @dataclass
 class RevokePrivilegesOp(MigrateOperation):
+    """Revoke privileges, or with `grant_option` only the right to pass them on."""
+
     table_name: str
     role: str
     privileges: tuple[str, ...]
     schema: str | None = None
+    grant_option: bool = False
 
     @classmethod
     def revoke_privileges(
@@ -402,15 +419,27 @@ class RevokePrivilegesOp(MigrateOperation):
         table_name: str,
         role: str,
         privileges: Sequence[str],
+        *,
         schema: str | None = None,
+        grant_option: bool = False,
     ) -> None:
-        operations.invoke(cls(table_name, role, tuple(privileges), schema))
+        operations.invoke(cls(table_name, role, tuple(privileges), schema, grant_option))
 
     def reverse(self) -> GrantPrivilegesOp:
-        return GrantPrivilegesOp(self.table_name, self.role, self.privileges, self.schema)
+        return GrantPrivilegesOp(
+            self.table_name, self.role, self.privileges, self.schema, self.grant_option
+        )
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("revoke_privileges", self.schema, self.table_name, self.role, self.privileges)
+        only_option = ("grant option",) if self.grant_option else ()
+        return (
+            "revoke_privileges",
+            self.schema,
+            self.table_name,
+            self.role,
+            self.privileges,
+            *only_option,
+        )
 
 
 @Operations.implementation_for(GrantPrivilegesOp)
@@ -418,7 +447,8 @@ def _grant(operations: Operations, operation: GrantPrivilegesOp) -> None:
     table = _table(operations, operation.table_name, operation.schema)
     privileges = ", ".join(operation.privileges)
     role = _roles_sql(operations, [operation.role])
-    operations.execute(f"GRANT {privileges} ON {table} TO {role}")
+    option = " WITH GRANT OPTION" if operation.with_grant_option else ""
+    operations.execute(f"GRANT {privileges} ON {table} TO {role}{option}")
 
 
 @Operations.implementation_for(RevokePrivilegesOp)
@@ -426,7 +456,8 @@ def _revoke(operations: Operations, operation: RevokePrivilegesOp) -> None:
     table = _table(operations, operation.table_name, operation.schema)
     privileges = ", ".join(operation.privileges)
     role = _roles_sql(operations, [operation.role])
-    operations.execute(f"REVOKE {privileges} ON {table} FROM {role}")
+    option = "GRANT OPTION FOR " if operation.grant_option else ""
+    operations.execute(f"REVOKE {option}{privileges} ON {table} FROM {role}")
 
 
 # --- rendering into revision files ----------------------------------------------------
@@ -507,6 +538,7 @@ def _render_grant(context: AutogenContext, operation: GrantPrivilegesOp) -> str:
         operation.role,
         list(operation.privileges),
         schema=operation.schema,
+        with_grant_option=operation.with_grant_option or None,
     )
 
 
@@ -518,11 +550,12 @@ def _render_revoke(context: AutogenContext, operation: RevokePrivilegesOp) -> st
         operation.role,
         list(operation.privileges),
         schema=operation.schema,
+        grant_option=operation.grant_option or None,
     )
 
 
 __all__ = [
-    "MANAGED_PRIVILEGES",
+    "PRIVILEGES",
     "AlterPolicyOp",
     "CreatePolicyOp",
     "DisableRowSecurityOp",
