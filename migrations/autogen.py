@@ -16,6 +16,8 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from migrations import online
+
 log = logging.getLogger(__name__)
 
 #: Options every autogenerate run uses, online or offline.
@@ -66,11 +68,13 @@ class ObjectFilter:
         return not info.get("skip_autogenerate", False)
 
 
-def drop_empty_revision(config: Config) -> Any:
-    """A ``process_revision_directives`` hook: ``revision --autogenerate`` with
-    nothing to do writes no file."""
+def process_revision_directives(config: Config) -> Any:
+    """The ``process_revision_directives`` hook: index and foreign-key changes on existing
+    tables are rewritten to run online (:mod:`migrations.online`), and
+    ``revision --autogenerate`` with nothing to do writes no file."""
 
     def hook(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+        online.rewriter(context, revision, directives)
         if not getattr(config.cmd_opts, "autogenerate", False):
             return
         script = directives[0]

@@ -17,7 +17,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database
+from migrations import database, deploy
 
 log = logging.getLogger("migrations")
 
@@ -38,6 +38,7 @@ def migration_connection(config: Config) -> Iterator[Connection]:
         target = database.resolve()
     except database.DatabaseError as exc:
         raise CommandError(str(exc)) from None
+    deploy.refuse_pooled_host(target.url.host)
     log.info("Using database %s", target.describe())
     engine = database.create_engine(target.url, poolclass=pool.NullPool)
     try:

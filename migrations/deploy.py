@@ -1,0 +1,288 @@
+"""The safe-deploy guarantees of every schema-changing run (upgrade, downgrade, stamp).
+
+* One deployer at a time: a session-level advisory lock, taken on a dedicated
+  autocommit connection that never sits idle in a transaction, waited for within a
+  bound while saying who holds it.
+* Bounded locks: ``lock_timeout`` and ``statement_timeout`` on the migration session;
+  a revision that cannot get its lock is retried with backoff, then fails naming the
+  backend that blocked it.
+* Atomic steps: each revision in its own transaction; a failure names the revision and
+  the statement and leaves the database at the last good revision.
+* Preflight: several heads, a database at a revision this repository does not know,
+  a downgrade past the floor, all stop before anything is touched.
+
+Settings come from ``alembic.ini`` (``[alembic]`` section) and may be overridden per
+run with ``-x name=value``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger("migrations")
+
+#: The advisory lock key: the same for every deployer of this schema, per database.
+#: Below 2**31, so pg_locks shows it as objid with classid 0.
+LOCK_KEY = zlib.crc32(b"todo-database:migrations") & 0x7FFFFFFF
+
+_LOCK_NOT_AVAILABLE = "55P03"
+_POOLER = re.compile(r"^(?P<endpoint>ep-[a-z0-9-]+?)-pooler(?P<rest>\..+)$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How patient a run is. Durations are PostgreSQL interval strings."""
+
+    lock_timeout: str = "2s"
+    statement_timeout: str = "15min"
+    lock_retries: int = 3
+    retry_backoff_s: float = 1.0
+    deploy_lock_wait_s: float = 300.0
+    downgrade_floor: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, x_arguments: dict[str, str]) -> Settings:
+        def option(name: str) -> str | None:
+            value = x_arguments.get(name) or config.get_main_option(name)
+            return value.strip() if value else None
+
+        defaults = cls()
+        floor = option("downgrade_floor")
+        return cls(
+            lock_timeout=option("lock_timeout") or defaults.lock_timeout,
+            statement_timeout=option("statement_timeout") or defaults.statement_timeout,
+            lock_retries=int(option("lock_retries") or defaults.lock_retries),
+            retry_backoff_s=float(option("retry_backoff") or defaults.retry_backoff_s),
+            deploy_lock_wait_s=float(option("deploy_lock_wait") or defaults.deploy_lock_wait_s),
+            downgrade_floor=None if floor in (None, "base") else floor,
+        )
+
+    def session_statements(self) -> list[str]:
+        """What the migration session runs first, online and in offline SQL alike."""
+        return [
+            f"SET lock_timeout = '{self.lock_timeout}'",
+            f"SET statement_timeout = '{self.statement_timeout}'",
+        ]
+
+
+def refuse_pooled_host(host: str | None) -> None:
+    """Neon's pooled endpoint (PgBouncer, transaction mode) loses session state such as
+    advisory locks and SET: migrations need the direct host."""
+    if host and (match := _POOLER.match(host)):
+        direct = match["endpoint"] + match["rest"]
+        raise CommandError(
+            f"{host} is Neon's pooled endpoint, which cannot hold a migration's session "
+            f"(advisory lock, timeouts); use the direct host {direct}"
+        )
+
+
+def check_single_head(script: ScriptDirectory) -> None:
+    heads = script.get_heads()
+    if len(heads) > 1:
+        raise CommandError(
+            f"the revisions have {len(heads)} heads ({', '.join(sorted(heads))}); "
+            "merge them with `alembic merge heads` before deploying; nothing was changed"
+        )
+
+
+def check_known_revisions(script: ScriptDirectory, current: tuple[str, ...]) -> None:
+    for revision in current:
+        try:
+            script.get_revision(revision)
+        except CommandError:
+            raise CommandError(
+                f"the database is at revision {revision}, which this repository does not have "
+                "(deployed from a newer branch?); nothing was changed"
+            ) from None
+
+
+def check_downgrade_floor(
+    script: ScriptDirectory, destination: str | None, floor: str | None
+) -> None:
+    """A downgrade may go down to `floor`, never below it (``None``: no floor)."""
+    if floor is None:
+        return
+    kept = set()
+    if destination is not None:
+        kept = {revision.revision for revision in script.iterate_revisions(destination, "base")}
+    if floor not in kept:
+        raise CommandError(
+            f"downgrade to {destination or 'base'} goes past the oldest allowed revision "
+            f"{floor} (downgrade_floor in alembic.ini; -x downgrade_floor=base lifts it); "
+            "nothing was changed"
+        )
+
+
+@dataclass
+class Blocker:
+    pid: int
+    application: str
+    query: str
+
+    def describe(self) -> str:
+        query = " ".join(self.query.split())
+        if len(query) > 160:
+            query = query[:157] + "..."
+        return f"pid {self.pid} ({self.application or 'no application_name'}): {query}"
+
+
+_HOLDERS = """
+    SELECT a.pid, a.application_name, a.query
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+        SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = 0 AND l.objid = %(key)s::bigint::oid AND l.objsubid = 1
+"""
+_BLOCKERS = """
+    SELECT a.pid, a.application_name, a.query
+    FROM unnest(pg_blocking_pids(%(pid)s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid
+"""
+
+
+def _blockers(connection: Connection, statement: str, **params: object) -> list[Blocker]:
+    return [Blocker(*row) for row in connection.exec_driver_sql(statement, params)]
+
+
+@contextmanager
+def deploy_lock(lock_connection: Connection, settings: Settings) -> Iterator[LockWatch]:
+    """Hold the deploy lock for the duration; yields a watch on the migration session."""
+    lock_connection = lock_connection.execution_options(isolation_level="AUTOCOMMIT")
+    started = time.monotonic()
+    announced = 0.0
+    while not lock_connection.exec_driver_sql(
+        "SELECT pg_try_advisory_lock(%(key)s)", {"key": LOCK_KEY}
+    ).scalar():
+        waited = time.monotonic() - started
+        if waited >= settings.deploy_lock_wait_s:
+            holders = _blockers(lock_connection, _HOLDERS, key=LOCK_KEY)
+            who = "; ".join(h.describe() for h in holders) or "a session that just ended"
+            raise CommandError(
+                f"another deploy held the migration lock for {waited:.0f} s ({who}); "
+                "gave up, nothing was changed"
+            )
+        if waited - announced >= 5 or announced == 0:
+            holders = _blockers(lock_connection, _HOLDERS, key=LOCK_KEY)
+            who = "; ".join(h.describe() for h in holders) or "unknown"
+            log.info("Waiting for the migration lock (%.0f s so far), held by %s", waited, who)
+            announced = waited or 0.001
+        time.sleep(0.2)
+    log.info("Holding the migration lock")
+    watch = LockWatch(lock_connection)
+    try:
+        yield watch
+    finally:
+        watch.stop()
+        lock_connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
+
+
+class LockWatch:
+    """Remembers who last blocked the migration session, so that a lock timeout can
+    name the backend it waited for. Polls on the (otherwise idle) lock connection."""
+
+    interval_s = 0.1
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_blockers: list[Blocker] = []
+
+    def watch(self, migration_connection: Connection) -> None:
+        self._pid = migration_connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        migration_connection.commit()
+        self._thread = threading.Thread(target=self._poll, name="lock-watch", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                blockers = _blockers(self._connection, _BLOCKERS, pid=self._pid)
+            except DBAPIError:
+                return
+            if blockers:
+                self.last_blockers = blockers
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def run_with_retries(
+    run: Callable[[], None],
+    settings: Settings,
+    watch: LockWatch | None,
+    current_revisions: Callable[[], tuple[str, ...]],
+) -> None:
+    """Run the migrations; retry when a lock could not be had; explain any failure."""
+    for attempt in range(settings.lock_retries + 1):
+        try:
+            run()
+            return
+        except DBAPIError as exc:
+            lock_timed_out = getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+            if lock_timed_out and attempt < settings.lock_retries:
+                delay = settings.retry_backoff_s * 2**attempt
+                log.warning(
+                    "Lock not had within lock_timeout %s (blocked by %s); retry %d/%d in %.1f s",
+                    settings.lock_timeout,
+                    _who(watch),
+                    attempt + 1,
+                    settings.lock_retries,
+                    delay,
+                )
+                time.sleep(delay)
+                continue
+            raise _explain_failure(exc, watch, current_revisions(), lock_timed_out) from None
+
+
+def _who(watch: LockWatch | None) -> str:
+    if watch is None or not watch.last_blockers:
+        return "an unknown backend"
+    return "; ".join(blocker.describe() for blocker in watch.last_blockers)
+
+
+def _failing_revision(exc: BaseException) -> str | None:
+    """The revision whose code raised `exc`: the innermost revision module on its traceback."""
+    found = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals
+        if "revision" in module and "down_revision" in module and "upgrade" in module:
+            found = f"{module['revision']} ({Path(frame.f_code.co_filename).name})"
+    return found
+
+
+def _explain_failure(
+    exc: DBAPIError,
+    watch: LockWatch | None,
+    current: tuple[str, ...],
+    lock_timed_out: bool,
+) -> CommandError:
+    revision = _failing_revision(exc) or "the version table update"
+    error = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
+    statement = " ".join(str(exc.statement or "").split())
+    if len(statement) > 200:
+        statement = statement[:197] + "..."
+    at = ", ".join(current) or "base"
+    if lock_timed_out:
+        error = f"{error}; blocked by {_who(watch)}"
+    return CommandError(
+        f"revision {revision} failed: {error} [statement: {statement}]; "
+        f"the database is still at {at}: fix the cause and rerun to continue from there"
+    )

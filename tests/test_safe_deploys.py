@@ -1,0 +1,293 @@
+"""Safe deploys: `alembic upgrade head` never races, never half-applies, never stalls writers.
+
+Each failure the deploy path guards against is reproduced on a real server: eight
+concurrent deployers, a revision that fails halfway, a migration that cannot get
+its lock while writers keep writing, and the inputs that must stop a deploy
+before it touches anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from argparse import Namespace
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import URL, Engine
+
+from migrations import deploy
+from tests.conftest import PROJECT_ROOT, make_alembic_config, new_engine, scalar
+
+HEAD = ScriptDirectory.from_config(make_alembic_config()).get_current_head()
+REVISIONS = list(ScriptDirectory.from_config(make_alembic_config()).walk_revisions())
+
+
+def cli(*args: str, url: URL) -> subprocess.CompletedProcess[str]:
+    """The real `alembic` command, as CI runs it, against `url`."""
+    environment = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
+    if "PGHOST" in os.environ and not url.host:  # embedded server: the socket directory
+        environment["DATABASE_URL"] = url.update_query_dict(
+            {"host": os.environ["PGHOST"]}
+        ).render_as_string(hide_password=False)
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def extra_revision(directory: Path, body: str, *, down_revision: str | None = HEAD) -> str:
+    """Write a test-only revision after `down_revision` into `directory`; returns its id."""
+    revision = "ffff" + os.urandom(4).hex()
+    (directory / f"{revision}_test_only.py").write_text(
+        f'''"""test only"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = {revision!r}
+down_revision = {down_revision!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    pass
+'''
+    )
+    return revision
+
+
+def config_with(engine: Engine, versions: Path, *x_arguments: str) -> Config:
+    """The project's config plus a test-only version location and ``-x`` settings."""
+    config = make_alembic_config(engine)
+    locations = [str(PROJECT_ROOT / "migrations" / "versions"), str(versions)]
+    config.set_main_option("version_locations", os.pathsep.join(locations))
+    config.cmd_opts = Namespace(x=list(x_arguments))
+    return config
+
+
+def test_eight_concurrent_deployers_apply_each_revision_once(empty_url: URL) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: cli("upgrade", "head", url=empty_url), range(8)))
+
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    applied = [
+        match
+        for result in results
+        for match in re.findall(r"Running upgrade .*?-> (\w+),", result.stderr)
+    ]
+    assert sorted(applied) == sorted(revision.revision for revision in REVISIONS)
+    engine = new_engine(empty_url)
+    try:
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == HEAD
+    finally:
+        engine.dispose()
+
+
+def test_failing_revision_leaves_the_last_good_one_and_rerun_continues(
+    head_engine: Engine, tmp_path: Path
+) -> None:
+    failing = extra_revision(
+        tmp_path,
+        '    op.create_table("deploy_probe", sa.Column("id", sa.Integer, primary_key=True))\n'
+        '    op.execute("UPDATE no_such_table SET x = 1")',
+    )
+    config = config_with(head_engine, tmp_path)
+
+    with pytest.raises(CommandError) as failure:
+        command.upgrade(config, "heads")
+
+    message = str(failure.value)
+    assert failing in message
+    assert "UPDATE no_such_table SET x = 1" in message
+    assert f"still at {HEAD}" in message
+    assert scalar(head_engine, "SELECT version_num FROM alembic_version") == HEAD
+    assert scalar(head_engine, "SELECT to_regclass('deploy_probe')") is None  # nothing half-applied
+
+    fixed = tmp_path / f"{failing}_test_only.py"
+    fixed.write_text(fixed.read_text().replace("UPDATE no_such_table SET x = 1", "SELECT 1"))
+    command.upgrade(config, "heads")
+    assert scalar(head_engine, "SELECT version_num FROM alembic_version") == failing
+    assert scalar(head_engine, "SELECT to_regclass('deploy_probe')::text") == "deploy_probe"
+
+
+@contextmanager
+def blocker(engine: Engine) -> Iterator[int]:
+    """A session that holds a lock on todo that an ALTER TABLE must wait for."""
+    connection = engine.connect()
+    connection.exec_driver_sql("SET application_name = 'todo-test-blocker'")
+    pid = int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    connection.exec_driver_sql("SELECT count(*) FROM todo")  # ACCESS SHARE, until rollback
+    try:
+        yield pid
+    finally:
+        connection.rollback()
+        connection.close()
+
+
+@contextmanager
+def writers(engine: Engine, count: int = 3) -> Iterator[list[float]]:
+    """Writers inserting todos continuously; yields the list of their write latencies."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            """INSERT INTO "user" (id, name, email, "emailVerified")
+               VALUES ('writer', 'Writer', 'writer@example.com', true)"""
+        )
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        with engine.connect() as connection:
+            while not stop.is_set():
+                started = time.monotonic()
+                connection.exec_driver_sql(
+                    "INSERT INTO todo (user_id, title) VALUES ('writer', 'w')"
+                )
+                connection.commit()
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=write) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield latencies
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_lock_timeout_bounds_the_wait_names_the_blocker_and_spares_writers(
+    head_url: URL, tmp_path: Path
+) -> None:
+    engine = new_engine(head_url)
+    migration = new_engine(head_url)
+    revision = extra_revision(
+        tmp_path, '    op.add_column("todo", sa.Column("probe", sa.Text(), nullable=True))'
+    )
+    settings = ("lock_timeout=300ms", "lock_retries=2", "retry_backoff=0.2")
+    config = config_with(migration, tmp_path, *settings)
+    try:
+        with writers(engine) as latencies:
+            with blocker(engine) as blocker_pid:
+                time.sleep(0.2)
+                started = time.monotonic()
+                with pytest.raises(CommandError) as failure:
+                    command.upgrade(config, "heads")
+                elapsed = time.monotonic() - started
+            time.sleep(0.3)  # writers keep going after the blocker ends
+        command.upgrade(config, "heads")  # and the deploy succeeds once it has
+    finally:
+        migration.dispose()
+        engine.dispose()
+
+    message = str(failure.value)
+    assert "lock timeout" in message
+    assert f"pid {blocker_pid} (todo-test-blocker)" in message
+    assert "SELECT count(*) FROM todo" in message
+    # three attempts of 0.3 s plus 0.2 s and 0.4 s of backoff, with room for a busy machine
+    assert elapsed < 4.0
+    assert latencies, "the writers never wrote"
+    assert max(latencies) < 0.3 + 0.7, f"a writer waited {max(latencies):.2f} s"
+    with new_engine(head_url).connect() as connection:
+        assert (
+            connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            == revision
+        )
+
+
+def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> None:
+    engine = new_engine(head_url)
+    try:
+        with engine.connect() as holder:
+            holder.exec_driver_sql("SET application_name = 'todo-test-deployer'")
+            holder.exec_driver_sql(f"SELECT pg_advisory_lock({deploy.LOCK_KEY})")
+            holder.commit()
+            result = cli("-x", "deploy_lock_wait=1", "upgrade", "head", url=head_url)
+    finally:
+        engine.dispose()
+    assert result.returncode != 0
+    assert "Waiting for the migration lock" in result.stderr
+    assert "todo-test-deployer" in result.stdout + result.stderr
+    assert "FAILED: another deploy held the migration lock" in result.stdout
+
+
+def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["SET lock_timeout = '2s';", "", "SET statement_timeout = '15min';"]
+    concurrent = [line for line in lines if "CREATE INDEX CONCURRENTLY" in line]
+    assert concurrent, "the sync index is built online"
+    before = [line for line in lines[: lines.index(concurrent[0])] if line in ("BEGIN;", "COMMIT;")]
+    assert before[-1] == "COMMIT;", "a concurrent build runs outside a transaction"
+
+
+def test_pooled_neon_host_is_refused_with_the_direct_host() -> None:
+    url = sa.make_url(
+        "postgresql://owner:secret@ep-calm-sea-123456-pooler.eu-central-1.aws.neon.tech/neondb"
+    )
+    result = cli("upgrade", "head", url=url)
+    assert result.returncode != 0
+    assert "use the direct host ep-calm-sea-123456.eu-central-1.aws.neon.tech" in result.stdout
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_unknown_revision_in_the_database_stops_before_anything(head_url: URL) -> None:
+    engine = new_engine(head_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'fromnewerbranch'")
+        result = cli("upgrade", "head", url=head_url)
+        assert result.returncode != 0
+        assert "the database is at revision fromnewerbranch" in result.stdout
+        assert "nothing was changed" in result.stdout
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == "fromnewerbranch"
+    finally:
+        engine.dispose()
+
+
+def test_several_heads_stop_before_anything(head_engine: Engine, tmp_path: Path) -> None:
+    extra_revision(tmp_path, "    pass", down_revision=REVISIONS[1].revision)
+    with pytest.raises(CommandError, match="2 heads"):
+        command.upgrade(config_with(head_engine, tmp_path), "heads")
+    assert scalar(head_engine, "SELECT version_num FROM alembic_version") == HEAD
+
+
+def test_downgrade_past_the_floor_stops_before_anything(head_url: URL) -> None:
+    result = cli("downgrade", "base", url=head_url)
+    assert result.returncode != 0
+    assert "goes past the oldest allowed revision" in result.stdout
+    engine = new_engine(head_url)
+    try:
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == HEAD
+    finally:
+        engine.dispose()
