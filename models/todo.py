@@ -60,6 +60,9 @@ class Todo(TodoFields, table=True):
             "id",
             postgresql_where=text("NOT completed"),
         ),
+        # (d) sync: a user's todos changed since the client's last (updated_at, id),
+        #     oldest change first, keyset-paginated.
+        Index("todo_user_id_updated_at_id_idx", "user_id", "updated_at", "id"),
         # The todo API sees and changes only the current user's todos.
         {"info": {ROW_SECURITY: owned_by("user_id")}},
     )
