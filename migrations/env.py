@@ -44,8 +44,8 @@ def is_downgrade() -> bool:
     return command is not None and command[0].__name__ == "downgrade"
 
 
-def current_revisions(connection: Connection) -> tuple[str, ...]:
-    return tuple(context.get_context().get_current_heads()) if connection else ()
+def current_revisions() -> tuple[str, ...]:
+    return tuple(context.get_context().get_current_heads())
 
 
 def run_offline() -> None:
@@ -96,7 +96,7 @@ def run_online() -> None:
             connection.engine.connect() as lock_connection,
             deploy.deploy_lock(lock_connection, settings) as watch,
         ):
-            current = current_revisions(connection)
+            current = current_revisions()
             deploy.check_known_revisions(context.script, current)
             if is_downgrade():
                 destination = context.get_revision_argument()
@@ -106,9 +106,7 @@ def run_online() -> None:
                 connection.exec_driver_sql(statement)
             connection.commit()
             watch.watch(connection)
-            deploy.run_with_retries(
-                run_migrations, settings, watch, lambda: current_revisions(connection)
-            )
+            deploy.run_with_retries(run_migrations, settings, watch, current_revisions)
 
 
 if context.is_offline_mode():
