@@ -2,21 +2,30 @@
 
 ``tests/better_auth/check.mjs`` drives Better Auth (its migration planner, then sign-up,
 sign-in, session lookup and user deletion); ``make install`` installs it with npm.
+
+Better Auth connects as it does in production: through a LOGIN role that is a member
+of todo_auth, so only what the schema grants todo_auth is available to it. The test
+creates that role (``todo_test_auth_<hex>``; the test servers trust local
+connections, so it needs no password) and drops it afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
+from migrations import database
+from models.security import APP_ROLE, AUTH_ROLE
 from tests.conftest import PROJECT_ROOT, scalar
 
 CHECK_DIR = PROJECT_ROOT / "tests" / "better_auth"
@@ -53,10 +62,16 @@ def node_url(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def run_check(database_url: str, before_delete: Callable[[str], None]) -> dict[str, Any]:
-    """Run check.mjs, calling `before_delete(user_id)` while it waits to delete the user."""
-    environment = {**os.environ, "DATABASE_URL": database_url}
-    environment.pop("AUTH_DATABASE_URL", None)
+def run_check(
+    database_url: str, auth_database_url: str, before_delete: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run check.mjs, Better Auth connecting with `auth_database_url`, calling
+    `before_delete(user_id)` while it waits to delete the user."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AUTH_DATABASE_URL": auth_database_url,
+    }
     with subprocess.Popen(
         node_command(),
         cwd=PROJECT_ROOT,
@@ -88,12 +103,59 @@ def owned_rows(engine: Engine, user_id: str) -> dict[str, object]:
     }
 
 
+@pytest.fixture
+def auth_login_role(admin_url: URL, head_url: URL) -> Iterator[str]:
+    """A LOGIN role, member of todo_auth and nothing else, created for this test only."""
+    name = f"todo_test_auth_{secrets.token_hex(6)}"
+    role = sql.Identifier(name)
+    with database.admin_connection(admin_url) as connection:
+        connection.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(role, sql.Identifier(AUTH_ROLE))
+        )
+    try:
+        yield name
+    finally:
+        # Only the role created above is ever dropped. It can own nothing but what
+        # Better Auth might have created in the test's database.
+        try:
+            with database.admin_connection(head_url) as connection:
+                connection.execute(sql.SQL("DROP OWNED BY {}").format(role))
+        finally:
+            with database.admin_connection(admin_url) as connection:
+                connection.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def member_of(engine: Engine, role: str, group: str) -> object:
+    return scalar(engine, "SELECT pg_has_role(:role, :group, 'MEMBER')", role=role, group=group)
+
+
+def connected_as(engine: Engine, role: str) -> object:
+    """How many sessions `role` has open on the engine's database."""
+    return scalar(
+        engine,
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE usename = :role AND datname = current_database()""",
+        role=role,
+    )
+
+
 def test_better_auth_signs_up_signs_in_and_deletes_on_head(
-    head_url: URL, head_engine: Engine
+    head_url: URL, head_engine: Engine, auth_login_role: str
 ) -> None:
+    # The role Better Auth uses has todo_auth's rights and no others.
+    assert member_of(head_engine, auth_login_role, AUTH_ROLE) is True
+    assert member_of(head_engine, auth_login_role, APP_ROLE) is False
+    privileged = scalar(
+        head_engine,
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = :role",
+        role=auth_login_role,
+    )
+    assert privileged is False
     before: dict[str, object] = {}
 
     def add_todo(user_id: str) -> None:
+        # Better Auth's pool is still open: it is connected as the login role.
+        before["connectedAsAuthRole"] = connected_as(head_engine, auth_login_role) != 0
         with head_engine.begin() as connection:
             connection.execute(
                 sa.text("INSERT INTO todo (user_id, title) VALUES (:id, 'outlive my owner')"),
@@ -102,13 +164,25 @@ def test_better_auth_signs_up_signs_in_and_deletes_on_head(
         before.update(owned_rows(head_engine, user_id))
         before["email"] = scalar(head_engine, 'SELECT email FROM "user" WHERE id = :id', id=user_id)
 
-    result = run_check(node_url(head_url), add_todo)
+    result = run_check(
+        node_url(head_url),
+        node_url(head_url.set(username=auth_login_role, password=None)),
+        add_todo,
+    )
 
     assert result["planned"] == {"create": [], "add": [], "indexes": [], "problems": []}
     assert result["signedUp"] is True
     assert result["signedIn"] is True
     assert result["sessionUserEmail"] == result["email"]
     assert result["deleted"] is True
-    # One user with its password account, sign-up's and sign-in's sessions, and the todo.
-    assert before == {"user": 1, "session": 2, "account": 1, "todo": 1, "email": result["email"]}
+    # One user with its password account, sign-up's and sign-in's sessions, and the todo
+    # (which todo_auth cannot even read: the deletion cascades to it as the owner).
+    assert before == {
+        "connectedAsAuthRole": True,
+        "user": 1,
+        "session": 2,
+        "account": 1,
+        "todo": 1,
+        "email": result["email"],
+    }
     assert owned_rows(head_engine, result["userId"]) == dict.fromkeys(OWNED_ROWS, 0)

@@ -1,0 +1,330 @@
+"""Shared by the row-level security tests: the declarations read as data, rows made for
+the tables they declare owned, and one transaction acting as an application role.
+
+Everything here is derived from ``info[ROW_SECURITY]`` on the tables of
+``models.metadata``; a newly declared owner-scoped table is covered by the tests that
+use these helpers without a test of its own. When rows for such a table cannot be
+made generically, :func:`new_row` fails with a message naming the table and column
+and pointing at :data:`ROW_FACTORIES`: nothing is ever skipped silently.
+"""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+
+from migrations import database
+from models import metadata
+from models.security import APP_ROLE, ROW_SECURITY, RowSecurity
+from tests.conftest import DATABASE_PREFIX
+
+#: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
+#: violates row-level security policy" (a WITH CHECK failure).
+INSUFFICIENT_PRIVILEGE: Final = "42501"
+
+#: What :func:`attempt` returns for a statement PostgreSQL refused with 42501.
+REFUSED: Final = "refused"
+Refused = Literal["refused"]
+
+#: The row commands a role can be granted and policies can govern.
+COMMANDS: Final = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+#: The table Better Auth keeps its users in; every owner column points at its ``id``.
+USER_TABLE: Final = "user"
+#: Users the tests act as; at least two, so "another user" always exists.
+USERS: Final = ("user-1", "user-2", "user-3")
+#: Rows seeded per user in each owned table whose owner column allows more than one.
+ROWS_PER_USER: Final = 2
+
+#: Values by column name for one row of a table owned by `owner`; `n` tells rows apart.
+RowFactory = Callable[[str, int], dict[str, object]]
+
+#: Tables whose rows are better made by hand than generically. A table missing here is
+#: made generically (see :func:`generic_row`), or :func:`new_row` says why it cannot be.
+ROW_FACTORIES: Final[Mapping[str, RowFactory]] = {
+    USER_TABLE: lambda owner, n: {
+        "id": owner,
+        "name": f"User {owner}",
+        "email": f"{owner}@example.com",
+        "emailVerified": True,
+    },
+    "todo": lambda owner, n: {"user_id": owner, "title": f"todo {n} of {owner}"},
+}
+
+
+class NoRowFactoryError(LookupError):
+    """An owned table for which rows can be made neither by a factory nor generically."""
+
+
+def row_security(table: sa.Table) -> RowSecurity | None:
+    """The table's declared :class:`RowSecurity`, if any."""
+    declared = table.info.get(ROW_SECURITY)
+    return declared if isinstance(declared, RowSecurity) else None
+
+
+def granted_commands(security: RowSecurity, role: str) -> frozenset[str]:
+    """The row commands `role` may run: granted the privilege and named by a policy."""
+    privileges = {p for grant in security.grants if grant.role == role for p in grant.privileges}
+    governed = {
+        command
+        for policy in security.policies
+        if role in policy.roles
+        for command in (COMMANDS if policy.command == "ALL" else (policy.command,))
+    }
+    return frozenset(c for c in COMMANDS if c in privileges and c in governed)
+
+
+def reachable_tables(role: str) -> frozenset[str]:
+    """Tables on which the declarations give `role` a privilege or a policy."""
+    return frozenset(
+        table.name
+        for table in metadata.sorted_tables
+        if (security := row_security(table)) is not None
+        and (
+            any(grant.role == role for grant in security.grants)
+            or any(role in policy.roles for policy in security.policies)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class OwnedTable:
+    """A table whose rows belong to one user each, as declared for one role."""
+
+    table: sa.Table
+    owner_column: str
+    #: The row commands the role has on it (privilege and policy both declared).
+    commands: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def owner(self) -> sa.Column[Any]:
+        return self.table.columns[self.owner_column]
+
+    @property
+    def one_row_per_owner(self) -> bool:
+        """Whether the owner column alone is the primary key or unique."""
+        primary_key = [column.name for column in self.table.primary_key.columns]
+        return primary_key == [self.owner_column] or bool(self.owner.unique)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def owned_tables(role: str = APP_ROLE) -> tuple[OwnedTable, ...]:
+    """Every table declared with an owner column and at least one policy for `role`,
+    in dependency order."""
+    found = []
+    for table in metadata.sorted_tables:
+        security = row_security(table)
+        if security is None or security.owner_column is None:
+            continue
+        if any(role in policy.roles for policy in security.policies):
+            found.append(OwnedTable(table, security.owner_column, granted_commands(security, role)))
+    return tuple(found)
+
+
+def users_table() -> OwnedTable:
+    """The user table, viewed as owned by its own ``id``, whatever the declarations say."""
+    return OwnedTable(metadata.tables[USER_TABLE], "id", frozenset())
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+def _generic_value(table: sa.Table, column: sa.Column[Any], owner: str, n: int) -> object:
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = object
+    values: dict[type, Callable[[], object]] = {
+        str: lambda: f"{table.name}.{column.name} {n} of {owner}",
+        bool: lambda: False,
+        int: lambda: n,
+        float: lambda: float(n),
+        decimal.Decimal: lambda: decimal.Decimal(n),
+        datetime: lambda: datetime.now(UTC),
+        date: lambda: datetime.now(UTC).date(),
+        uuid.UUID: uuid.uuid4,
+    }
+    if python_type not in values:
+        raise NoRowFactoryError(
+            f"owned table {table.name!r}: no generic value for required column "
+            f"{column.name!r} of type {column.type}; add a factory for {table.name!r} "
+            "to ROW_FACTORIES in tests/rls_helpers.py"
+        )
+    return values[python_type]()
+
+
+def generic_row(table: sa.Table, owner_column: str, owner: str, n: int) -> dict[str, object]:
+    """A row with `owner` in `owner_column` and a made-up value in every other column
+    that needs one (not nullable, no default). Fails with :class:`NoRowFactoryError`
+    on a column it cannot fill: a foreign key other than the owner, an unknown type."""
+    row: dict[str, object] = {owner_column: owner}
+    for column in table.columns:
+        if (
+            column.name == owner_column
+            or column.nullable
+            or column.server_default is not None
+            or column.default is not None
+            or column.computed is not None
+            or column.identity is not None
+            or column is table.autoincrement_column
+        ):
+            continue
+        if column.foreign_keys:
+            raise NoRowFactoryError(
+                f"owned table {table.name!r}: required column {column.name!r} references "
+                f"another table, so rows cannot be made generically; add a factory for "
+                f"{table.name!r} to ROW_FACTORIES in tests/rls_helpers.py"
+            )
+        row[column.name] = _generic_value(table, column, owner, n)
+    return row
+
+
+def new_row(owned: OwnedTable, owner: str, n: int) -> dict[str, object]:
+    """Values by column name for a new row of `owned` belonging to `owner`."""
+    factory = ROW_FACTORIES.get(owned.name)
+    if factory is None:
+        row = generic_row(owned.table, owned.owner_column, owner, n)
+    else:
+        row = factory(owner, n)
+    if row.get(owned.owner_column) != owner:
+        raise NoRowFactoryError(
+            f"ROW_FACTORIES[{owned.name!r}] must put the owner in {owned.owner_column!r}"
+        )
+    unknown = set(row) - {column.name for column in owned.table.columns}
+    if unknown:
+        raise NoRowFactoryError(f"ROW_FACTORIES[{owned.name!r}] names no such column: {unknown}")
+    return row
+
+
+def insert(owned: OwnedTable, row: Mapping[str, object]) -> sa.Insert:
+    """INSERT of `row`, without the RETURNING SQLAlchemy would add for a server-made key
+    (RETURNING is subject to the SELECT policies too, and hides the row count)."""
+    values = {owned.table.columns[name]: value for name, value in row.items()}
+    return sa.insert(owned.table).values(values).inline()
+
+
+def where_key(owned: OwnedTable, key: Mapping[str, object]) -> sa.ColumnElement[bool]:
+    """The condition that picks the row whose primary key is `key`."""
+    return sa.and_(*(owned.table.columns[name] == value for name, value in key.items()))
+
+
+@dataclass(frozen=True)
+class SeededRow:
+    owner: str
+    #: Primary-key values by column name.
+    key: dict[str, object]
+
+
+#: Seeded rows by table name.
+Seeded = dict[str, list[SeededRow]]
+
+
+def seed(connection: Connection, users: Sequence[str] = USERS) -> Seeded:
+    """As the connection's (superuser) role: `users` in the user table, then rows for
+    each of them in every owned table. Returns the rows with their primary keys."""
+    seeded: Seeded = {}
+    owned = [users_table(), *(o for o in owned_tables() if o.name != USER_TABLE)]
+    for target in owned:
+        per_user = 1 if target.one_row_per_owner else ROWS_PER_USER
+        returning = list(target.table.primary_key.columns)
+        rows = seeded.setdefault(target.name, [])
+        for user in users:
+            for n in range(per_user):
+                values = new_row(target, user, n)
+                key = connection.execute(insert(target, values).returning(*returning)).one()
+                rows.append(
+                    SeededRow(user, dict(zip([c.name for c in returning], key, strict=True)))
+                )
+    return seeded
+
+
+# --- acting as a role ---------------------------------------------------------------------
+
+
+@contextmanager
+def acting_as(
+    connection: Connection, user_id: str | None, *, role: str = APP_ROLE, commit: bool = False
+) -> Iterator[Connection]:
+    """One transaction on `connection` as `role`, with the current user set as the API
+    sets it (``set_config('app.user_id', <id>, true)``); `user_id` None leaves it unset.
+
+    Rolled back on leaving unless `commit`. Mind that once a session has set
+    ``app.user_id`` locally, the setting reads as '' (not NULL) after that transaction.
+    """
+    quoted = connection.dialect.identifier_preparer.quote(role)
+    transaction = connection.begin()
+    try:
+        connection.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
+        if user_id is not None:
+            connection.execute(
+                sa.text("SELECT set_config('app.user_id', :id, true)"), {"id": user_id}
+            )
+        yield connection
+    except BaseException:
+        transaction.rollback()
+        raise
+    if commit:
+        transaction.commit()
+    else:
+        transaction.rollback()
+
+
+def is_refused(error: DBAPIError) -> bool:
+    """Whether PostgreSQL refused for lack of privilege or by a WITH CHECK policy."""
+    return getattr(error.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
+
+
+def attempt(connection: Connection, statement: sa.Executable) -> int | Refused:
+    """Run a write in a savepoint: the rows it affected, or :data:`REFUSED`.
+
+    Any error other than 42501 is raised: it is not what the policies are about.
+    """
+    try:
+        with connection.begin_nested():
+            # SQLAlchemy keeps the row count of an UPDATE or DELETE only, unless told.
+            result = connection.execute(statement, execution_options={"preserve_rowcount": True})
+    except DBAPIError as error:
+        if is_refused(error):
+            return REFUSED
+        raise
+    return int(result.rowcount)
+
+
+def read(connection: Connection, statement: sa.Executable) -> list[tuple[Any, ...]] | Refused:
+    """Run a query in a savepoint: its rows, or :data:`REFUSED`."""
+    try:
+        with connection.begin_nested():
+            return [tuple(row) for row in connection.execute(statement)]
+    except DBAPIError as error:
+        if is_refused(error):
+            return REFUSED
+        raise
+
+
+# --- databases --------------------------------------------------------------------------
+
+
+@contextmanager
+def database_copy(admin_url: URL, template: str, label: str) -> Iterator[URL]:
+    """A ``todo_test_`` copy of `template` for a whole module, dropped afterwards."""
+    name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
+    url = database.create_database(admin_url, name, template=template)
+    try:
+        yield url
+    finally:
+        database.drop_database(admin_url, name)
