@@ -70,11 +70,13 @@ class ObjectFilter:
 
 def process_revision_directives(config: Config) -> Any:
     """The ``process_revision_directives`` hook: index and foreign-key changes on existing
-    tables are rewritten to run online (:mod:`migrations.online`), and
-    ``revision --autogenerate`` with nothing to do writes no file."""
+    tables are rewritten to run online, the locks of several existing tables are taken up
+    front (:mod:`migrations.online`), and ``revision --autogenerate`` with nothing to do
+    writes no file."""
 
     def hook(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
         online.rewriter(context, revision, directives)
+        online.lock_up_front(context, directives)
         if not getattr(config.cmd_opts, "autogenerate", False):
             return
         script = directives[0]

@@ -14,6 +14,7 @@ lock that lets writes through. A reviewer sees exactly this in the revision::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,3 +173,84 @@ def add_foreign_key_not_valid(
     op.kw["postgresql_not_valid"] = True
     validate = ValidateConstraintOp(op.source_table, str(op.constraint_name))
     return [op, AutocommitBlockOp([validate], [])]
+
+
+@Operations.register_operation("lock_tables")
+@dataclass
+class LockTablesOp(MigrateOperation):
+    """``LOCK TABLE ... IN ACCESS EXCLUSIVE MODE`` on every existing table the revision
+    changes, first thing in its transaction, each lock waited for at most `wait`.
+
+    A migration that holds one table's lock while it waits for another's can deadlock
+    with application transactions: inserting a todo locks todo then "user" (the foreign
+    key), deleting a user locks "user" then todo (the cascade). PostgreSQL then aborts
+    whoever waited first, usually the application's transaction. Taking every lock up
+    front, each within `wait`, keeps the migration's hold-and-wait shorter than
+    ``deadlock_timeout`` (1 s): the migration gives up first, with lock_not_available,
+    and the deploy retries it with backoff. No application transaction is aborted, and
+    none waits longer than the waits here plus the revision's own statements.
+    """
+
+    table_names: tuple[str, ...]
+    wait: str = "100ms"
+
+    @classmethod
+    def lock_tables(
+        cls, operations: Operations, table_names: Sequence[str], *, wait: str = "100ms"
+    ) -> None:
+        operations.invoke(cls(tuple(table_names), wait))
+
+    def reverse(self) -> LockTablesOp:
+        return self
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("lock_tables", self.table_names)
+
+
+@Operations.implementation_for(LockTablesOp)
+def _lock_tables(operations: Operations, operation: LockTablesOp) -> None:
+    quote = operations.impl.dialect.identifier_preparer.quote
+    tables = ", ".join(quote(name) for name in operation.table_names)
+    # The session's lock_timeout is put back for the revision's own statements.
+    operations.execute(
+        f"""DO $$
+DECLARE
+    session_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '{operation.wait}', true);
+    LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE;
+    PERFORM set_config('lock_timeout', session_lock_timeout, true);
+END
+$$"""
+    )
+
+
+@renderers.dispatch_for(LockTablesOp)
+def _render_lock_tables(context: AutogenContext, operation: LockTablesOp) -> str:
+    return f"op.lock_tables({list(operation.table_names)!r})"
+
+
+def _locked_tables(operation: MigrateOperation) -> set[str]:
+    """Existing-or-not tables whose lock `operation` takes in a way that blocks writes."""
+    if isinstance(operation, AutocommitBlockOp | ops.CreateTableOp | ops.DropTableOp):
+        return set()  # outside the transaction, or a table nobody else writes yet
+    if isinstance(operation, ops.CreateForeignKeyOp):
+        return {operation.source_table, operation.referent_table}
+    if isinstance(operation, ops.ModifyTableOps):
+        return {operation.table_name}
+    table = getattr(operation, "table_name", None)
+    # A grant or revoke takes no lock on the table itself.
+    if table is None or type(operation).__name__.endswith("PrivilegesOp"):
+        return set()
+    return {str(table)}
+
+
+def lock_up_front(context: MigrationContext, directives: list[Any]) -> None:
+    """Prefix each generated upgrade and downgrade that changes two or more existing
+    tables with one :class:`LockTablesOp` (see there for why)."""
+    existing = _existing_tables(context)
+    for script in directives:
+        for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+            tables = set().union(*map(_locked_tables, container.ops)) & existing
+            if len(tables) >= 2:
+                container.ops.insert(0, LockTablesOp(tuple(sorted(tables))))

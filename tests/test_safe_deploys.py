@@ -291,3 +291,47 @@ def test_downgrade_past_the_floor_stops_before_anything(head_url: URL) -> None:
         assert scalar(engine, "SELECT version_num FROM alembic_version") == HEAD
     finally:
         engine.dispose()
+
+
+def test_a_revision_on_several_tables_never_deadlocks_with_the_application(
+    empty_url: URL,
+) -> None:
+    """Deleting a user locks "user" then todo (the cascade); a migration holding todo
+    while waiting for "user" would deadlock with it, and PostgreSQL would abort the
+    application's transaction. The row-security revision takes its locks up front, each
+    waited for briefly, so it gives up and retries instead."""
+    engine = new_engine(empty_url)
+    revision = next(r for r in REVISIONS if "lock_tables" in Path(str(r.path)).read_text())
+    command.upgrade(make_alembic_config(engine), str(revision.down_revision))
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            """INSERT INTO "user" (id, name, email, "emailVerified")
+               VALUES ('leaving', 'Leaving', 'leaving@example.com', true)"""
+        )
+        connection.exec_driver_sql("INSERT INTO todo (user_id, title) VALUES ('leaving', 't')")
+
+    config = make_alembic_config(engine)
+    config.cmd_opts = Namespace(x=["lock_retries=6", "retry_backoff=0.2"])
+    migration_errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            command.upgrade(config, revision.revision)
+        except BaseException as exc:  # noqa: BLE001  (asserted on below)
+            migration_errors.append(exc)
+
+    try:
+        with engine.connect() as application:
+            application.exec_driver_sql("DELETE FROM \"user\" WHERE id = 'nobody'")  # lock "user"
+            application.exec_driver_sql("UPDATE \"user\" SET name = 'Gone' WHERE id = 'leaving'")
+            migrating = threading.Thread(target=migrate)
+            migrating.start()
+            time.sleep(0.05)  # the migration takes the tables it can, then waits for "user"
+            application.exec_driver_sql("DELETE FROM todo WHERE user_id = 'leaving'")
+            application.commit()  # no deadlock: the application's transaction went through
+            migrating.join(timeout=60)
+        assert not migration_errors, migration_errors
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == revision.revision
+        assert scalar(engine, "SELECT count(*) FROM todo") == 0
+    finally:
+        engine.dispose()

@@ -4,8 +4,10 @@ Creates the NOLOGIN roles todo_app (the todo API) and todo_auth (Better Auth),
 enables and FORCEs row-level security on every table, and adds the policies and
 privileges declared in models/: todo_app reaches only the current user's todos and
 its own "user" row; todo_auth reaches Better Auth's four tables and nothing else.
-Downgrade removes them all; a role is dropped only if no database of the cluster
-still uses it.
+All five tables are locked at once, without waiting, before anything changes, so the
+revision can never deadlock with writers (which lock todo before "user"); if any is
+busy, the deploy retries. Downgrade removes it all; a role is dropped only if no
+database of the cluster still uses it.
 
 Revision ID: 3bdbd2bc984e
 Revises: 652a3aa950af
@@ -23,6 +25,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.lock_tables(["account", "session", "todo", "user", "verification"])
     op.ensure_role("todo_app")
     op.ensure_role("todo_auth")
     op.enable_row_security("user")
@@ -107,6 +110,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.lock_tables(["account", "session", "todo", "user", "verification"])
     op.revoke_privileges("todo", "todo_app", ["SELECT", "INSERT", "UPDATE", "DELETE"])
     op.drop_policy(
         "todo",
