@@ -19,13 +19,11 @@ from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database
 from models import metadata
 from models.security import APP_ROLE, ROW_SECURITY, RowSecurity
-from tests.conftest import DATABASE_PREFIX
 
 #: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
 #: violates row-level security policy" (a WITH CHECK failure).
@@ -314,17 +312,3 @@ def read(connection: Connection, statement: sa.Executable) -> list[tuple[Any, ..
         if is_refused(error):
             return REFUSED
         raise
-
-
-# --- databases --------------------------------------------------------------------------
-
-
-@contextmanager
-def database_copy(admin_url: URL, template: str, label: str) -> Iterator[URL]:
-    """A ``todo_test_`` copy of `template` for a whole module, dropped afterwards."""
-    name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
-    url = database.create_database(admin_url, name, template=template)
-    try:
-        yield url
-    finally:
-        database.drop_database(admin_url, name)

@@ -18,8 +18,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from models import metadata
 from models.security import ROLES
-from tests.conftest import new_engine
-from tests.rls_helpers import REFUSED, acting_as, database_copy, read, row_security
+from tests.conftest import database_copy, new_engine
+from tests.rls_helpers import REFUSED, acting_as, read, row_security
 
 ALEMBIC_VERSION = "alembic_version"
 #: Row privileges; TRUNCATE in particular ignores row-level security altogether.

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from models import metadata
 from models.security import APP_ROLE, AUTH_ROLE, ROLES
-from tests.conftest import new_engine
+from tests.conftest import database_copy, new_engine
 from tests.rls_helpers import (
     REFUSED,
     USER_TABLE,
@@ -38,7 +38,6 @@ from tests.rls_helpers import (
     SeededRow,
     acting_as,
     attempt,
-    database_copy,
     insert,
     is_refused,
     new_row,

@@ -21,14 +21,13 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import URL, Connection
 
-from tests.conftest import new_engine
+from tests.conftest import database_copy, new_engine
 from tests.rls_helpers import (
     REFUSED,
     USERS,
     Refused,
     acting_as,
     attempt,
-    database_copy,
     read,
     seed,
 )

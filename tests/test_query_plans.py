@@ -15,8 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from migrations import database
-from tests.conftest import DATABASE_PREFIX, new_engine
+from tests.conftest import database_copy, new_engine
 
 USERS = 1_000
 TODOS_PER_USER = 100
@@ -89,13 +88,11 @@ def fill(engine: Engine) -> None:
 
 @pytest.fixture(scope="module")
 def filled_engine(admin_url: sa.URL, head_template: str) -> Iterator[Engine]:
-    name = f"{DATABASE_PREFIX}plans"
-    database.drop_database(admin_url, name)
-    engine = new_engine(database.create_database(admin_url, name, template=head_template))
-    fill(engine)
-    yield engine
-    engine.dispose()
-    database.drop_database(admin_url, name)
+    with database_copy(admin_url, head_template, "plans") as url:
+        engine = new_engine(url)
+        fill(engine)
+        yield engine
+        engine.dispose()
 
 
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
