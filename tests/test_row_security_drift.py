@@ -38,6 +38,7 @@ import migrations.rowsecurity  # noqa: F401  (registers the operations, as env.p
 import models
 from migrations import autogen
 from migrations.rowsecurity.compare import OPTION, Catalog, declared_row_security, read_catalog
+from models.security import APP_ROLE, ROW_SECURITY, Policy, RowSecurity
 from tests.conftest import PROJECT_ROOT, make_alembic_config
 
 #: One operation as ``alembic check`` reports it, e.g. ``("drop_policy", None, "todo", "sneaky")``.
@@ -314,3 +315,28 @@ def test_row_security_off_ignores_row_security_drift(head_engine: Engine) -> Non
 
     assert check(head_engine, "row_security=off") == []
     assert check(head_engine) == [("enable_row_security", None, "todo")]
+
+
+def test_a_policy_on_a_column_added_in_the_same_revision(head_engine: Engine) -> None:
+    """A model change that adds a column and a policy reading it autogenerates both."""
+    changed = sa.MetaData(naming_convention=models.metadata.naming_convention)
+    for table in models.metadata.sorted_tables:
+        table.to_metadata(changed)
+    todo = changed.tables["todo"]
+    todo.append_column(sa.Column("archived", sa.Boolean(), nullable=True))
+    declaration = todo.info[ROW_SECURITY]
+    hide_archived = Policy(
+        "todo_app_hide_archived",
+        "SELECT",
+        (APP_ROLE,),
+        using="archived IS NOT TRUE",
+        permissive=False,
+    )
+    todo.info = {**todo.info, ROW_SECURITY: declaration + RowSecurity(policies=(hide_archived,))}
+
+    with head_engine.connect() as connection:
+        script = produce_migrations(migration_context(connection), changed)
+    assert script.upgrade_ops is not None
+    diffs = script.upgrade_ops.as_diffs()
+    assert ("create_policy", None, "todo", "todo_app_hide_archived") in diffs
+    assert any(diff[0] == "add_column" and diff[3].name == "archived" for diff in diffs)

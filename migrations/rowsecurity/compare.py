@@ -108,17 +108,26 @@ def declared_row_security(metadata: MetaData) -> Iterator[tuple[Table, RowSecuri
 
 
 def deparse_policies(
-    connection: Connection, table: str, policies: Iterable[Policy]
+    connection: Connection, table: Table, policies: Iterable[Policy]
 ) -> dict[str, Policy]:
-    """The declared `policies` as ``pg_policies`` would show them on `table`."""
+    """The declared `policies` as ``pg_policies`` would show them on `table`.
+
+    The probe has the model's columns, not the live table's, so a policy on a column
+    this same revision adds deparses too, and a declaration that does not parse is
+    reported now rather than at upgrade time.
+    """
     policies = [policy for policy in policies if policy.using or policy.with_check]
     if not policies:
         return {}
-    probe = f"rls_probe_{table}"
+    probe = f"rls_probe_{table.name}"
     quote = connection.dialect.identifier_preparer.quote
+    columns = ", ".join(
+        f"{quote(column.name)} {column.type.compile(dialect=connection.dialect)}"
+        for column in table.columns
+    )
     savepoint = connection.begin_nested()
     try:
-        connection.exec_driver_sql(f"CREATE TEMP TABLE {quote(probe)} (LIKE {quote(table)})")
+        connection.exec_driver_sql(f"CREATE TEMP TABLE {quote(probe)} ({columns})")
         for policy in policies:
             clauses = (
                 f"AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} FOR {policy.command}"
@@ -136,7 +145,7 @@ def deparse_policies(
             except DBAPIError as exc:
                 nested.rollback()
                 reason = str(exc.orig).splitlines()[0]
-                raise CommandError(f"policy {policy.name!r} on {table!r}: {reason}") from None
+                raise CommandError(f"policy {policy.name!r} on {table.name!r}: {reason}") from None
         rows = connection.exec_driver_sql(
             "SELECT policyname, qual, with_check FROM pg_policies "
             "WHERE schemaname = pg_my_temp_schema()::regnamespace::text AND tablename = %(probe)s",
@@ -257,8 +266,6 @@ def compare_row_security(
     catalog = read_catalog(connection)
     upgrade_ops.ops.extend(ops.EnsureRoleOp(role) for role in ROLES if role not in catalog.roles)
     for table, declaration in declared_row_security(metadata):
-        deparsed = {}
-        if table.name in catalog.switches:  # an existing table: compare as the catalog prints
-            deparsed = deparse_policies(connection, table.name, declaration.policies)
+        deparsed = deparse_policies(connection, table, declaration.policies)
         upgrade_ops.ops.extend(diff_table(table.name, declaration, catalog, deparsed))
     return PriorityDispatchResult.CONTINUE
