@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 
 base ?= origin/main
 
-.PHONY: help install migrate test revision check sql lint format psql bench db-stop clean
+.PHONY: help install migrate test revision check sql lint format psql bench db-stop clean review docs
 
 help: ## Show every target with one line on what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,7 +39,7 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 	$(BIN)/alembic upgrade head
 
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
-	$(BIN)/pytest $(args)
+	$(BIN)/pytest -n auto $(args)
 
 revision: $(STAMP) ## Autogenerate a revision from the models: make revision m="add due date"
 	@test -n "$(m)" || { echo 'usage: make revision m="what the revision does"'; exit 2; }
@@ -59,6 +59,12 @@ lint: $(STAMP) ## ruff and mypy over everything, migrations included
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+review: $(STAMP) ## Schema review of this change against base (default origin/main) into review.md
+	$(BIN)/python -m migrations.review --base "$(base)" --output review.md
+
+docs: $(STAMP) ## Regenerate specs/001-database-layer/schema.md (diagram, RLS matrix, tables)
+	$(BIN)/python -m migrations.schema_docs
 
 psql: $(STAMP) ## Open psql on the resolved database
 	$(BIN)/python -m migrations.database psql

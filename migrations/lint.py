@@ -1,0 +1,137 @@
+"""squawk, the PostgreSQL migration linter, over a revision's offline SQL.
+
+One invocation for the test that gates every revision (``tests/test_squawk.py``) and
+for the schema review (``make review``): the revision's SQL is rendered by
+``alembic upgrade <down>:<revision> --sql`` in a child process, exactly as a deploy
+would run it, and squawk lints it with the rules in ``.squawk.toml``.
+
+A revision that must break a rule acknowledges it, with a reason, in a module-level
+``squawk_acknowledged`` mapping of rule name to reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from alembic.script import Script
+
+from migrations.database import PROJECT_ROOT
+
+#: squawk as installed next to this interpreter (squawk-cli), else the one on PATH.
+SQUAWK = shutil.which("squawk", path=str(Path(sys.executable).parent)) or "squawk"
+
+#: The module-level mapping in which a revision acknowledges a rule: ``{rule: reason}``.
+ACKNOWLEDGED = "squawk_acknowledged"
+
+
+class LintError(Exception):
+    """SQL that could not be rendered or linted, explained in one line."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One squawk violation: where, which rule, and what to do about it."""
+
+    line: int
+    rule: str
+    message: str
+    help: str = ""
+    level: str = "Warning"
+
+    def describe(self) -> str:
+        return f"line {self.line}: {self.rule}: {self.message} ({self.help})"
+
+
+def failure_reason(result: subprocess.CompletedProcess[str]) -> str:
+    """Why an ``alembic`` child failed: its ``FAILED:`` line, else its last words."""
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines()]
+    failed = [line for line in lines if line.startswith("FAILED:")]
+    if failed:
+        return failed[-1].removeprefix("FAILED:").strip()
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    return said[-1].strip() if said else f"exit code {result.returncode}"
+
+
+def start_of(revision: Script) -> str:
+    """What `revision` upgrades from: its down revision, or ``base`` for the first."""
+    down = revision.down_revision
+    if down is None:
+        return "base"
+    if not isinstance(down, str):
+        raise LintError(f"{revision.revision} merges {len(down)} revisions: no single start")
+    return down
+
+
+def offline_sql(revision: Script, root: Path = PROJECT_ROOT, *, downgrade: bool = False) -> str:
+    """The SQL `revision` runs (``--sql``), rendered by `root`'s own Alembic set-up."""
+    start = start_of(revision)
+    span = f"{revision.revision}:{start}" if downgrade else f"{start}:{revision.revision}"
+    verb = "downgrade" if downgrade else "upgrade"
+    # Offline rendering never connects: no database URL reaches the child.
+    environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", verb, span, "--sql"],
+        cwd=root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = failure_reason(result)
+        raise LintError(f"alembic {verb} {span} --sql failed: {reason}")
+    return result.stdout
+
+
+def squawk(sql_file: Path, root: Path = PROJECT_ROOT) -> list[Finding]:
+    """squawk's findings on `sql_file`, with the configuration in `root`/.squawk.toml."""
+    result = subprocess.run(
+        [SQUAWK, "--reporter", "json", str(sql_file)],
+        cwd=root,  # where .squawk.toml is
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not result.stdout.strip():
+        raise LintError(f"squawk gave no report: {result.stderr.strip() or 'no output'}")
+    return [
+        Finding(
+            line=int(violation["line"]),
+            rule=str(violation["rule_name"]),
+            message=str(violation["message"]),
+            help=str(violation.get("help") or ""),
+            level=str(violation.get("level") or "Warning"),
+        )
+        for violation in json.loads(result.stdout)
+    ]
+
+
+def squawk_sql(sql: str, root: Path = PROJECT_ROOT, *, name: str = "revision") -> list[Finding]:
+    """squawk's findings on `sql` (written to a temporary file named after `name`)."""
+    with tempfile.TemporaryDirectory(prefix="todo-squawk-") as directory:
+        sql_file = Path(directory) / f"{name}.sql"
+        sql_file.write_text(sql)
+        return squawk(sql_file, root)
+
+
+def acknowledged(module: ModuleType) -> dict[str, str]:
+    """The rules `module` (a revision) acknowledges, with their reasons as written."""
+    mapping = getattr(module, ACKNOWLEDGED, {})
+    if not isinstance(mapping, Mapping):
+        return {}
+    return {str(rule): str(reason) for rule, reason in mapping.items()}
+
+
+def unacknowledged(revision: Script, findings: list[Finding]) -> list[Finding]:
+    """The findings on `revision` it does not acknowledge with a (non-empty) reason."""
+    reasons = acknowledged(revision.module)
+    return [finding for finding in findings if not reasons.get(finding.rule, "").strip()]

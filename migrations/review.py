@@ -1,0 +1,860 @@
+"""``make review``: what a pull request does to the schema, as a Markdown report fit to
+post as a pull-request comment.
+
+The working tree is compared with a base commit (``origin/main`` unless ``--base``):
+
+* **revisions**: those of the working tree whose id no revision file at the base has
+  (the base's files are read with ``git ls-tree`` and ``git show``; a base without
+  ``migrations/`` has none). For each: its message, the SQL it runs and the SQL its
+  downgrade runs (offline: ``alembic upgrade <down>:<rev> --sql``, in a child process),
+  and squawk's findings with the revision's acknowledgements (:mod:`migrations.lint`);
+* **schema changes**: two throwaway databases, one migrated to the base's head by the
+  base's own ``alembic.ini``, ``migrations/`` and ``models/`` (``git archive`` into a
+  temporary directory), one to the working tree's head by the working tree's; both
+  read back from the catalog and compared (tables, columns, indexes, constraints,
+  row-security switches, policies, grants);
+* the **row-security matrix** after the change, what changed marked, and the
+  **entity-relationship diagram** of the schema after it (:mod:`migrations.schema_docs`);
+* **warnings** a reviewer must not miss: data lost on upgrade or on downgrade, a
+  destructive revision that does not acknowledge it, a table without row-level
+  security, squawk findings not acknowledged, released revisions edited or deleted.
+
+Why the base is built by its own files rather than by the working tree's revisions up
+to the base's head: revisions are append-only, so on an honest change both give the
+same database; but a pull request that edits or deletes a released revision would then
+change the very "before" it is compared with. Built from the base's own files, the
+before is what main deploys, and the edit shows up as a difference and a warning.
+
+A revision whose upgrade drops a table or a column, or empties a table, acknowledges
+it with a module-level string::
+
+    destructive_acknowledged = "todo.priority was never read; its values are not needed"
+
+The databases are ``todo_review_*`` on the embedded server, or on the server whose
+admin URL ``REVIEW_DATABASE_URL`` names, and are dropped however the review ends.
+``DATABASE_URL`` (perhaps production) is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import URL
+
+import models
+from migrations import database, lint, schema_docs
+from migrations.rowsecurity.compare import PUBLIC
+from migrations.schema_docs import Column, Schema, code
+from models.security import Policy
+
+DEFAULT_BASE = "origin/main"
+REPORT_PATH = database.PROJECT_ROOT / "review.md"
+#: Hidden in the comment, so a bot can find and update its own comment.
+MARKER = "<!-- todo-database:schema-review -->"
+#: GitHub refuses comments longer than 65,536 characters; past this, SQL is left out.
+COMMENT_LIMIT = 60_000
+#: The module-level string in which a revision acknowledges the data its upgrade drops.
+DESTRUCTIVE_ACKNOWLEDGED = "destructive_acknowledged"
+
+VERSIONS = "migrations/versions"
+#: What the base needs to build its own schema.
+BASE_PATHS = ("alembic.ini", "migrations", "models")
+
+T = TypeVar("T")
+
+BLOCKING = "⛔"
+ATTENTION = "⚠️"
+
+
+class ReviewError(Exception):
+    """A review that cannot be made, explained in one line."""
+
+
+def say(message: str) -> None:
+    schema_docs.say(message, tool="review")
+
+
+def git(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise ReviewError(f"git {' '.join(args)}: {lines[-1] if lines else 'failed'}")
+    return result.stdout
+
+
+# --- revisions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevisionFile:
+    """A revision file as the base has it: read, never imported."""
+
+    revision: str
+    down_revisions: tuple[str, ...]
+    path: str
+    text: str
+
+
+def parse_revision_file(path: str, text: str) -> RevisionFile | None:
+    """The ``revision`` and ``down_revision`` a revision file assigns, if it is one."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                try:
+                    values[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    continue
+    revision = values.get("revision")
+    if not isinstance(revision, str):
+        return None
+    down = values.get("down_revision")
+    downs: tuple[str, ...] = ()
+    if isinstance(down, str):
+        downs = (down,)
+    elif isinstance(down, list | tuple):
+        downs = tuple(str(item) for item in down)
+    return RevisionFile(revision, downs, path, text)
+
+
+def base_revisions(root: Path, commit: str) -> dict[str, RevisionFile]:
+    """The revision files of `commit`, by revision id (none when it has no migrations)."""
+    found = {}
+    listing = git(root, "ls-tree", "-r", "-z", "--name-only", commit, "--", VERSIONS)
+    for path in listing.split("\0"):
+        if not path.endswith(".py") or "/" in path.removeprefix(VERSIONS + "/"):
+            continue
+        parsed = parse_revision_file(path, git(root, "show", f"{commit}:{path}"))
+        if parsed is not None:
+            found[parsed.revision] = parsed
+    return found
+
+
+#: Module-level names that say something about a revision without changing what it runs.
+_COMMENTARY = frozenset({lint.ACKNOWLEDGED, DESTRUCTIVE_ACKNOWLEDGED})
+
+
+def runs_the_same(old: str, new: str) -> bool:
+    """Whether two versions of a revision file differ only in what does not run: the
+    docstring, comments, formatting, and the acknowledgement mappings."""
+
+    def code_of(text: str) -> str:
+        try:
+            module = ast.parse(text)
+        except SyntaxError:
+            return text
+        kept = []
+        for node in module.body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # a docstring
+            target = (
+                node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            )
+            if isinstance(target, ast.Name) and target.id in _COMMENTARY:
+                continue
+            kept.append(ast.dump(node))
+        return "\n".join(kept)
+
+    return code_of(old) == code_of(new)
+
+
+def heads(revisions: Mapping[str, RevisionFile]) -> list[str]:
+    referenced = {down for revision in revisions.values() for down in revision.down_revisions}
+    return sorted(revision for revision in revisions if revision not in referenced)
+
+
+def working_script(root: Path) -> ScriptDirectory:
+    return ScriptDirectory.from_config(Config(str(root / "alembic.ini")))
+
+
+def extract_base(root: Path, commit: str, target: Path) -> None:
+    """The base's ``alembic.ini``, ``migrations/`` and ``models/`` into `target`."""
+    present = git(root, "ls-tree", "--name-only", commit, "--", *BASE_PATHS).split()
+    if "alembic.ini" not in present:
+        raise ReviewError(f"the base {commit[:12]} has revisions but no alembic.ini to run them")
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "--", *present],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+
+
+# --- what a revision destroys -------------------------------------------------------
+
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_NAME = rf"{_IDENTIFIER}(?:\s*\.\s*{_IDENTIFIER})?"
+_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>[^;]+)", re.I | re.M)
+_TRUNCATE = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?(?:ONLY\s+)?(?P<names>[^;]+)", re.I | re.M)
+_ALTER_TABLE = re.compile(
+    rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{_NAME})\s+(?P<actions>[^;]+)",
+    re.I | re.M,
+)
+_DROP_COLUMN = re.compile(
+    rf"(?:^|,)\s*DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?(?P<column>{_IDENTIFIER})", re.I
+)
+_NAME_AT_START = re.compile(rf"\s*(?P<name>{_NAME})")
+
+
+def _unquote(name: str) -> str:
+    """``public."user"`` -> ``user``; unquoted names fold to lower case, as in SQL."""
+    last: str = re.findall(_IDENTIFIER, name)[-1]
+    return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
+
+
+def _names(listing: str) -> list[str]:
+    names = []
+    for piece in listing.split(","):
+        match = _NAME_AT_START.match(piece)
+        if match:
+            names.append(_unquote(match["name"]))
+    return names
+
+
+@dataclass(frozen=True, order=True)
+class Loss:
+    """Data a statement destroys: a table, a column, or every row of a table."""
+
+    table: str
+    column: str | None = None
+    truncate: bool = False
+
+    def describe(self) -> str:
+        if self.truncate:
+            return f"every row of table {code(self.table)} (TRUNCATE)"
+        if self.column is None:
+            return f"table {code(self.table)}"
+        return f"column {code(f'{self.table}.{self.column}')}"
+
+
+def data_losses(sql: str) -> list[Loss]:
+    """The tables and columns `sql` drops and the tables it empties (Alembic's own
+    ``alembic_version`` aside), read from the statements themselves."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    losses: set[Loss] = set()
+    for match in _DROP_TABLE.finditer(sql):
+        losses.update(Loss(table) for table in _names(match["names"]))
+    for match in _TRUNCATE.finditer(sql):
+        losses.update(Loss(table, truncate=True) for table in _names(match["names"]))
+    for match in _ALTER_TABLE.finditer(sql):
+        table = _unquote(match["table"])
+        for drop in _DROP_COLUMN.finditer(match["actions"]):
+            if drop["column"].upper() != "CONSTRAINT":
+                losses.add(Loss(table, _unquote(drop["column"])))
+    return sorted(loss for loss in losses if loss.table != "alembic_version")
+
+
+# --- one revision, reviewed ---------------------------------------------------------
+
+
+@dataclass
+class RevisionReview:
+    """A new revision: what it runs, what squawk says of it, what it destroys."""
+
+    script: Script
+    path: str
+    upgrade_sql: str = ""
+    downgrade_sql: str = ""
+    findings: list[lint.Finding] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def revision(self) -> str:
+        return self.script.revision
+
+    @property
+    def message(self) -> str:
+        return self.script.doc.strip() or "(no message)"
+
+    @property
+    def description(self) -> str:
+        """The docstring past its first line, without Alembic's header lines."""
+        doc = (self.script.module.__doc__ or "").split("\nRevision ID:", 1)[0]
+        paragraphs = [p.strip() for p in doc.strip().split("\n\n")]
+        return "\n\n".join(p for p in paragraphs[1:] if p)
+
+    @property
+    def acknowledged(self) -> dict[str, str]:
+        return lint.acknowledged(self.script.module)
+
+    @property
+    def unacknowledged(self) -> list[lint.Finding]:
+        reasons = self.acknowledged
+        return [f for f in self.findings if not reasons.get(f.rule, "").strip()]
+
+    @property
+    def destructive_acknowledged(self) -> str | None:
+        reason = getattr(self.script.module, DESTRUCTIVE_ACKNOWLEDGED, None)
+        return reason.strip() or None if isinstance(reason, str) else None
+
+    @property
+    def upgrade_losses(self) -> list[Loss]:
+        return data_losses(self.upgrade_sql)
+
+    @property
+    def downgrade_losses(self) -> list[Loss]:
+        return data_losses(self.downgrade_sql)
+
+
+def review_revision(script: Script, root: Path) -> RevisionReview:
+    """Render `script`'s upgrade and downgrade offline and lint the upgrade."""
+    path = Path(script.path).resolve().relative_to(root.resolve()).as_posix()
+    reviewed = RevisionReview(script, path)
+    try:
+        reviewed.upgrade_sql = lint.offline_sql(script, root)
+        reviewed.findings = lint.squawk_sql(reviewed.upgrade_sql, root, name=script.revision)
+    except lint.LintError as exc:
+        reviewed.errors.append(str(exc))
+    try:
+        reviewed.downgrade_sql = lint.offline_sql(script, root, downgrade=True)
+    except lint.LintError as exc:
+        reviewed.errors.append(str(exc))
+    return reviewed
+
+
+# --- the schema, before and after ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between the schema before and after."""
+
+    kind: str  # table, column, index, constraint, row security, policy, grant
+    action: str  # added, changed, dropped
+    table: str
+    name: str
+    detail: str = ""
+
+
+#: The kinds the summary line counts, with their plural.
+COUNTED = {
+    "table": "tables",
+    "column": "columns",
+    "index": "indexes",
+    "constraint": "constraints",
+    "policy": "policies",
+    "grant": "grants",
+}
+ACTIONS = ("added", "changed", "dropped")
+
+
+def describe_policy(policy: Policy) -> str:
+    roles = ", ".join("PUBLIC" if role == PUBLIC else role for role in policy.roles)
+    text = f"{'permissive' if policy.permissive else 'restrictive'} {policy.command} to {roles}"
+    if policy.using is not None:
+        text += f", USING {code(policy.using)}"
+    if policy.with_check is not None:
+        text += f", WITH CHECK {code(policy.with_check)}"
+    return text
+
+
+def _privileges(privileges: Iterable[str]) -> str:
+    order = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+    ranked = sorted(privileges, key=lambda p: (order.index(p) if p in order else len(order), p))
+    return ", ".join(ranked) or "nothing"
+
+
+def _switches(state: tuple[bool, bool]) -> str:
+    enabled, forced = state
+    return "disabled" if not enabled else "enabled, forced" if forced else "enabled, not forced"
+
+
+def _compare_named(
+    kind: str,
+    table: str,
+    before: Mapping[str, T],
+    after: Mapping[str, T],
+    *,
+    describe: Callable[[T], str],
+    qualify: bool = False,
+) -> list[Change]:
+    changes = []
+    for name in sorted({*before, *after}):
+        shown = f"{table}.{name}" if qualify else name
+        old, new = before.get(name), after.get(name)
+        if old is None and new is not None:
+            changes.append(Change(kind, "added", table, shown, describe(new)))
+        elif new is None and old is not None:
+            changes.append(Change(kind, "dropped", table, shown, describe(old)))
+        elif old != new and old is not None and new is not None:
+            changes.append(
+                Change(kind, "changed", table, shown, f"{describe(old)} → {describe(new)}")
+            )
+    return changes
+
+
+def compare(before: Schema, after: Schema) -> list[Change]:
+    """Every difference between two schemas, tables first, then what is inside them."""
+    changes: list[Change] = []
+    for name in sorted(after.tables.keys() - before.tables.keys()):
+        table = after.tables[name]
+        detail = (
+            f"{len(table.columns)} columns, {len(table.indexes)} indexes, "
+            f"RLS {_switches(table.row_security)}"
+        )
+        changes.append(Change("table", "added", name, name, detail))
+    for name in sorted(before.tables.keys() - after.tables.keys()):
+        detail = f"{len(before.tables[name].columns)} columns, every row with them"
+        changes.append(Change("table", "dropped", name, name, detail))
+    inner: list[Change] = []
+    for name in sorted(before.tables.keys() & after.tables.keys()):
+        old, new = before.tables[name], after.tables[name]
+        inner += _compare_named(
+            "column", name, old.columns, new.columns, describe=Column.describe, qualify=True
+        )
+        inner += _compare_named(
+            "index", name, old.indexes, new.indexes, describe=lambda i: code(i.definition)
+        )
+        inner += _compare_named(
+            "constraint",
+            name,
+            old.constraints,
+            new.constraints,
+            describe=lambda c: code(c.definition),
+        )
+        if old.row_security != new.row_security:
+            detail = f"{_switches(old.row_security)} → {_switches(new.row_security)}"
+            inner.append(Change("row security", "changed", name, name, detail))
+    for name in sorted({*before.security.policies, *after.security.policies}):
+        inner += _compare_named(
+            "policy",
+            name,
+            before.security.policies.get(name, {}),
+            after.security.policies.get(name, {}),
+            describe=describe_policy,
+        )
+    grants_before, grants_after = before.security.grants, after.security.grants
+    for name, role in sorted({*grants_before, *grants_after}):
+        if name == "alembic_version":
+            continue
+        shown = "PUBLIC" if role == PUBLIC else role
+        inner += _compare_named(
+            "grant",
+            name,
+            {shown: grants_before[(name, role)]} if (name, role) in grants_before else {},
+            {shown: grants_after[(name, role)]} if (name, role) in grants_after else {},
+            describe=_privileges,
+        )
+    order = ("column", "index", "constraint", "row security", "policy", "grant")
+    inner.sort(key=lambda c: (c.table, order.index(c.kind), c.name))
+    for name in sorted(before.tables.keys() & after.tables.keys()):
+        touched = Counter(f"{c.kind} {c.action}" for c in inner if c.table == name)
+        if touched:
+            detail = ", ".join(f"{count} {what}" for what, count in sorted(touched.items()))
+            changes.append(Change("table", "changed", name, name, detail))
+    return changes + inner
+
+
+# --- warnings -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: str  # BLOCKING or ATTENTION
+    text: str
+
+
+ACKNOWLEDGE_HOW = (
+    f'add `{DESTRUCTIVE_ACKNOWLEDGED} = "<why losing this data is right>"` to the revision '
+    "once the loss is intended"
+)
+
+
+def revision_alerts(revision: RevisionReview) -> list[Alert]:
+    """What one new revision destroys, fails to render, or breaks unacknowledged."""
+    name = code(revision.revision)
+    found = [Alert(BLOCKING, f"{name}: {error}") for error in revision.errors]
+    if losses := revision.upgrade_losses:
+        what = ", ".join(loss.describe() for loss in losses)
+        if reason := revision.destructive_acknowledged:
+            text = f"{name} destroys data on upgrade: {what}. Acknowledged: “{reason}”"
+            found.append(Alert(ATTENTION, text))
+        else:
+            text = (
+                f"{name} destroys data on upgrade ({what}) without acknowledging it: "
+                f"{ACKNOWLEDGE_HOW}"
+            )
+            found.append(Alert(BLOCKING, text))
+    if losses := revision.downgrade_losses:
+        what = ", ".join(loss.describe() for loss in losses)
+        text = f"Downgrading {name} drops {what}: the data written there is lost"
+        found.append(Alert(ATTENTION, text))
+    for finding in revision.unacknowledged:
+        text = (
+            f"{name} breaks squawk rule {code(finding.rule)} (line {finding.line} of its SQL) "
+            "without acknowledging it: fix the SQL, or give a reason for the rule in the "
+            f"revision's `{lint.ACKNOWLEDGED}` (tests/test_squawk.py fails until then)"
+        )
+        found.append(Alert(BLOCKING, text))
+    return found
+
+
+def schema_alerts(changes: list[Change], explained: set[Loss], after: Schema) -> list[Alert]:
+    """Drops no revision accounts for, type changes, tables without row security."""
+    found = []
+    for change in changes:
+        if change.action == "dropped" and change.kind in ("table", "column"):
+            column = change.name.split(".", 1)[1] if change.kind == "column" else None
+            if Loss(change.table, column) not in explained:
+                text = (
+                    f"{change.kind} {code(change.name)} is gone after the change, but no new "
+                    "revision's SQL drops it (renamed? dropped by a hand-written statement? "
+                    "a released revision edited?): make sure its data survives"
+                )
+                found.append(Alert(BLOCKING, text))
+        if change.kind == "column" and change.action == "changed":
+            old, new = change.detail.split(" → ", 1)
+            if old.split(",", 1)[0] != new.split(",", 1)[0]:
+                text = (
+                    f"column {code(change.name)} changes type ({change.detail}): "
+                    "check that the conversion keeps every value"
+                )
+                found.append(Alert(ATTENTION, text))
+    for table in after.tables.values():
+        enabled, forced = table.row_security
+        if not enabled:
+            text = (
+                f"table {code(table.name)} has no row-level security: a role granted on it "
+                "reaches every row"
+            )
+            found.append(Alert(BLOCKING, text))
+        elif not forced:
+            text = (
+                f"table {code(table.name)} has row-level security but does not FORCE it: "
+                "its owner (the migration role) bypasses the policies"
+            )
+            found.append(Alert(ATTENTION, text))
+    return found
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A revision the base has, changed in the working tree."""
+
+    revision: str
+    path: str
+    #: Only its docstring, comments or acknowledgements changed: it runs the same.
+    harmless: bool
+
+
+def history_alerts(edited: list[Edit], deleted: list[RevisionFile], head_count: int) -> list[Alert]:
+    """Released revisions edited or deleted; several heads."""
+    found = []
+    for edit in edited:
+        name = f"released revision {code(edit.revision)} ({code(edit.path)})"
+        if edit.harmless:
+            text = f"{name} was edited, only in its docstring, comments or acknowledgements"
+            found.append(Alert(ATTENTION, text))
+        else:
+            text = (
+                f"{name} was edited: released revisions are never edited, databases that ran "
+                "it will not run it again; revert the edit and fix forward with a new revision"
+            )
+            found.append(Alert(BLOCKING, text))
+    found += [
+        Alert(
+            BLOCKING,
+            f"released revision {code(gone.revision)} ({code(gone.path)}) is gone from the "
+            "working tree: a database deployed from the base is at a revision nobody knows",
+        )
+        for gone in deleted
+    ]
+    if head_count > 1:
+        text = f"the revisions have {head_count} heads: `alembic merge heads` first"
+        found.append(Alert(BLOCKING, text))
+    return found
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+@dataclass
+class Review:
+    base: str
+    commit: str
+    base_head: str | None
+    head: str | None
+    revisions: list[RevisionReview]
+    changes: list[Change]
+    alerts: list[Alert]
+    before: Schema
+    after: Schema
+    owners: dict[str, str]
+
+    def counts(self, kind: str) -> Counter[str]:
+        return Counter(change.action for change in self.changes if change.kind == kind)
+
+    def summary(self) -> str:
+        count = len(self.revisions)
+        parts = [f"**{count} revision{'' if count == 1 else 's'} added**"]
+        for kind, plural in COUNTED.items():
+            counts = self.counts(kind)
+            done = ", ".join(f"{counts[action]} {action}" for action in ACTIONS if counts[action])
+            parts.append(f"{plural}: {done or 'none'}")
+        findings = sum(len(revision.findings) for revision in self.revisions)
+        open_findings = sum(len(revision.unacknowledged) for revision in self.revisions)
+        lint_text = f"lint: {findings} finding{'' if findings == 1 else 's'}"
+        if findings:
+            lint_text += f" ({findings - open_findings} acknowledged)"
+        parts.append(lint_text)
+        blocking = sum(alert.level == BLOCKING for alert in self.alerts)
+        parts.append(f"warnings: {len(self.alerts)} ({blocking} blocking)")
+        return " · ".join(parts)
+
+    def render(self, *, include_sql: bool = True) -> str:
+        lines = [
+            MARKER,
+            "## Schema review",
+            "",
+            f"{code(self.base)} ({code(self.commit[:12])}, head {code(self.base_head or 'none')}) "
+            f"→ this change (head {code(self.head or 'none')})",
+            "",
+            self.summary(),
+            "",
+            "### Warnings",
+            "",
+        ]
+        lines += [f"- {alert.level} {alert.text}" for alert in self.alerts] or ["✅ None."]
+        lines += ["", "### Revisions", ""]
+        if not self.revisions:
+            lines += ["No new revisions.", ""]
+        for revision in self.revisions:
+            lines += [*self._revision(revision, include_sql=include_sql), ""]
+        lines += ["### Schema changes", ""]
+        if not self.changes:
+            lines.append("None: both heads build the same schema.")
+        marks = {"added": "🆕", "changed": "✏️", "dropped": "🗑️"}
+        for change in self.changes:
+            if change.kind == "table" and change.action == "changed":
+                continue  # its changes are listed one by one
+            target = code(change.name)
+            if change.kind in ("policy", "grant"):
+                target = f"{code(change.name)} on {code(change.table)}"
+            detail = f": {change.detail}" if change.detail else ""
+            lines.append(f"- {marks[change.action]} {change.kind} {target} {change.action}{detail}")
+        lines += [
+            "",
+            "### Row-level security after the change",
+            "",
+            *schema_docs.security_matrix(self.after, self.before),
+            "",
+            "### Entity-relationship diagram",
+            "",
+            *schema_docs.er_diagram(self.after, self.owners),
+            "",
+        ]
+        return "\n".join(lines)
+
+    def _revision(self, revision: RevisionReview, *, include_sql: bool) -> list[str]:
+        down = revision.script.down_revision
+        revises = ", ".join(code(d) for d in ((down,) if isinstance(down, str) else down or ()))
+        lines = [
+            f"#### {code(revision.revision)} {revision.message}",
+            "",
+            f"{code(revision.path)} · revises {revises or 'nothing (the first revision)'}",
+        ]
+        if revision.description:
+            lines += [
+                "",
+                *(f"> {line}" if line else ">" for line in revision.description.splitlines()),
+            ]
+        if reason := revision.destructive_acknowledged:
+            lines += ["", f"Destroys data, acknowledged: “{reason}”"]
+        for title, sql, open_ in (
+            ("Upgrade SQL", revision.upgrade_sql, True),
+            ("Downgrade SQL", revision.downgrade_sql, False),
+        ):
+            if not sql:
+                continue
+            lines += ["", f"<details{' open' if open_ else ''}><summary>{title}</summary>", ""]
+            if include_sql:
+                fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", sql))])
+                lines += [f"{fence}sql", sql.rstrip("\n"), fence]
+            else:
+                lines.append(
+                    "SQL left out: the report would exceed GitHub's comment limit; "
+                    "`make review` prints it."
+                )
+            lines += ["", "</details>"]
+        lines += ["", *self._findings(revision)]
+        return lines
+
+    def _findings(self, revision: RevisionReview) -> list[str]:
+        if revision.errors and not revision.upgrade_sql:
+            return ["squawk: not run (no SQL)."]
+        reasons = revision.acknowledged
+        fired = {finding.rule for finding in revision.findings}
+        unused = [
+            f"- {code(rule)} is acknowledged (“{reason}”), but squawk does not report it"
+            for rule, reason in sorted(reasons.items())
+            if rule not in fired
+        ]
+        if not revision.findings:
+            return ["squawk: no findings.", *(["", *unused] if unused else [])]
+        rows = [
+            [
+                str(f.line),
+                code(f.rule),
+                f"{f.message} {f.help}".strip(),
+                f"✅ {reasons[f.rule]}"
+                if reasons.get(f.rule, "").strip()
+                else "❌ not acknowledged",
+            ]
+            for f in revision.findings
+        ]
+        count = len(revision.findings)
+        return [
+            f"squawk: {count} finding{'' if count == 1 else 's'}:",
+            "",
+            *schema_docs.table_rows(["line", "rule", "finding", "acknowledged"], rows),
+            *(["", *unused] if unused else []),
+        ]
+
+    def markdown(self) -> str:
+        """The report, without the SQL when it would not fit in a comment."""
+        text = self.render()
+        if len(text) > COMMENT_LIMIT:
+            text = self.render(include_sql=False)
+        return text
+
+
+# --- running it ---------------------------------------------------------------------
+
+
+def resolve_commit(root: Path, base: str) -> str:
+    try:
+        return git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").strip()
+    except ReviewError:
+        raise ReviewError(
+            f"the base {base!r} is not a commit here (git fetch origin main, or "
+            "make review base=<commit>)"
+        ) from None
+
+
+def review(root: Path, base: str, admin: URL | None = None) -> Review:
+    """Review `root`'s working tree against `base`."""
+    commit = resolve_commit(root, base)
+    at_base = base_revisions(root, commit)
+    base_heads = heads(at_base)
+    base_head = ", ".join(base_heads) or "none"
+    say(f"base {base} is {commit[:12]}: {len(at_base)} revisions, head {base_head}")
+
+    script = working_script(root)
+    try:
+        working = list(reversed(list(script.walk_revisions())))
+    except (CommandError, KeyError) as exc:
+        raise ReviewError(f"the working tree's revisions do not form a chain: {exc}") from None
+    working_ids = {s.revision for s in working}
+    new = [s for s in working if s.revision not in at_base]
+    edited = [
+        Edit(s.revision, at_base[s.revision].path, runs_the_same(released.text, current))
+        for s in working
+        if (released := at_base.get(s.revision)) is not None
+        and (current := Path(s.path).read_text()) != released.text
+    ]
+    deleted = [f for rev, f in sorted(at_base.items()) if rev not in working_ids]
+    say(f"{len(new)} new revision(s): {', '.join(s.revision for s in new) or 'none'}")
+
+    admin = schema_docs.admin_url() if admin is None else admin
+    with ExitStack() as stack:
+        head_url = stack.enter_context(schema_docs.throwaway_database(admin, "head", tool="review"))
+        base_url = None
+        if at_base:
+            base_url = stack.enter_context(
+                schema_docs.throwaway_database(admin, "base", tool="review")
+            )
+            base_tree = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="todo-review-base-"))
+            )
+            extract_base(root, commit, base_tree)
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=8))  # exits first: waits
+        say("migrating both: the base by its own files, the working tree by its own")
+        migrations: list[Future[None]] = [pool.submit(schema_docs.migrate, root, head_url)]
+        if base_url is not None:
+            migrations.append(pool.submit(schema_docs.migrate, base_tree, base_url))
+        if new:
+            say(f"rendering the SQL of {len(new)} revision(s) offline and linting it with squawk")
+        reviewed = [pool.submit(review_revision, s, root) for s in new]
+        for migration in migrations:
+            try:
+                migration.result()
+            except schema_docs.DocsError as exc:
+                raise ReviewError(str(exc)) from None
+        say("reading both schemas from the catalog")
+        after = schema_docs.read_database(head_url)
+        before = schema_docs.read_database(base_url) if base_url is not None else Schema()
+        revisions = [future.result() for future in reviewed]
+
+    changes = compare(before, after)
+    explained = {loss for revision in revisions for loss in revision.upgrade_losses}
+    return Review(
+        base=base,
+        commit=commit,
+        base_head=", ".join(base_heads) or None,
+        head=", ".join(script.get_heads()) or None,
+        revisions=revisions,
+        changes=changes,
+        alerts=sorted(
+            [
+                *(alert for revision in revisions for alert in revision_alerts(revision)),
+                *schema_alerts(changes, explained, after),
+                *history_alerts(edited, deleted, len(script.get_heads())),
+            ],
+            key=lambda alert: alert.level != BLOCKING,
+        ),
+        before=before,
+        after=after,
+        owners=schema_docs.owner_columns(models.metadata),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m migrations.review",
+        description="What the working tree does to the schema, against a base commit (Markdown).",
+    )
+    parser.add_argument("--base", default=DEFAULT_BASE, help="base commit (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=REPORT_PATH, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        report = review(database.PROJECT_ROOT, args.base).markdown()
+    except (ReviewError, schema_docs.DocsError, database.DatabaseError) as exc:
+        print(f"review: error: {exc}", file=sys.stderr)
+        return 2
+    output: Path = args.output
+    output.write_text(report)
+    sys.stdout.write(report)
+    say(f"wrote {output} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,666 @@
+"""The schema as a reader sees it: built on a throwaway database, read back from the
+catalog, rendered as Markdown.
+
+* :func:`throwaway_database` and :func:`migrate` build a schema the way a deploy
+  does (``alembic upgrade`` by a tree's own ``alembic.ini``, ``env.py`` and revisions)
+  on a database of its own, named ``todo_review_*`` and always dropped afterwards;
+* :func:`read_schema` reads tables, columns, indexes, constraints and row security
+  (:func:`migrations.rowsecurity.compare.read_catalog`) from the catalog;
+* :func:`er_diagram` renders a Mermaid ``erDiagram``, ownership marked;
+* :func:`security_matrix` renders role x table x command with the policy
+  expressions, and marks what changed when given the schema before;
+* :func:`render` is the whole reference, ``specs/001-database-layer/schema.md``.
+
+``python -m migrations.schema_docs`` (``make docs``) writes that file from a database
+migrated to head; ``tests/test_schema_docs.py`` fails when it is out of date. The
+throwaway databases live on the embedded server, or on the server whose admin URL
+``REVIEW_DATABASE_URL`` names; ``DATABASE_URL`` is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import MetaData, pool
+from sqlalchemy.engine import URL, Connection
+
+import models
+from migrations import database
+from migrations.lint import failure_reason
+from migrations.rowsecurity.compare import PUBLIC, Catalog, declared_row_security, read_catalog
+from models.security import ROLES, Policy
+
+#: Where ``make docs`` writes the reference.
+DOCS_PATH = database.PROJECT_ROOT / "specs" / "001-database-layer" / "schema.md"
+
+#: An admin URL of the server for throwaway databases, instead of the embedded one.
+ADMIN_URL_VARIABLE = "REVIEW_DATABASE_URL"
+#: Every database these tools create starts so, and is dropped when they finish.
+DATABASE_PREFIX = "todo_review_"
+
+#: The commands row security distinguishes, in the order the matrix lists them.
+COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+_CONSTRAINT_KINDS = {
+    "p": "primary key",
+    "u": "unique",
+    "f": "foreign key",
+    "c": "check",
+    "x": "exclusion",
+}
+_ON_DELETE = {"a": "", "r": "restrict", "c": "cascade", "n": "set null", "d": "set default"}
+
+
+class DocsError(Exception):
+    """A schema that could not be built or read, explained in one line."""
+
+
+def say(message: str, *, tool: str = "docs") -> None:
+    """Progress, for people: on stderr, so stdout stays the report."""
+    print(f"{tool}: {message}", file=sys.stderr, flush=True)
+
+
+# --- building a schema --------------------------------------------------------------
+
+
+def admin_url(environ: Mapping[str, str] | None = None) -> URL:
+    """``REVIEW_DATABASE_URL`` when set, else the embedded server's ``postgres`` database."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(ADMIN_URL_VARIABLE, "").strip()
+    if not raw:
+        return database.embedded_url(database="postgres")
+    try:
+        return database.parse_url(raw)
+    except database.DatabaseError as exc:
+        raise DocsError(str(exc).replace("DATABASE_URL", ADMIN_URL_VARIABLE, 1)) from None
+
+
+@contextmanager
+def throwaway_database(admin: URL, label: str, *, tool: str = "docs") -> Iterator[URL]:
+    """A new, empty database ``todo_review_<label>_<random>``, dropped however this ends."""
+    name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
+    say(
+        f"creating throwaway database {name} on {database.mask(admin.set(database=name))}",
+        tool=tool,
+    )
+    try:
+        url = database.create_database(admin, name)
+    except Exception as exc:  # noqa: BLE001  (psycopg raises many kinds; each is one line here)
+        raise DocsError(f"cannot create database {name}: {_first_line(exc)}") from None
+    try:
+        yield url
+    finally:
+        database.drop_database(admin, name)
+        say(f"dropped {name}", tool=tool)
+
+
+def migrate(tree: Path, url: URL, revision: str = "head") -> None:
+    """``alembic upgrade <revision>`` on `url`, run by `tree`'s own ``alembic.ini``,
+    ``env.py``, models and revisions in a child process, as a deploy runs it."""
+    environment = dict(os.environ)
+    environment["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    paths = [str(tree), environment.get("PYTHONPATH", "")]
+    environment["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", revision],
+        cwd=tree,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = failure_reason(result)
+        raise DocsError(f"alembic upgrade {revision} (in {tree}) failed: {reason}")
+
+
+# --- reading a schema ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    default: str | None
+
+    def describe(self) -> str:
+        default = f", default {self.default}" if self.default else ""
+        return f"{self.type}, {'nullable' if self.nullable else 'NOT NULL'}{default}"
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    definition: str
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    kind: str
+    definition: str
+    columns: tuple[str, ...] = ()
+    referred_table: str | None = None
+    referred_columns: tuple[str, ...] = ()
+    on_delete: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, Column]
+    indexes: dict[str, Index]
+    constraints: dict[str, Constraint]
+    #: Row-level security: (enabled, forced).
+    row_security: tuple[bool, bool]
+
+
+@dataclass
+class Schema:
+    """What a database holds in its current schema (``alembic_version`` aside)."""
+
+    tables: dict[str, Table] = field(default_factory=dict)
+    security: Catalog = field(default_factory=Catalog)
+    #: The revision the database is at, when it has one.
+    revision: str | None = None
+
+
+_TABLES = """
+    SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
+    WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')
+      AND relname <> 'alembic_version'
+"""
+_COLUMNS = """
+    SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+           pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+      AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY c.relname, a.attnum
+"""
+_INDEXES = """
+    SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), x.indisvalid
+    FROM pg_index x
+    JOIN pg_class i ON i.oid = x.indexrelid
+    JOIN pg_class t ON t.oid = x.indrelid
+    WHERE t.relnamespace = current_schema()::regnamespace
+"""
+# NOT NULL constraints (contype 'n', PostgreSQL 18+) are the columns' nullability.
+_CONSTRAINTS = """
+    SELECT t.relname, con.conname, con.contype::text, pg_get_constraintdef(con.oid),
+           ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
+                 ORDER BY k.o),
+           f.relname::text,
+           ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
+                 ORDER BY k.o),
+           con.confdeltype::text
+    FROM pg_constraint con
+    JOIN pg_class t ON t.oid = con.conrelid
+    LEFT JOIN pg_class f ON f.oid = con.confrelid
+    WHERE t.relnamespace = current_schema()::regnamespace
+      AND con.contype IN ('p', 'u', 'f', 'c', 'x')
+"""
+_VERSION = "SELECT version_num FROM alembic_version"
+
+
+def read_schema(connection: Connection) -> Schema:
+    """The tables, columns, indexes, constraints and row security `connection` sees."""
+    switches = {
+        name: (bool(enabled), bool(forced))
+        for name, enabled, forced in connection.exec_driver_sql(_TABLES)
+    }
+    columns: dict[str, dict[str, Column]] = {name: {} for name in switches}
+    for table, name, type_, nullable, default, identity, generated in connection.exec_driver_sql(
+        _COLUMNS
+    ):
+        if table in columns:
+            columns[table][name] = Column(
+                name, type_, bool(nullable), _default(default, identity, generated)
+            )
+    indexes: dict[str, dict[str, Index]] = {name: {} for name in switches}
+    for table, name, definition, valid in connection.exec_driver_sql(_INDEXES):
+        if table in indexes:
+            indexes[table][name] = Index(name, definition, bool(valid))
+    constraints: dict[str, dict[str, Constraint]] = {name: {} for name in switches}
+    for row in connection.exec_driver_sql(_CONSTRAINTS):
+        table, name, kind, definition, keys, referred, referred_keys, on_delete = row
+        if table in constraints:
+            constraints[table][name] = Constraint(
+                name,
+                _CONSTRAINT_KINDS[kind],
+                definition,
+                tuple(keys),
+                referred,
+                tuple(referred_keys),
+                _ON_DELETE.get(on_delete or "", ""),
+            )
+    revision = None
+    if connection.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar():
+        revision = connection.exec_driver_sql(_VERSION).scalar()
+    return Schema(
+        tables={
+            name: Table(
+                name,
+                columns[name],
+                dict(sorted(indexes[name].items())),
+                dict(sorted(constraints[name].items())),
+                switches[name],
+            )
+            for name in sorted(switches)
+        },
+        security=read_catalog(connection),
+        revision=revision,
+    )
+
+
+def read_database(url: URL) -> Schema:
+    engine = database.create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return read_schema(connection)
+    finally:
+        engine.dispose()
+
+
+def owner_columns(metadata: MetaData) -> dict[str, str]:
+    """Each table whose rows belong to one user, with the column holding the user's id
+    (``owner_column`` of its row-security declaration in ``models/``)."""
+    return {
+        table.name: declaration.owner_column
+        for table, declaration in declared_row_security(metadata)
+        if declaration.owner_column
+    }
+
+
+def _default(default: str | None, identity: str, generated: str) -> str | None:
+    if identity:
+        return f"generated {'always' if identity == 'a' else 'by default'} as identity"
+    if generated:
+        return f"generated always as ({default}) stored"
+    return default
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- Markdown helpers ---------------------------------------------------------------
+
+
+def code(text: str) -> str:
+    """`text` as an inline code span that survives a Markdown table cell."""
+    text = text.replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def table_rows(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("\n", " ") for cell in row) + " |" for row in rows]
+    return lines
+
+
+# --- the entity-relationship diagram ------------------------------------------------
+
+_MERMAID_TYPES = {
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "time with time zone": "timetz",
+    "time without time zone": "time",
+    "character varying": "varchar",
+    "double precision": "float8",
+    "bit varying": "varbit",
+}
+
+
+def _mermaid_type(type_: str) -> str:
+    base = re.sub(r"\(.*?\)", "", type_).strip()
+    array = base.endswith("[]")
+    base = _MERMAID_TYPES.get(base.removesuffix("[]"), base.removesuffix("[]"))
+    word = re.sub(r"[^A-Za-z0-9_]", "_", base)
+    return word + ("[]" if array else "")
+
+
+def _mermaid_word(name: str) -> str:
+    word = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return word if re.match(r"[A-Za-z_]", word) else f"_{word}"
+
+
+def _entity(name: str) -> str:
+    return '"' + name.replace('"', "'") + '"'
+
+
+def er_diagram(schema: Schema, owners: Mapping[str, str]) -> list[str]:
+    """A Mermaid ``erDiagram``: every table, its columns and keys, every foreign key.
+
+    A foreign key through a table's declared owner column is labelled ``owns`` (the
+    user owns the rows); the owner column itself is commented ``owner``.
+    """
+    lines = ["```mermaid", "erDiagram"]
+    relationships = []
+    for table in schema.tables.values():
+        for constraint in table.constraints.values():
+            if constraint.kind != "foreign key" or constraint.referred_table is None:
+                continue
+            nullable = any(table.columns[c].nullable for c in constraint.columns)
+            unique = any(
+                other.kind in ("primary key", "unique") and other.columns == constraint.columns
+                for other in table.constraints.values()
+            )
+            parent = "|o" if nullable else "||"
+            child = "o|" if unique else "o{"
+            owned = owners.get(table.name) in constraint.columns
+            label = "owns" if owned else ", ".join(constraint.columns)
+            relationships.append(
+                f"    {_entity(constraint.referred_table)} {parent}--{child} "
+                f'{_entity(table.name)} : "{label}"'
+            )
+    lines += sorted(relationships)
+    for table in schema.tables.values():
+        lines.append(f"    {_entity(table.name)} {{")
+        for column in table.columns.values():
+            keys = []
+            for kind, mark in (("primary key", "PK"), ("foreign key", "FK"), ("unique", "UK")):
+                if any(
+                    c.kind == kind
+                    and column.name in c.columns
+                    and (kind != "unique" or len(c.columns) == 1)
+                    for c in table.constraints.values()
+                ):
+                    keys.append(mark)
+            line = f"        {_mermaid_type(column.type)} {_mermaid_word(column.name)}"
+            if keys:
+                line += " " + ", ".join(keys)
+            if owners.get(table.name) == column.name:
+                line += ' "owner"'
+            lines.append(line)
+        lines.append("    }")
+    lines.append("```")
+    return lines
+
+
+# --- the row-security matrix --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One policy's say on one command: its expression, and how it combines."""
+
+    policy: str
+    expression: str
+    permissive: bool = True
+
+    def render(self) -> str:
+        prefix = "" if self.permissive else "AND restrictive "
+        return f"{prefix}{code(self.expression)} ({self.policy})"
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one role may do with one command on one table."""
+
+    granted: bool
+    row_security: bool
+    using: tuple[Clause, ...] = ()
+    check: tuple[Clause, ...] = ()
+
+    def verdict(self) -> str:
+        if not self.granted:
+            return "not granted"
+        if not self.row_security:
+            return "granted, RLS off: ⚠️ every row"
+        if not any(clause.permissive for clause in (*self.using, *self.check)):
+            return "granted, no policy: no row"
+        return "granted"
+
+    def describe(self) -> str:
+        parts = [self.verdict()]
+        if self.using:
+            parts.append("USING " + render_clauses(self.using))
+        if self.check:
+            parts.append("WITH CHECK " + render_clauses(self.check))
+        return "; ".join(parts)
+
+
+def render_clauses(clauses: Sequence[Clause]) -> str:
+    permissive = [clause.render() for clause in clauses if clause.permissive]
+    restrictive = [clause.render() for clause in clauses if not clause.permissive]
+    return " ".join([" OR ".join(permissive), *restrictive]).strip()
+
+
+AccessKey = tuple[str, str, str]
+
+
+def _applies(policy: Policy, role: str, command: str) -> bool:
+    return policy.command in (command, "ALL") and (role in policy.roles or PUBLIC in policy.roles)
+
+
+def _check_expression(policy: Policy) -> str | None:
+    if policy.with_check is not None:
+        return policy.with_check
+    return policy.using if policy.command in ("ALL", "UPDATE") else None
+
+
+def access_matrix(schema: Schema) -> dict[AccessKey, Access]:
+    """(table, role, command) -> :class:`Access`, for every role that has a privilege
+    or a policy there; PUBLIC's privileges count for every role."""
+    security = schema.security
+    matrix: dict[AccessKey, Access] = {}
+    for table in schema.tables.values():
+        enabled = table.row_security[0]
+        policies = sorted(security.policies.get(table.name, {}).values(), key=lambda p: p.name)
+        roles = {*ROLES}
+        roles |= {role for (name, role) in security.grants if name == table.name}
+        roles |= {role for policy in policies for role in policy.roles}
+        public_privileges = security.grants.get((table.name, PUBLIC), frozenset())
+        for role in sorted(roles, key=lambda r: (r == PUBLIC, r)):
+            privileges = security.grants.get((table.name, role), frozenset()) | public_privileges
+            for command in COMMANDS:
+                applying = [p for p in policies if _applies(p, role, command)]
+                using = tuple(
+                    Clause(p.name, p.using, p.permissive)
+                    for p in applying
+                    if command in ("SELECT", "UPDATE", "DELETE") and p.using is not None
+                )
+                check = tuple(
+                    Clause(p.name, expression, p.permissive)
+                    for p in applying
+                    if command in ("INSERT", "UPDATE")
+                    and (expression := _check_expression(p)) is not None
+                )
+                granted = command in privileges
+                if granted or applying:
+                    matrix[(table.name, role, command)] = Access(granted, enabled, using, check)
+    return matrix
+
+
+def security_matrix(schema: Schema, before: Schema | None = None) -> list[str]:
+    """The matrix as a Markdown table; with `before`, a last column says what changed
+    and rows that are gone are listed, struck through."""
+    after_matrix = access_matrix(schema)
+    before_matrix = access_matrix(before) if before is not None else {}
+    header = [
+        "table",
+        "role",
+        "command",
+        "access",
+        "rows it reaches (USING)",
+        "rows it writes (WITH CHECK)",
+    ]
+    if before is not None:
+        header.append("change")
+    keys = sorted(
+        {*after_matrix, *before_matrix},
+        key=lambda k: (k[0], k[1] == PUBLIC, k[1], COMMANDS.index(k[2])),
+    )
+    rows = []
+    for key in keys:
+        table, role, command = key
+        access = after_matrix.get(key)
+        previous = before_matrix.get(key)
+        shown = access or previous
+        assert shown is not None
+        cells = [
+            code(table),
+            "PUBLIC" if role == PUBLIC else code(role),
+            command,
+            shown.verdict(),
+            render_clauses(shown.using) or "—",
+            render_clauses(shown.check) or "—",
+        ]
+        if before is not None:
+            if access is None:
+                cells = [f"~~{cell}~~" if cell != "—" else cell for cell in cells]
+                cells.append("🗑️ removed")
+            elif previous is None:
+                cells.append("🆕 added")
+            elif previous != access:
+                cells.append(f"✏️ changed; was: {previous.describe()}")
+            else:
+                cells.append("")
+        rows.append(cells)
+    for unreachable in schema.tables:
+        if not any(key[0] == unreachable for key in keys):
+            row = [code(unreachable), "—", "—", "no role has any privilege", "—", "—"]
+            rows.append([*row, ""] if before is not None else row)
+    rows.sort(key=lambda row: row[0].strip("~"))
+    return table_rows(header, rows)
+
+
+def row_security_summary(schema: Schema) -> list[str]:
+    """One line per table: row security enabled and forced, or not."""
+    lines = []
+    for table in schema.tables.values():
+        enabled, forced = table.row_security
+        state = (
+            "enabled, forced"
+            if enabled and forced
+            else "enabled, not forced"
+            if enabled
+            else "**disabled**"
+        )
+        lines.append(f"- {code(table.name)}: row-level security {state}")
+    return lines
+
+
+# --- the reference ------------------------------------------------------------------
+
+
+def table_reference(table: Table, owner: str | None) -> list[str]:
+    enabled, forced = table.row_security
+    rls = "enabled and forced" if enabled and forced else "enabled" if enabled else "disabled"
+    lines = [f"### {code(table.name)}", "", f"Row-level security: {rls}."]
+    if owner:
+        lines[-1] += f" Rows belong to the user whose id is in {code(owner)}."
+    lines += ["", "| column | type | nullable | default |", "|---|---|---|---|"]
+    lines += [
+        f"| {code(c.name)} | {c.type} | {'yes' if c.nullable else 'no'} | "
+        f"{code(c.default) if c.default else ''} |"
+        for c in table.columns.values()
+    ]
+    if table.indexes:
+        lines += ["", "Indexes:", ""]
+        lines += table_rows(
+            ["index", "definition"],
+            [
+                [code(i.name), code(i.definition) + ("" if i.valid else " **INVALID**")]
+                for i in table.indexes.values()
+            ],
+        )
+    if table.constraints:
+        lines += ["", "Constraints:", ""]
+        lines += table_rows(
+            ["constraint", "kind", "definition"],
+            [[code(c.name), c.kind, code(c.definition)] for c in table.constraints.values()],
+        )
+    return lines
+
+
+def render(schema: Schema, owners: Mapping[str, str]) -> str:
+    """The whole reference: diagram, row-security matrix, a section per table."""
+    lines = [
+        "# Database schema",
+        "",
+        "<!-- Generated by `make docs` (migrations/schema_docs.py) from a database migrated",
+        "     to head. Do not edit: change the models and revisions, then run `make docs`. -->",
+        "",
+        f"At revision {code(schema.revision or 'base')}: {len(schema.tables)} tables.",
+        "",
+        "## Entity-relationship diagram",
+        "",
+        '"owns": the user owns the rows through the table\'s owner column (row-level security',
+        "scopes the todo API to the current user's rows through it).",
+        "",
+        *er_diagram(schema, owners),
+        "",
+        "## Row-level security",
+        "",
+        *row_security_summary(schema),
+        "",
+        "What each role may do, command by command. Permissive policies combine with OR,",
+        "restrictive ones with AND; a role without the privilege gets nothing whatever the",
+        "policies say.",
+        "",
+        *security_matrix(schema),
+        "",
+        "## Tables",
+    ]
+    for table in schema.tables.values():
+        lines += ["", *table_reference(table, owners.get(table.name))]
+    return "\n".join(lines) + "\n"
+
+
+# --- make docs ----------------------------------------------------------------------
+
+
+def build_docs(root: Path = database.PROJECT_ROOT, admin: URL | None = None) -> str:
+    """The reference for `root`'s schema at head, built on a throwaway database."""
+    admin = admin_url() if admin is None else admin
+    with throwaway_database(admin, "docs") as url:
+        say("migrating it to head")
+        migrate(root, url)
+        schema = read_database(url)
+    return render(schema, owner_columns(models.metadata))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m migrations.schema_docs",
+        description="Write the schema reference (diagram, row-security matrix, tables).",
+    )
+    parser.add_argument("--output", type=Path, default=DOCS_PATH, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        text = build_docs()
+    except (DocsError, database.DatabaseError) as exc:
+        print(f"docs: error: {exc}", file=sys.stderr)
+        return 2
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    changed = not output.exists() or output.read_text() != text
+    output.write_text(text)
+    verb = "wrote" if changed else "unchanged:"
+    say(f"{verb} {output} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

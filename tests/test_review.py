@@ -1,0 +1,303 @@
+"""``make review`` on a copy of the project in a git repository of its own.
+
+The copy's first commit has no migrations, its second is the project as it is; a test
+then changes the working tree as a pull request would and runs the review, as CI does,
+in a child process against ``HEAD``. The throwaway databases are the review's own
+(``todo_review_*``), on the test server, and must be gone when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from migrations import review, schema_docs
+from migrations.review import ATTENTION, BLOCKING, Loss
+from migrations.schema_docs import Schema
+from tests.conftest import PROJECT_ROOT, NewDatabase, new_engine
+
+#: What the review needs of the project: its Alembic set-up, models and squawk rules.
+COPIED = ("alembic.ini", ".squawk.toml", "migrations", "models")
+SCRIPT = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini")))
+HEAD = SCRIPT.get_current_head() or "base"
+
+# A column, an index and a (restrictive) policy for todo_app, added after the models'
+# own declarations, so the test does not depend on how models/todo.py is written.
+MODEL_CHANGE = """
+
+# --- tests/test_review.py: a column, an index and a policy ---
+from sqlalchemy import Integer as _Integer  # noqa: E402
+
+from models.security import Policy as _Policy, RowSecurity as _RowSecurity  # noqa: E402
+
+Todo.__table__.append_column(Column("priority", _Integer, nullable=True))
+Index("todo_user_id_priority_idx", Todo.__table__.c.user_id, Todo.__table__.c.priority)
+Todo.__table__.info[ROW_SECURITY] = Todo.__table__.info[ROW_SECURITY] + _RowSecurity(
+    policies=(
+        _Policy("todo_app_only_open", "SELECT", ("todo_app",), using="NOT completed",
+                permissive=False),
+    )
+)
+"""
+
+DROPPING_REVISION = '''"""drop todo description
+
+Revision ID: {revision}
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+squawk_acknowledged = {{"ban-drop-column": "test: the rule is acknowledged, the data loss is not"}}
+{acknowledgement}
+
+def upgrade() -> None:
+    op.drop_column("todo", "description")
+
+
+def downgrade() -> None:
+    op.add_column("todo", sa.Column("description", sa.Text(), nullable=True))
+'''
+
+
+def git(root: Path, *args: str) -> str:
+    identity = ["-c", "user.name=review test", "-c", "user.email=review@test.invalid"]
+    command = ["git", *identity, "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+def server_url(url: URL) -> str:
+    """`url` for a child process; the embedded server's socket directory comes from PGHOST."""
+    if not url.host and "host" not in url.query and os.environ.get("PGHOST"):
+        url = url.update_query_dict({"host": os.environ["PGHOST"]})
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The project's copy: a commit without migrations, then a commit of the project."""
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "--quiet")
+    (root / "README.md").write_text("before the schema\n")
+    git(root, "add", "README.md")
+    git(root, "commit", "--quiet", "-m", "no migrations yet")
+    ignore = shutil.ignore_patterns("__pycache__", "review.md")
+    for name in COPIED:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=ignore)
+        else:
+            shutil.copy2(source, root / name)
+    git(root, "add", "--all")
+    git(root, "commit", "--quiet", "-m", "the project")
+    return root
+
+
+def run_review(root: Path, admin_url: URL, base: str = "HEAD") -> tuple[str, str]:
+    """`python -m migrations.review` in `root`, as `make review` runs it: (report, stderr)."""
+    environment = {**os.environ, schema_docs.ADMIN_URL_VARIABLE: server_url(admin_url)}
+    output = root / "review.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "migrations.review", "--base", base, "--output", str(output)],
+        cwd=root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert output.read_text() == result.stdout
+    return result.stdout, result.stderr
+
+
+def assert_dropped(admin_url: URL, stderr: str) -> None:
+    created = re.findall(r"creating throwaway database (todo_review_\w+)", stderr)
+    assert created
+    engine = new_engine(admin_url)
+    try:
+        with engine.connect() as connection:
+            left = connection.execute(
+                sa.text("SELECT datname FROM pg_database WHERE datname = ANY(:names)"),
+                {"names": created},
+            ).all()
+    finally:
+        engine.dispose()
+    assert not left, f"the review left {left} behind"
+
+
+def test_review_of_a_new_column_index_and_policy(
+    project: Path, admin_url: URL, new_database: NewDatabase, head_template: str
+) -> None:
+    with (project / "models" / "todo.py").open("a") as models_file:
+        models_file.write(MODEL_CHANGE)
+    at_head = new_database(template=head_template)
+    environment = {**os.environ, "DATABASE_URL": server_url(at_head)}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "revision", "--autogenerate", "-m", "todo priority"],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (generated,) = (project / "migrations" / "versions").glob("*_todo_priority.py")
+    revision = generated.name.split("-", 1)[1].split("_", 1)[0]
+
+    report, stderr = run_review(project, admin_url)
+
+    assert report.startswith(review.MARKER)
+    assert f"#### `{revision}` todo priority" in report
+    assert "ALTER TABLE todo ADD COLUMN priority INTEGER" in report
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS todo_user_id_priority_idx" in report
+    assert "CREATE POLICY todo_app_only_open ON todo AS RESTRICTIVE FOR SELECT" in report
+    summary = next(line for line in report.splitlines() if "revision" in line and " · " in line)
+    assert summary.startswith("**1 revision added**")
+    for counted in ("tables: 1 changed", "columns: 1 added", "indexes: 1 added"):
+        assert counted in summary
+    assert "policies: 1 added" in summary
+    assert "grants: none" in summary
+    assert "lint: " in summary
+    # The matrix marks the one cell the policy changes, and only that one.
+    (select_row,) = [
+        row for row in report.splitlines() if row.startswith("| `todo` | `todo_app` | SELECT |")
+    ]
+    assert "AND restrictive `(NOT completed)` (todo_app_only_open)" in select_row
+    assert "✏️ changed; was: granted; USING" in select_row
+    assert report.count("✏️ changed") == 1
+    assert "```mermaid\nerDiagram\n" in report
+    assert '"user" ||--o{ "todo" : "owns"' in report
+    assert "integer priority" in report
+    # Additive: nothing lost on upgrade; the downgrade drops the new column, and says so.
+    assert "destroys data on upgrade" not in report
+    assert f"Downgrading `{revision}` drops column `todo.priority`" in report
+    assert "review: migrating both" in stderr
+    assert_dropped(admin_url, stderr)
+
+
+def test_review_warns_of_a_destructive_revision_without_acknowledgement(
+    project: Path, admin_url: URL
+) -> None:
+    dropping = project / "migrations" / "versions" / "dddd00000001_drop_todo_description.py"
+    dropping.write_text(
+        DROPPING_REVISION.format(revision="dddd00000001", down=HEAD, acknowledgement="")
+    )
+
+    report, stderr = run_review(project, admin_url)
+
+    assert "columns: 1 dropped" in report
+    assert "constraints: 1 dropped" in report  # the CHECK on description goes with it
+    warning = next(line for line in report.splitlines() if "destroys data on upgrade" in line)
+    assert warning.startswith(f"- {BLOCKING} `dddd00000001` destroys data on upgrade")
+    assert "column `todo.description`" in warning
+    assert 'destructive_acknowledged = "' in warning
+    assert "🗑️ column `todo.description` dropped" in report
+    assert "✅ test: the rule is acknowledged, the data loss is not" in report
+    assert_dropped(admin_url, stderr)
+
+    # Acknowledged, the same revision is still pointed out, no longer blocking.
+    dropping.write_text(
+        DROPPING_REVISION.format(
+            revision="dddd00000001",
+            down=HEAD,
+            acknowledgement='destructive_acknowledged = "description was never shown to anyone"',
+        )
+    )
+    script = ScriptDirectory.from_config(Config(str(project / "alembic.ini")))
+    reviewed = review.RevisionReview(
+        script.get_revision("dddd00000001"),
+        dropping.name,
+        upgrade_sql="ALTER TABLE todo DROP COLUMN description;",
+    )
+    (alert,) = review.revision_alerts(reviewed)
+    assert alert.level == ATTENTION
+    assert "Acknowledged: “description was never shown to anyone”" in alert.text
+
+
+def test_a_base_without_migrations_has_no_revisions(project: Path) -> None:
+    assert review.base_revisions(project, review.resolve_commit(project, "HEAD~1")) == {}
+    at_head = review.base_revisions(project, review.resolve_commit(project, "HEAD"))
+    assert HEAD in at_head
+    assert review.heads(at_head) == [HEAD]
+
+
+def test_an_unknown_base_is_one_line(project: Path) -> None:
+    with pytest.raises(review.ReviewError, match="not a commit here"):
+        review.resolve_commit(project, "origin/no-such-branch")
+
+
+@pytest.mark.parametrize(
+    ("sql", "losses"),
+    [
+        ("ALTER TABLE todo DROP COLUMN priority;", [Loss("todo", "priority")]),
+        (
+            'ALTER TABLE "user" DROP COLUMN IF EXISTS "emailVerified";',
+            [Loss("user", "emailVerified")],
+        ),
+        (
+            "ALTER TABLE ONLY public.todo DROP priority, DROP COLUMN due_at;",
+            [
+                Loss("todo", "due_at"),
+                Loss("todo", "priority"),
+            ],
+        ),
+        ('DROP TABLE IF EXISTS todo, "user" CASCADE;', [Loss("todo"), Loss("user")]),
+        ("TRUNCATE TABLE todo;", [Loss("todo", truncate=True)]),
+        ("ALTER TABLE todo DROP CONSTRAINT todo_title_length_check;", []),
+        ("ALTER TABLE todo ALTER COLUMN completed DROP DEFAULT, ALTER due_at DROP NOT NULL;", []),
+        ("DROP INDEX CONCURRENTLY todo_user_id_priority_idx;\nDROP POLICY p ON todo;", []),
+        ("-- DROP TABLE todo;\nDROP TABLE alembic_version;", []),
+    ],
+)
+def test_data_losses_are_read_from_the_sql(sql: str, losses: list[Loss]) -> None:
+    assert review.data_losses(sql) == losses
+
+
+def test_revision_files_are_read_without_importing_them() -> None:
+    text = 'revision: str = "abc"\ndown_revision: str | None = ("x", "y")\nimport nothing_such\n'
+    parsed = review.parse_revision_file("v.py", text)
+    assert parsed is not None
+    assert (parsed.revision, parsed.down_revisions) == ("abc", ("x", "y"))
+    assert review.parse_revision_file("v.py", "x = 1\n") is None
+
+
+def test_an_edit_that_changes_nothing_run_is_told_apart() -> None:
+    released = '"""doc"""\nrevision = "a"\n\ndef upgrade() -> None:\n    op.drop_table("t")\n'
+    commented = released.replace('"""doc"""', '"""better doc"""\n# why') + (
+        'squawk_acknowledged = {"rule": "reason"}\n'
+    )
+    assert review.runs_the_same(released, commented)
+    assert not review.runs_the_same(released, released.replace('"t"', '"u"'))
+
+
+def test_a_report_too_long_for_a_comment_leaves_the_sql_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reviewed = review.RevisionReview(
+        SCRIPT.get_revision(HEAD), "x.py", upgrade_sql="SELECT 1;\n" * 50
+    )
+    report = review.Review(
+        "main", "0" * 40, None, HEAD, [reviewed], [], [], Schema(), Schema(), owners={}
+    )
+    assert report.markdown().count("SELECT 1;") == 50
+    monkeypatch.setattr(review, "COMMENT_LIMIT", 500)
+    shortened = report.markdown()
+    assert "SELECT 1;" not in shortened
+    assert "SQL left out" in shortened

@@ -1,0 +1,137 @@
+"""The generated schema reference is up to date, and what it renders means what it says.
+
+``specs/001-database-layer/schema.md`` is regenerated here from a database at head
+(a copy of the session's migrated template) and compared with the committed file.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import pytest
+from sqlalchemy.engine import Engine
+
+import models
+from migrations import schema_docs
+from migrations.database import PROJECT_ROOT
+from migrations.rowsecurity.compare import Catalog
+from migrations.schema_docs import Column, Constraint, Schema, Table
+from models.security import Policy
+
+
+def test_schema_reference_is_up_to_date(head_engine: Engine) -> None:
+    with head_engine.connect() as connection:
+        schema = schema_docs.read_schema(connection)
+    expected = schema_docs.render(schema, schema_docs.owner_columns(models.metadata))
+    path = schema_docs.DOCS_PATH
+    current = path.read_text() if path.exists() else ""
+    if current != expected:
+        diff = difflib.unified_diff(
+            current.splitlines(), expected.splitlines(), "committed", "at head", lineterm=""
+        )
+        pytest.fail(
+            f"{path.relative_to(PROJECT_ROOT)} is out of date with the "
+            "models and revisions: run `make docs` and commit the result.\n"
+            + "\n".join(list(diff)[:60])
+        )
+
+
+def test_reading_twice_renders_the_same(head_engine: Engine) -> None:
+    owners = schema_docs.owner_columns(models.metadata)
+    with head_engine.connect() as connection:
+        first = schema_docs.render(schema_docs.read_schema(connection), owners)
+        second = schema_docs.render(schema_docs.read_schema(connection), owners)
+    assert first == second
+    assert "alembic_version" not in first
+
+
+def small_schema(*, rls: tuple[bool, bool] = (True, True), policies: list[Policy]) -> Schema:
+    """A "user" table and a "note" table its owner_id column points at."""
+    user = Table(
+        "user",
+        {"id": Column("id", "text", False, None)},
+        {},
+        {"user_pkey": Constraint("user_pkey", "primary key", "PRIMARY KEY (id)", ("id",))},
+        (True, True),
+    )
+    note = Table(
+        "note",
+        {
+            "id": Column("id", "uuid", False, "gen_random_uuid()"),
+            "owner_id": Column("owner_id", "text", False, None),
+            "written at": Column("written at", "timestamp with time zone", True, None),
+        },
+        {},
+        {
+            "note_owner_id_fkey": Constraint(
+                "note_owner_id_fkey",
+                "foreign key",
+                'FOREIGN KEY (owner_id) REFERENCES "user"(id)',
+                ("owner_id",),
+                "user",
+                ("id",),
+                "cascade",
+            ),
+            "note_pkey": Constraint("note_pkey", "primary key", "PRIMARY KEY (id)", ("id",)),
+        },
+        rls,
+    )
+    security = Catalog()
+    security.grants[("note", "todo_app")] = frozenset({"SELECT", "INSERT"})
+    security.policies["note"] = {policy.name: policy for policy in policies}
+    return Schema({"note": note, "user": user}, security, "abc")
+
+
+MINE = Policy("mine", "ALL", ("todo_app",), using="(owner_id = 'me')")
+
+
+def test_the_diagram_quotes_tables_and_marks_ownership() -> None:
+    diagram = "\n".join(schema_docs.er_diagram(small_schema(policies=[]), {"note": "owner_id"}))
+    assert diagram.startswith("```mermaid\nerDiagram\n")
+    assert '"user" ||--o{ "note" : "owns"' in diagram
+    assert 'text owner_id FK "owner"' in diagram
+    assert "timestamptz written_at" in diagram  # Mermaid words: no spaces
+    assert "uuid id PK" in diagram
+    plain = "\n".join(schema_docs.er_diagram(small_schema(policies=[]), {}))
+    assert '"user" ||--o{ "note" : "owner_id"' in plain
+
+
+def test_the_matrix_says_what_each_role_reaches() -> None:
+    restrictive = Policy("not_old", "SELECT", ("todo_app",), using="(age < 1)", permissive=False)
+    matrix = schema_docs.access_matrix(small_schema(policies=[MINE, restrictive]))
+    select = matrix[("note", "todo_app", "SELECT")]
+    assert select.verdict() == "granted"
+    assert schema_docs.render_clauses(select.using) == (
+        "`(owner_id = 'me')` (mine) AND restrictive `(age < 1)` (not_old)"
+    )
+    insert = matrix[("note", "todo_app", "INSERT")]
+    assert [clause.expression for clause in insert.check] == ["(owner_id = 'me')"]  # from USING
+    assert matrix[("note", "todo_app", "DELETE")].verdict() == "not granted"
+    assert ("note", "todo_auth", "SELECT") not in matrix
+
+    unguarded = schema_docs.access_matrix(small_schema(rls=(False, False), policies=[]))
+    assert unguarded[("note", "todo_app", "SELECT")].verdict() == "granted, RLS off: ⚠️ every row"
+    no_policy = schema_docs.access_matrix(small_schema(policies=[]))
+    assert no_policy[("note", "todo_app", "SELECT")].verdict() == "granted, no policy: no row"
+
+
+def test_the_matrix_marks_changes() -> None:
+    before = small_schema(policies=[])
+    after = small_schema(policies=[Policy("mine", "SELECT", ("todo_app",), using="true")])
+    after.security.grants[("note", "todo_app")] = frozenset({"SELECT"})
+    rows = schema_docs.security_matrix(after, before)
+    by_command = {row.split(" | ")[2].strip("~"): row for row in rows[2:] if "`note`" in row}
+    assert by_command["SELECT"].endswith("| ✏️ changed; was: granted, no policy: no row |")
+    assert "🗑️ removed" not in by_command["SELECT"]
+    assert "~~`note`~~" in by_command["INSERT"]  # INSERT is no longer granted: gone
+    assert "| `user` | — | — | no role has any privilege |" in "\n".join(rows)
+
+
+def test_code_spans_survive_table_cells() -> None:
+    assert schema_docs.code("a || b") == "`a \\|\\| b`"
+    assert schema_docs.code("x `y`") == "`` x `y` ``"
+
+
+def test_a_bad_admin_url_names_its_variable() -> None:
+    with pytest.raises(schema_docs.DocsError, match=r"^REVIEW_DATABASE_URL has unsupported scheme"):
+        schema_docs.admin_url({"REVIEW_DATABASE_URL": "mysql://root@localhost/x"})
