@@ -111,6 +111,14 @@ def head_template(admin_url: URL, _databases: list[str]) -> str:
     return name
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _roles_stay(head_template: str) -> str:
+    """Built before any test runs, the head template keeps grants to the cluster-wide
+    roles, so no test's downgrade (``drop_role_if_unused``) can drop them while another
+    test process is migrating a database of its own."""
+    return head_template
+
+
 @pytest.fixture
 def empty_url(new_database: NewDatabase) -> URL:
     return new_database()

@@ -1,7 +1,7 @@
 """The whole test suite's wall time, as ``make test`` runs it, server start included.
 
 Each run stops the embedded server first (``python -m migrations.database stop``,
-untimed), so the timed ``pytest -q -p no:cacheprovider`` pays for starting it, as
+untimed), so the timed ``pytest -q -n auto -p no:cacheprovider`` pays for starting it, as
 on a fresh machine or in CI. The server is shared with anyone else testing in this
 work tree: it is stopped only once, for a few seconds, no other client is connected
 and no other pytest or alembic process runs here (waiting up to :data:`IDLE_WAIT_S`);
@@ -104,7 +104,7 @@ def run(server: Server, options: Options) -> list[Table]:
     environment = server.env()
     if not server.embedded:
         environment["TEST_DATABASE_URL"] = server.admin.render_as_string(hide_password=False)
-    command = [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider"]
+    command = [str(BIN / "pytest"), "-q", "-n", "auto", "-p", "no:cacheprovider"]  # as `make test`
 
     cold: list[float] = []
     warm: list[float] = []
