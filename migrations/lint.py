@@ -12,7 +12,6 @@ A revision that must break a rule acknowledges it, with a reason, in a module-le
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from types import ModuleType
 
 from alembic.script import Script
 
+from migrations import alembic_cli
 from migrations.database import PROJECT_ROOT
 
 #: squawk as installed next to this interpreter (squawk-cli), else the one on PATH.
@@ -51,16 +51,6 @@ class Finding:
         return f"line {self.line}: {self.rule}: {self.message} ({self.help})"
 
 
-def failure_reason(result: subprocess.CompletedProcess[str]) -> str:
-    """Why an ``alembic`` child failed: its ``FAILED:`` line, else its last words."""
-    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines()]
-    failed = [line for line in lines if line.startswith("FAILED:")]
-    if failed:
-        return failed[-1].removeprefix("FAILED:").strip()
-    said = [line for line in result.stderr.splitlines() if line.strip()]
-    return said[-1].strip() if said else f"exit code {result.returncode}"
-
-
 def start_of(revision: Script) -> str:
     """What `revision` upgrades from: its down revision, or ``base`` for the first."""
     down = revision.down_revision
@@ -76,18 +66,9 @@ def offline_sql(revision: Script, root: Path = PROJECT_ROOT, *, downgrade: bool 
     start = start_of(revision)
     span = f"{revision.revision}:{start}" if downgrade else f"{start}:{revision.revision}"
     verb = "downgrade" if downgrade else "upgrade"
-    # Offline rendering never connects: no database URL reaches the child.
-    environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", verb, span, "--sql"],
-        cwd=root,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = alembic_cli.run([verb, span, "--sql"], cwd=root)
     if result.returncode != 0:
-        reason = failure_reason(result)
+        reason = alembic_cli.failure_reason(result)
         raise LintError(f"alembic {verb} {span} --sql failed: {reason}")
     return result.stdout
 

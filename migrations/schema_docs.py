@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
@@ -35,8 +34,7 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import URL, Connection
 
 import models
-from migrations import database
-from migrations.lint import failure_reason
+from migrations import alembic_cli, database
 from migrations.rowsecurity.compare import PUBLIC, Catalog, declared_row_security, read_catalog
 from models.security import ROLES, Policy
 
@@ -108,19 +106,16 @@ def migrate(tree: Path, url: URL, revision: str = "head") -> None:
     """``alembic upgrade <revision>`` on `url`, run by `tree`'s own ``alembic.ini``,
     ``env.py``, models and revisions in a child process, as a deploy runs it."""
     environment = dict(os.environ)
-    environment["DATABASE_URL"] = url.render_as_string(hide_password=False)
     paths = [str(tree), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", revision],
+    result = alembic_cli.run(
+        ["upgrade", revision],
         cwd=tree,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
+        database_url=url.render_as_string(hide_password=False),
+        environment=environment,
     )
     if result.returncode != 0:
-        reason = failure_reason(result)
+        reason = alembic_cli.failure_reason(result)
         raise DocsError(f"alembic upgrade {revision} (in {tree}) failed: {reason}")
 
 

@@ -150,6 +150,13 @@ def alembic_engine(empty_url: URL) -> Iterator[Engine]:
     engine.dispose()
 
 
+def child_url(url: URL) -> str:
+    """`url` for a child process: on the embedded server, with its socket directory."""
+    if not url.host and "host" not in url.query and os.environ.get("PGHOST"):
+        url = url.update_query_dict({"host": os.environ["PGHOST"]})
+    return url.render_as_string(hide_password=False)
+
+
 def scalar(engine: Engine, statement: str, **params: object) -> object:
     with engine.connect() as connection:
         return connection.execute(sa.text(statement), params).scalar()

@@ -10,7 +10,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,24 +18,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from migrations import database
-from tests.conftest import PROJECT_ROOT
+from migrations import alembic_cli, database
 
 SECRET = "s3cret-Pa55word"
 
 
 def run_alembic(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "DATABASE_URL": database_url}
-    environment.pop("PGHOST", None)  # the URL alone must say where to go
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # Without PGHOST: the URL alone must say where to go.
+    environment = {key: value for key, value in os.environ.items() if key != "PGHOST"}
+    return alembic_cli.run(args, database_url=database_url, environment=environment)
 
 
 def assert_one_clear_line(result: subprocess.CompletedProcess[str], *expected: str) -> str:

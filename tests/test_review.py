@@ -21,10 +21,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from migrations import review, schema_docs
+from migrations import alembic_cli, review, schema_docs
 from migrations.review import ATTENTION, BLOCKING, Loss
 from migrations.schema_docs import Schema
-from tests.conftest import PROJECT_ROOT, NewDatabase, new_engine
+from tests.conftest import PROJECT_ROOT, NewDatabase, child_url, new_engine
 
 #: What the review needs of the project: its Alembic set-up, models and squawk rules.
 COPIED = ("alembic.ini", ".squawk.toml", "migrations", "models")
@@ -82,13 +82,6 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout
 
 
-def server_url(url: URL) -> str:
-    """`url` for a child process; the embedded server's socket directory comes from PGHOST."""
-    if not url.host and "host" not in url.query and os.environ.get("PGHOST"):
-        url = url.update_query_dict({"host": os.environ["PGHOST"]})
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """The project's copy: a commit without migrations, then a commit of the project."""
@@ -112,7 +105,7 @@ def project(tmp_path: Path) -> Path:
 
 def run_review(root: Path, admin_url: URL, base: str = "HEAD") -> tuple[str, str]:
     """`python -m migrations.review` in `root`, as `make review` runs it: (report, stderr)."""
-    environment = {**os.environ, schema_docs.ADMIN_URL_VARIABLE: server_url(admin_url)}
+    environment = {**os.environ, schema_docs.ADMIN_URL_VARIABLE: child_url(admin_url)}
     output = root / "review.md"
     result = subprocess.run(
         [sys.executable, "-m", "migrations.review", "--base", base, "--output", str(output)],
@@ -149,15 +142,12 @@ def test_review_of_a_new_column_index_and_policy(
     with (project / "models" / "todo.py").open("a") as models_file:
         models_file.write(MODEL_CHANGE)
     at_head = new_database(template=head_template)
-    environment = {**os.environ, "DATABASE_URL": server_url(at_head)}
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "revision", "--autogenerate", "-m", "todo priority"],
+    generating = alembic_cli.run(
+        ["revision", "--autogenerate", "-m", "todo priority"],
         cwd=project,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
+        database_url=child_url(at_head),
     )
+    assert generating.returncode == 0, generating.stderr
     (generated,) = (project / "migrations" / "versions").glob("*_todo_priority.py")
     revision = generated.name.split("-", 1)[1].split("_", 1)[0]
 

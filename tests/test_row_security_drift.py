@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,10 +34,10 @@ from sqlalchemy.engine import Connection, Engine
 
 import migrations.rowsecurity  # noqa: F401  (registers the operations, as env.py does)
 import models
-from migrations import autogen
+from migrations import alembic_cli, autogen
 from migrations.rowsecurity.compare import OPTION, Catalog, declared_row_security, read_catalog
 from models.security import APP_ROLE, ROW_SECURITY, Policy, RowSecurity
-from tests.conftest import PROJECT_ROOT, make_alembic_config
+from tests.conftest import make_alembic_config
 
 #: One operation as ``alembic check`` reports it, e.g. ``("drop_policy", None, "todo", "sneaky")``.
 Diff = tuple[Any, ...]
@@ -263,14 +261,8 @@ def table_of(statement: re.Match[str]) -> str:
 def test_offline_sql_renders_row_security() -> None:
     """``alembic upgrade head --sql`` (no database) renders every row-level statement,
     each after the ``CREATE TABLE`` of its table."""
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = alembic_cli.run(["upgrade", "head", "--sql"])
+    assert result.returncode == 0, result.stderr
     sql = result.stdout
 
     for statement in (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from argparse import Namespace
@@ -28,8 +27,8 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Engine
 
-from migrations import deploy
-from tests.conftest import PROJECT_ROOT, make_alembic_config, new_engine, scalar
+from migrations import alembic_cli, deploy
+from tests.conftest import PROJECT_ROOT, child_url, make_alembic_config, new_engine, scalar
 
 HEAD = ScriptDirectory.from_config(make_alembic_config()).get_current_head()
 REVISIONS = list(ScriptDirectory.from_config(make_alembic_config()).walk_revisions())
@@ -37,20 +36,7 @@ REVISIONS = list(ScriptDirectory.from_config(make_alembic_config()).walk_revisio
 
 def cli(*args: str, url: URL) -> subprocess.CompletedProcess[str]:
     """The real `alembic` command, as CI runs it, against `url`."""
-    environment = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
-    if "PGHOST" in os.environ and not url.host:  # embedded server: the socket directory
-        environment["DATABASE_URL"] = url.update_query_dict(
-            {"host": os.environ["PGHOST"]}
-        ).render_as_string(hide_password=False)
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return alembic_cli.run(args, database_url=child_url(url))
 
 
 def extra_revision(directory: Path, body: str, *, down_revision: str | None = HEAD) -> str:
@@ -236,13 +222,8 @@ def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> Non
 
 
 def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = alembic_cli.run(["upgrade", "head", "--sql"])
+    assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:3] == ["SET lock_timeout = '2s';", "", "SET statement_timeout = '15min';"]
     concurrent = [line for line in lines if "CREATE INDEX CONCURRENTLY" in line]
