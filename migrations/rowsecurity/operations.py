@@ -142,6 +142,8 @@ $$"""
 
 @dataclass
 class _TableSwitchOp(MigrateOperation):
+    """``ALTER TABLE <table> <clause>``: one of four switches, each the reverse of another."""
+
     table_name: str
     schema: str | None = None
 
@@ -151,6 +153,11 @@ class _TableSwitchOp(MigrateOperation):
     operation_name: ClassVar[str] = ""
     opposite: ClassVar[type[_TableSwitchOp]]
 
+    @classmethod
+    def switch(cls, operations: Operations, table_name: str, schema: str | None = None) -> None:
+        """``op.<operation_name>(table_name, schema=None)``: every switch's entry point."""
+        operations.invoke(cls(table_name, schema))
+
     def reverse(self) -> _TableSwitchOp:
         return self.opposite(self.table_name, self.schema)
 
@@ -158,52 +165,28 @@ class _TableSwitchOp(MigrateOperation):
         return (self.operation_name, self.schema, self.table_name)
 
 
-@Operations.register_operation("enable_row_security")
+@Operations.register_operation("enable_row_security", "switch")
 class EnableRowSecurityOp(_TableSwitchOp):
     clause = "ENABLE ROW LEVEL SECURITY"
     operation_name = "enable_row_security"
 
-    @classmethod
-    def enable_row_security(
-        cls, operations: Operations, table_name: str, schema: str | None = None
-    ) -> None:
-        operations.invoke(cls(table_name, schema))
 
-
-@Operations.register_operation("disable_row_security")
+@Operations.register_operation("disable_row_security", "switch")
 class DisableRowSecurityOp(_TableSwitchOp):
     clause = "DISABLE ROW LEVEL SECURITY"
     operation_name = "disable_row_security"
 
-    @classmethod
-    def disable_row_security(
-        cls, operations: Operations, table_name: str, schema: str | None = None
-    ) -> None:
-        operations.invoke(cls(table_name, schema))
 
-
-@Operations.register_operation("force_row_security")
+@Operations.register_operation("force_row_security", "switch")
 class ForceRowSecurityOp(_TableSwitchOp):
     clause = "FORCE ROW LEVEL SECURITY"
     operation_name = "force_row_security"
 
-    @classmethod
-    def force_row_security(
-        cls, operations: Operations, table_name: str, schema: str | None = None
-    ) -> None:
-        operations.invoke(cls(table_name, schema))
 
-
-@Operations.register_operation("no_force_row_security")
+@Operations.register_operation("no_force_row_security", "switch")
 class NoForceRowSecurityOp(_TableSwitchOp):
     clause = "NO FORCE ROW LEVEL SECURITY"
     operation_name = "no_force_row_security"
-
-    @classmethod
-    def no_force_row_security(
-        cls, operations: Operations, table_name: str, schema: str | None = None
-    ) -> None:
-        operations.invoke(cls(table_name, schema))
 
 
 EnableRowSecurityOp.opposite = DisableRowSecurityOp
