@@ -101,12 +101,14 @@ def _render_autocommit_block(context: AutogenContext, operation: AutocommitBlock
 
 
 def _create_concurrently(op: ops.CreateIndexOp) -> list[MigrateOperation]:
-    op.kw.update(postgresql_concurrently=True, if_not_exists=True)
+    op.kw["postgresql_concurrently"] = True
+    op.if_not_exists = True
     return [DropIndexIfInvalidOp(op.index_name or ""), op]
 
 
 def _drop_concurrently(op: ops.DropIndexOp) -> list[MigrateOperation]:
-    op.kw.update(postgresql_concurrently=True, if_exists=True)
+    op.kw["postgresql_concurrently"] = True
+    op.if_exists = True
     return [op]
 
 
