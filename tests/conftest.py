@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 import pytest
@@ -91,15 +91,9 @@ def new_database(admin_url: URL, _databases: list[str]) -> Iterator[NewDatabase]
         _databases.remove(name)
 
 
-@contextmanager
-def database_copy(admin_url: URL, template: str, label: str) -> Iterator[URL]:
+def database_copy(admin_url: URL, template: str, label: str) -> ContextManager[URL]:
     """A ``todo_test_`` copy of `template` for a whole module, dropped afterwards."""
-    name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
-    url = database.create_database(admin_url, name, template=template)
-    try:
-        yield url
-    finally:
-        database.drop_database(admin_url, name)
+    return database.throwaway_database(admin_url, DATABASE_PREFIX, label, template=template)
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,7 @@ def run_review(root: Path, admin_url: URL, base: str = "HEAD") -> tuple[str, str
 
 
 def assert_dropped(admin_url: URL, stderr: str) -> None:
-    created = re.findall(r"creating throwaway database (todo_review_\w+)", stderr)
+    created = re.findall(r"created throwaway database (todo_review_\w+)", stderr)
     assert created
     engine = new_engine(admin_url)
     try:

@@ -12,9 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,14 +288,10 @@ class Server:
             application_name="todo-bench",
         )
 
-    @contextmanager
-    def throwaway(self, label: str) -> Iterator[URL]:
-        """A new empty database ``todo_test_bench_<label>_<random>``, dropped afterwards."""
-        name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
-        try:
-            yield database.create_database(self.admin, name)
-        finally:
-            database.drop_database(self.admin, name)
+    def throwaway(self, label: str, *, template: str | None = None) -> ContextManager[URL]:
+        """A new database ``todo_test_bench_<label>_<random>`` (a copy of `template` when
+        given), dropped afterwards."""
+        return database.throwaway_database(self.admin, DATABASE_PREFIX, label, template=template)
 
     def alembic(
         self, arguments: Sequence[str], url: URL | None, *, check: bool = True

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,9 +22,7 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import URL
 
-from migrations import database
 from tests.benchmarks.common import (
-    DATABASE_PREFIX,
     PROJECT_ROOT,
     BenchError,
     Benchmark,
@@ -99,16 +96,6 @@ class Writers:
             raise BenchError("the writers wrote nothing")
 
 
-@contextmanager
-def copy_of(server: Server, template: URL, label: str) -> Iterator[URL]:
-    """A copy of `template` (``CREATE DATABASE ... TEMPLATE``), dropped afterwards."""
-    name = f"{DATABASE_PREFIX}{label}_{uuid.uuid4().hex[:8]}"
-    try:
-        yield database.create_database(server.admin, name, template=str(template.database))
-    finally:
-        database.drop_database(server.admin, name)
-
-
 def fill_point(server: Server, url: URL, chain: list[Script]) -> int:
     """Migrate `url` one revision at a time until ``todo`` exists; its position in `chain`."""
     for position, revision in enumerate(chain):
@@ -162,7 +149,7 @@ def run(server: Server, options: Options) -> list[Table]:
             baseline, during, windows = [], [], []
             for index in range(runs):
                 progress(f"writer stall: {revision.revision}, run {index + 1}/{runs}")
-                with copy_of(server, template, "stall") as url:
+                with server.throwaway("stall", template=str(template.database)) as url:
                     server.alembic(["upgrade", str(revision.down_revision)], url)
                     baseline.append(longest_write(server, url, users, ids, None)[0])
                     longest, window = longest_write(server, url, users, ids, revision.revision)
