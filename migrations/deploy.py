@@ -40,7 +40,9 @@ log = logging.getLogger("migrations")
 #: Below 2**31, so pg_locks shows it as objid with classid 0.
 LOCK_KEY = zlib.crc32(b"todo-database:migrations") & 0x7FFFFFFF
 
-_LOCK_NOT_AVAILABLE = "55P03"
+#: lock_not_available (lock_timeout, NOWAIT) and deadlock_detected: the revision's
+#: transaction was rolled back having changed nothing, so it can simply run again.
+_RETRYABLE = {"55P03", "40P01"}
 _POOLER = re.compile(r"^(?P<endpoint>ep-[a-z0-9-]+?)-pooler(?P<rest>\..+)$")
 
 
@@ -236,11 +238,11 @@ def run_with_retries(
             run()
             return
         except DBAPIError as exc:
-            lock_timed_out = getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+            lock_timed_out = getattr(exc.orig, "sqlstate", None) in _RETRYABLE
             if lock_timed_out and attempt < settings.lock_retries:
                 delay = settings.retry_backoff_s * 2**attempt
                 log.warning(
-                    "Lock not had within lock_timeout %s (blocked by %s); retry %d/%d in %.1f s",
+                    "Locks not had (lock_timeout %s; blocked by %s); retry %d/%d in %.1f s",
                     settings.lock_timeout,
                     _who(watch),
                     attempt + 1,

@@ -97,7 +97,8 @@ def run_online() -> None:
             deploy.deploy_lock(lock_connection, settings) as watch,
         ):
             current = current_revisions()
-            deploy.check_known_revisions(context.script, current)
+            if not getattr(config.cmd_opts, "purge", False):  # stamp --purge: the way out
+                deploy.check_known_revisions(context.script, current)
             if is_downgrade():
                 destination = context.get_revision_argument()
                 assert not isinstance(destination, tuple), "a downgrade has one destination"

@@ -252,6 +252,10 @@ def test_unknown_revision_in_the_database_stops_before_anything(head_url: URL) -
         assert "the database is at revision fromnewerbranch" in result.stdout
         assert "nothing was changed" in result.stdout
         assert scalar(engine, "SELECT version_num FROM alembic_version") == "fromnewerbranch"
+
+        # The way out, once a person has checked the schema: stamp --purge.
+        assert cli("stamp", "--purge", "head", url=head_url).returncode == 0
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == HEAD
     finally:
         engine.dispose()
 
