@@ -18,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from psycopg import sql
 from sqlalchemy import pool
 from sqlalchemy.engine import URL, Engine
 
 from migrations import database
+from models.security import ROLES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_PREFIX = "todo_test_"
@@ -106,10 +108,19 @@ def head_template(admin_url: URL, _databases: list[str]) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _roles_stay(head_template: str) -> str:
+def _roles_stay(admin_url: URL, head_template: str) -> str:
     """Built before any test runs, the head template keeps grants to the cluster-wide
     roles, so no test's downgrade (``drop_role_if_unused``) can drop them while another
-    test process is migrating a database of its own."""
+    test process is migrating a database of its own.
+
+    Tests act as the application roles (``SET LOCAL ROLE todo_app``). A superuser may;
+    an admin role that is not one (Neon's ``neondb_owner``, which bypasses RLS but is
+    no superuser) is made a member of them first."""
+    with database.admin_connection(admin_url) as connection:
+        row = connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if row.fetchone() != (True,):
+            for role in ROLES:
+                connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
     return head_template
 
 
