@@ -129,13 +129,7 @@ def deparse_policies(
     try:
         connection.exec_driver_sql(f"CREATE TEMP TABLE {quote(probe)} ({columns})")
         for policy in policies:
-            clauses = (
-                f"AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} FOR {policy.command}"
-            )
-            if policy.using is not None:
-                clauses += f" USING ({policy.using})"
-            if policy.with_check is not None:
-                clauses += f" WITH CHECK ({policy.with_check})"
+            clauses = f"{ops.policy_kind(policy)} {ops.policy_expressions(policy)}"
             try:
                 nested = connection.begin_nested()
                 connection.exec_driver_sql(

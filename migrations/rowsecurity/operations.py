@@ -212,15 +212,36 @@ for _switch in (
 # --- policies ------------------------------------------------------------------------
 
 
-@Operations.register_operation("create_policy")
+def policy_kind(policy: Policy) -> str:
+    """``AS PERMISSIVE|RESTRICTIVE FOR <command>``: what ALTER POLICY cannot change."""
+    return f"AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} FOR {policy.command}"
+
+
+def policy_expressions(policy: Policy) -> str:
+    """``USING (...) WITH CHECK (...)``, each clause only when the policy has it."""
+    clauses = []
+    if policy.using is not None:
+        clauses.append(f"USING ({policy.using})")
+    if policy.with_check is not None:
+        clauses.append(f"WITH CHECK ({policy.with_check})")
+    return " ".join(clauses)
+
+
 @dataclass
-class CreatePolicyOp(MigrateOperation):
+class _PolicyDefinitionOp(MigrateOperation):
+    """Create or drop a policy. Both carry the whole definition: each is the other's
+    reverse, and a drop must be able to recreate what it dropped."""
+
     table_name: str
     policy: Policy
     schema: str | None = None
 
+    #: The name of the ``op.`` method, also the first item of the diff tuple.
+    operation_name: ClassVar[str] = ""
+    opposite: ClassVar[type[_PolicyDefinitionOp]]
+
     @classmethod
-    def create_policy(
+    def from_definition(
         cls,
         operations: Operations,
         table_name: str,
@@ -233,47 +254,29 @@ class CreatePolicyOp(MigrateOperation):
         permissive: bool = True,
         schema: str | None = None,
     ) -> None:
+        """``op.create_policy(...)`` / ``op.drop_policy(...)``, with the same arguments."""
         policy = Policy(name, command, tuple(roles), using, with_check, permissive)  # type: ignore[arg-type]
         operations.invoke(cls(table_name, policy, schema))
 
-    def reverse(self) -> DropPolicyOp:
-        return DropPolicyOp(self.table_name, self.policy, self.schema)
+    def reverse(self) -> _PolicyDefinitionOp:
+        return self.opposite(self.table_name, self.policy, self.schema)
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("create_policy", self.schema, self.table_name, self.policy.name)
+        return (self.operation_name, self.schema, self.table_name, self.policy.name)
 
 
-@Operations.register_operation("drop_policy")
-@dataclass
-class DropPolicyOp(MigrateOperation):
-    """Drop a policy; carries its whole definition so the downgrade can recreate it."""
+@Operations.register_operation("create_policy", "from_definition")
+class CreatePolicyOp(_PolicyDefinitionOp):
+    operation_name = "create_policy"
 
-    table_name: str
-    policy: Policy
-    schema: str | None = None
 
-    @classmethod
-    def drop_policy(
-        cls,
-        operations: Operations,
-        table_name: str,
-        name: str,
-        *,
-        command: str = "ALL",
-        roles: Sequence[str] = ("public",),
-        using: str | None = None,
-        with_check: str | None = None,
-        permissive: bool = True,
-        schema: str | None = None,
-    ) -> None:
-        policy = Policy(name, command, tuple(roles), using, with_check, permissive)  # type: ignore[arg-type]
-        operations.invoke(cls(table_name, policy, schema))
+@Operations.register_operation("drop_policy", "from_definition")
+class DropPolicyOp(_PolicyDefinitionOp):
+    operation_name = "drop_policy"
 
-    def reverse(self) -> CreatePolicyOp:
-        return CreatePolicyOp(self.table_name, self.policy, self.schema)
 
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("drop_policy", self.schema, self.table_name, self.policy.name)
+CreatePolicyOp.opposite = DropPolicyOp
+DropPolicyOp.opposite = CreatePolicyOp
 
 
 @Operations.register_operation("alter_policy")
@@ -315,18 +318,11 @@ class AlterPolicyOp(MigrateOperation):
 @Operations.implementation_for(CreatePolicyOp)
 def _create_policy(operations: Operations, operation: CreatePolicyOp) -> None:
     policy = operation.policy
-    parts = [
-        f"CREATE POLICY {_quote(operations, policy.name)}",
-        f"ON {_table(operations, operation.table_name, operation.schema)}",
-        f"AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'}",
-        f"FOR {policy.command}",
-        f"TO {_roles_sql(operations, policy.roles)}",
-    ]
-    if policy.using is not None:
-        parts.append(f"USING ({policy.using})")
-    if policy.with_check is not None:
-        parts.append(f"WITH CHECK ({policy.with_check})")
-    operations.execute(" ".join(parts))
+    table = _table(operations, operation.table_name, operation.schema)
+    operations.execute(
+        f"CREATE POLICY {_quote(operations, policy.name)} ON {table} {policy_kind(policy)} "
+        f"TO {_roles_sql(operations, policy.roles)} {policy_expressions(policy)}".rstrip()
+    )
 
 
 @Operations.implementation_for(DropPolicyOp)
@@ -338,29 +334,59 @@ def _drop_policy(operations: Operations, operation: DropPolicyOp) -> None:
 @Operations.implementation_for(AlterPolicyOp)
 def _alter_policy(operations: Operations, operation: AlterPolicyOp) -> None:
     policy = operation.policy
-    parts = [
-        f"ALTER POLICY {_quote(operations, policy.name)}",
-        f"ON {_table(operations, operation.table_name, operation.schema)}",
-        f"TO {_roles_sql(operations, policy.roles)}",
-    ]
-    if policy.using is not None:
-        parts.append(f"USING ({policy.using})")
-    if policy.with_check is not None:
-        parts.append(f"WITH CHECK ({policy.with_check})")
-    operations.execute(" ".join(parts))
+    table = _table(operations, operation.table_name, operation.schema)
+    operations.execute(
+        f"ALTER POLICY {_quote(operations, policy.name)} ON {table} "
+        f"TO {_roles_sql(operations, policy.roles)} {policy_expressions(policy)}".rstrip()
+    )
 
 
 # --- privileges ----------------------------------------------------------------------
 
 
-@Operations.register_operation("grant_privileges")
 @dataclass
-class GrantPrivilegesOp(MigrateOperation):
+class _PrivilegesOp(MigrateOperation):
+    """Grant or revoke table privileges; each is the other's reverse.
+
+    `grant_option` is WITH GRANT OPTION on a grant, and on a revoke GRANT OPTION FOR:
+    only the right to pass the privileges on."""
+
     table_name: str
     role: str
     privileges: tuple[str, ...]
     schema: str | None = None
-    with_grant_option: bool = False
+    grant_option: bool = False
+
+    #: The name of the ``op.`` method, also the first item of the diff tuple.
+    operation_name: ClassVar[str] = ""
+    #: The ``op.`` method's keyword for `grant_option`.
+    option_keyword: ClassVar[str] = ""
+    opposite: ClassVar[type[_PrivilegesOp]]
+
+    def statement(self, privileges: str, table: str, role: str) -> str:
+        raise NotImplementedError
+
+    def reverse(self) -> _PrivilegesOp:
+        return self.opposite(
+            self.table_name, self.role, self.privileges, self.schema, self.grant_option
+        )
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        only_option = ("grant option",) if self.grant_option else ()
+        return (
+            self.operation_name,
+            self.schema,
+            self.table_name,
+            self.role,
+            self.privileges,
+            *only_option,
+        )
+
+
+@Operations.register_operation("grant_privileges")
+class GrantPrivilegesOp(_PrivilegesOp):
+    operation_name = "grant_privileges"
+    option_keyword = "with_grant_option"
 
     @classmethod
     def grant_privileges(
@@ -375,25 +401,15 @@ class GrantPrivilegesOp(MigrateOperation):
     ) -> None:
         operations.invoke(cls(table_name, role, tuple(privileges), schema, with_grant_option))
 
-    def reverse(self) -> RevokePrivilegesOp:
-        return RevokePrivilegesOp(
-            self.table_name, self.role, self.privileges, self.schema, self.with_grant_option
-        )
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("grant_privileges", self.schema, self.table_name, self.role, self.privileges)
+    def statement(self, privileges: str, table: str, role: str) -> str:
+        option = " WITH GRANT OPTION" if self.grant_option else ""
+        return f"GRANT {privileges} ON {table} TO {role}{option}"
 
 
 @Operations.register_operation("revoke_privileges")
-@dataclass
-class RevokePrivilegesOp(MigrateOperation):
-    """Revoke privileges, or with `grant_option` only the right to pass them on."""
-
-    table_name: str
-    role: str
-    privileges: tuple[str, ...]
-    schema: str | None = None
-    grant_option: bool = False
+class RevokePrivilegesOp(_PrivilegesOp):
+    operation_name = "revoke_privileges"
+    option_keyword = "grant_option"
 
     @classmethod
     def revoke_privileges(
@@ -408,39 +424,23 @@ class RevokePrivilegesOp(MigrateOperation):
     ) -> None:
         operations.invoke(cls(table_name, role, tuple(privileges), schema, grant_option))
 
-    def reverse(self) -> GrantPrivilegesOp:
-        return GrantPrivilegesOp(
-            self.table_name, self.role, self.privileges, self.schema, self.grant_option
-        )
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        only_option = ("grant option",) if self.grant_option else ()
-        return (
-            "revoke_privileges",
-            self.schema,
-            self.table_name,
-            self.role,
-            self.privileges,
-            *only_option,
-        )
+    def statement(self, privileges: str, table: str, role: str) -> str:
+        option = "GRANT OPTION FOR " if self.grant_option else ""
+        return f"REVOKE {option}{privileges} ON {table} FROM {role}"
 
 
-@Operations.implementation_for(GrantPrivilegesOp)
-def _grant(operations: Operations, operation: GrantPrivilegesOp) -> None:
+GrantPrivilegesOp.opposite = RevokePrivilegesOp
+RevokePrivilegesOp.opposite = GrantPrivilegesOp
+
+
+def _change_privileges(operations: Operations, operation: _PrivilegesOp) -> None:
     table = _table(operations, operation.table_name, operation.schema)
-    privileges = ", ".join(operation.privileges)
     role = _roles_sql(operations, [operation.role])
-    option = " WITH GRANT OPTION" if operation.with_grant_option else ""
-    operations.execute(f"GRANT {privileges} ON {table} TO {role}{option}")
+    operations.execute(operation.statement(", ".join(operation.privileges), table, role))
 
 
-@Operations.implementation_for(RevokePrivilegesOp)
-def _revoke(operations: Operations, operation: RevokePrivilegesOp) -> None:
-    table = _table(operations, operation.table_name, operation.schema)
-    privileges = ", ".join(operation.privileges)
-    role = _roles_sql(operations, [operation.role])
-    option = "GRANT OPTION FOR " if operation.grant_option else ""
-    operations.execute(f"REVOKE {option}{privileges} ON {table} FROM {role}")
+for _privileges in (GrantPrivilegesOp, RevokePrivilegesOp):
+    Operations.implementation_for(_privileges)(_change_privileges)
 
 
 # --- rendering into revision files ----------------------------------------------------
@@ -477,21 +477,10 @@ def _render_switch(context: AutogenContext, operation: _TableSwitchOp) -> str:
     return _call(operation.operation_name, operation.table_name, schema=operation.schema)
 
 
-@renderers.dispatch_for(CreatePolicyOp)
-def _render_create_policy(context: AutogenContext, operation: CreatePolicyOp) -> str:
+@renderers.dispatch_for(_PolicyDefinitionOp)
+def _render_policy_definition(context: AutogenContext, operation: _PolicyDefinitionOp) -> str:
     return _call(
-        "create_policy",
-        operation.table_name,
-        operation.policy.name,
-        **_policy_kwargs(operation.policy),
-        schema=operation.schema,
-    )
-
-
-@renderers.dispatch_for(DropPolicyOp)
-def _render_drop_policy(context: AutogenContext, operation: DropPolicyOp) -> str:
-    return _call(
-        "drop_policy",
+        operation.operation_name,
         operation.table_name,
         operation.policy.name,
         **_policy_kwargs(operation.policy),
@@ -513,27 +502,15 @@ def _render_alter_policy(context: AutogenContext, operation: AlterPolicyOp) -> s
     )
 
 
-@renderers.dispatch_for(GrantPrivilegesOp)
-def _render_grant(context: AutogenContext, operation: GrantPrivilegesOp) -> str:
+@renderers.dispatch_for(_PrivilegesOp)
+def _render_privileges(context: AutogenContext, operation: _PrivilegesOp) -> str:
     return _call(
-        "grant_privileges",
+        operation.operation_name,
         operation.table_name,
         operation.role,
         list(operation.privileges),
         schema=operation.schema,
-        with_grant_option=operation.with_grant_option or None,
-    )
-
-
-@renderers.dispatch_for(RevokePrivilegesOp)
-def _render_revoke(context: AutogenContext, operation: RevokePrivilegesOp) -> str:
-    return _call(
-        "revoke_privileges",
-        operation.table_name,
-        operation.role,
-        list(operation.privileges),
-        schema=operation.schema,
-        grant_option=operation.grant_option or None,
+        **{operation.option_keyword: operation.grant_option or None},
     )
 
 
