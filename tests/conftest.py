@@ -9,7 +9,9 @@ other database is ever dropped.
 from __future__ import annotations
 
 import os
+import textwrap
 import uuid
+from argparse import Namespace
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import pool
 from sqlalchemy.engine import URL, Engine
@@ -40,6 +43,49 @@ def make_alembic_config(engine: Engine | None = None) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     if engine is not None:
         config.attributes["connection"] = engine
+    return config
+
+
+#: The project's revisions, and its head revision.
+SCRIPT = ScriptDirectory.from_config(make_alembic_config())
+HEAD = str(SCRIPT.get_current_head())
+
+
+def write_revision(
+    directory: Path, upgrade: str, downgrade: str = "pass", *, down_revision: str | None = HEAD
+) -> str:
+    """A test-only revision after `down_revision` in `directory` (bodies are unindented
+    Python); returns its id. The file is ``<id>_test_only.py``."""
+    revision = "ffff" + uuid.uuid4().hex[:8]
+    (directory / f"{revision}_test_only.py").write_text(
+        f'''"""test only"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = {revision!r}
+down_revision = {down_revision!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{textwrap.indent(upgrade, "    ")}
+
+
+def downgrade() -> None:
+{textwrap.indent(downgrade, "    ")}
+'''
+    )
+    return revision
+
+
+def config_with_versions(engine: Engine, directory: Path, *x_arguments: str) -> Config:
+    """The project's config bound to `engine`, plus the test-only revisions in
+    `directory` and ``-x`` settings."""
+    config = make_alembic_config(engine)
+    locations = [str(PROJECT_ROOT / "migrations" / "versions"), str(directory)]
+    config.set_main_option("version_locations", os.pathsep.join(locations))
+    config.cmd_opts = Namespace(x=list(x_arguments))
     return config
 
 

@@ -17,7 +17,6 @@ import pytest
 import pytest_alembic
 import sqlalchemy as sa
 from alembic import command
-from alembic.script import ScriptDirectory
 from pytest_alembic.tests.experimental import (
     test_all_models_register_on_metadata as all_models_register_on_metadata,
 )
@@ -26,9 +25,7 @@ from pytest_alembic.tests.experimental import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from tests.conftest import make_alembic_config
-
-SCRIPT = ScriptDirectory.from_config(make_alembic_config())
+from tests.conftest import SCRIPT, make_alembic_config
 
 
 def online_revisions() -> list[str]:

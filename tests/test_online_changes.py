@@ -9,7 +9,6 @@ revision, and applied to a database at head.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,15 +16,17 @@ from alembic import command
 from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 import migrations.rowsecurity  # noqa: F401  (registers the operations, as env.py does)
 import models
 from migrations import autogen, online
-from tests.conftest import PROJECT_ROOT, make_alembic_config, scalar
-
-HEAD = str(ScriptDirectory.from_config(make_alembic_config()).get_current_head())
+from tests.conftest import (
+    HEAD,
+    config_with_versions,
+    scalar,
+    write_revision,
+)
 
 
 def changed_models() -> sa.MetaData:
@@ -58,34 +59,6 @@ def generate(engine: Engine) -> MigrationScript:
     return script
 
 
-def write_revision(directory: Path, script: MigrationScript) -> str:
-    assert script.upgrade_ops is not None
-    assert script.downgrade_ops is not None
-    revision = "eeee" + os.urandom(4).hex()
-    indent = "\n    "
-    upgrade = render_python_code(script.upgrade_ops).replace("\n", indent)
-    downgrade = render_python_code(script.downgrade_ops).replace("\n", indent)
-    (directory / f"{revision}_online.py").write_text(
-        f"""import sqlalchemy as sa
-from alembic import op
-
-revision = {revision!r}
-down_revision = {HEAD!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    {upgrade}
-
-
-def downgrade() -> None:
-    {downgrade}
-"""
-    )
-    return revision
-
-
 def test_online_changes_are_generated_and_apply(head_engine: Engine, tmp_path: Path) -> None:
     with head_engine.begin() as connection:
         connection.exec_driver_sql(
@@ -104,10 +77,13 @@ def test_online_changes_are_generated_and_apply(head_engine: Engine, tmp_path: P
     assert "postgresql_not_valid=True" in rendered
     assert "op.validate_constraint('session', 'session_lastTodoId_fkey')" in rendered
 
-    config = make_alembic_config(head_engine)
-    locations = [str(PROJECT_ROOT / "migrations" / "versions"), str(tmp_path)]
-    config.set_main_option("version_locations", os.pathsep.join(locations))
-    revision = write_revision(tmp_path, script)
+    assert script.downgrade_ops is not None
+    config = config_with_versions(head_engine, tmp_path)
+    revision = write_revision(
+        tmp_path,
+        render_python_code(script.upgrade_ops),
+        render_python_code(script.downgrade_ops),
+    )
     command.upgrade(config, revision)
 
     index_valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'todo_title_idx'::regclass"

@@ -24,12 +24,10 @@ from sqlalchemy.engine import URL
 from migrations import alembic_cli, review, schema_docs
 from migrations.review import ATTENTION, BLOCKING, Loss
 from migrations.schema_docs import Schema
-from tests.conftest import PROJECT_ROOT, NewDatabase, child_url, new_engine
+from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, new_engine
 
 #: What the review needs of the project: its Alembic set-up, models and squawk rules.
 COPIED = ("alembic.ini", ".squawk.toml", "migrations", "models")
-SCRIPT = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini")))
-HEAD = SCRIPT.get_current_head() or "base"
 
 # A column, an index and a (restrictive) policy for todo_app, added after the models'
 # own declarations, so the test does not depend on how models/todo.py is written.

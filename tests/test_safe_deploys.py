@@ -8,7 +8,6 @@ before it touches anything.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -22,55 +21,27 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Engine
 
 from migrations import alembic_cli, deploy
-from tests.conftest import PROJECT_ROOT, child_url, make_alembic_config, new_engine, scalar
+from tests.conftest import (
+    HEAD,
+    SCRIPT,
+    child_url,
+    config_with_versions,
+    make_alembic_config,
+    new_engine,
+    scalar,
+    write_revision,
+)
 
-HEAD = ScriptDirectory.from_config(make_alembic_config()).get_current_head()
-REVISIONS = list(ScriptDirectory.from_config(make_alembic_config()).walk_revisions())
+REVISIONS = list(SCRIPT.walk_revisions())
 
 
 def cli(*args: str, url: URL) -> subprocess.CompletedProcess[str]:
     """The real `alembic` command, as CI runs it, against `url`."""
     return alembic_cli.run(args, database_url=child_url(url))
-
-
-def extra_revision(directory: Path, body: str, *, down_revision: str | None = HEAD) -> str:
-    """Write a test-only revision after `down_revision` into `directory`; returns its id."""
-    revision = "ffff" + os.urandom(4).hex()
-    (directory / f"{revision}_test_only.py").write_text(
-        f'''"""test only"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = {revision!r}
-down_revision = {down_revision!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-{body}
-
-
-def downgrade() -> None:
-    pass
-'''
-    )
-    return revision
-
-
-def config_with(engine: Engine, versions: Path, *x_arguments: str) -> Config:
-    """The project's config plus a test-only version location and ``-x`` settings."""
-    config = make_alembic_config(engine)
-    locations = [str(PROJECT_ROOT / "migrations" / "versions"), str(versions)]
-    config.set_main_option("version_locations", os.pathsep.join(locations))
-    config.cmd_opts = Namespace(x=list(x_arguments))
-    return config
 
 
 def test_eight_concurrent_deployers_apply_each_revision_once(empty_url: URL) -> None:
@@ -95,12 +66,12 @@ def test_eight_concurrent_deployers_apply_each_revision_once(empty_url: URL) -> 
 def test_failing_revision_leaves_the_last_good_one_and_rerun_continues(
     head_engine: Engine, tmp_path: Path
 ) -> None:
-    failing = extra_revision(
+    failing = write_revision(
         tmp_path,
-        '    op.create_table("deploy_probe", sa.Column("id", sa.Integer, primary_key=True))\n'
-        '    op.execute("UPDATE no_such_table SET x = 1")',
+        'op.create_table("deploy_probe", sa.Column("id", sa.Integer, primary_key=True))\n'
+        'op.execute("UPDATE no_such_table SET x = 1")',
     )
-    config = config_with(head_engine, tmp_path)
+    config = config_with_versions(head_engine, tmp_path)
 
     with pytest.raises(CommandError) as failure:
         command.upgrade(config, "heads")
@@ -171,11 +142,11 @@ def test_lock_timeout_bounds_the_wait_names_the_blocker_and_spares_writers(
 ) -> None:
     engine = new_engine(head_url)
     migration = new_engine(head_url)
-    revision = extra_revision(
-        tmp_path, '    op.add_column("todo", sa.Column("probe", sa.Text(), nullable=True))'
+    revision = write_revision(
+        tmp_path, 'op.add_column("todo", sa.Column("probe", sa.Text(), nullable=True))'
     )
     settings = ("lock_timeout=300ms", "lock_retries=2", "retry_backoff=0.2")
-    config = config_with(migration, tmp_path, *settings)
+    config = config_with_versions(migration, tmp_path, *settings)
     try:
         with writers(engine) as latencies:
             with blocker(engine) as blocker_pid:
@@ -261,9 +232,9 @@ def test_unknown_revision_in_the_database_stops_before_anything(head_url: URL) -
 
 
 def test_several_heads_stop_before_anything(head_engine: Engine, tmp_path: Path) -> None:
-    extra_revision(tmp_path, "    pass", down_revision=REVISIONS[1].revision)
+    write_revision(tmp_path, "pass", down_revision=REVISIONS[1].revision)
     with pytest.raises(CommandError, match="2 heads"):
-        command.upgrade(config_with(head_engine, tmp_path), "heads")
+        command.upgrade(config_with_versions(head_engine, tmp_path), "heads")
     assert scalar(head_engine, "SELECT version_num FROM alembic_version") == HEAD
 
 

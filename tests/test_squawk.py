@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic.script import Script, ScriptDirectory
+from alembic.script import Script
 
 from migrations import lint
-from tests.conftest import make_alembic_config
-
-SCRIPT = ScriptDirectory.from_config(make_alembic_config())
+from tests.conftest import SCRIPT
 
 
 @pytest.mark.parametrize("revision", list(SCRIPT.walk_revisions()), ids=lambda r: r.revision)
