@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from alembic.autogenerate import renderers
@@ -29,10 +30,17 @@ from alembic.runtime.migration import MigrationContext
 rewriter = Rewriter()
 
 
-def _existing_tables(context: MigrationContext) -> set[str]:
+_tables_seen: WeakKeyDictionary[MigrationContext, frozenset[str]] = WeakKeyDictionary()
+
+
+def _existing_tables(context: MigrationContext) -> frozenset[str]:
+    """The tables the database has, read once per autogenerate run (the rewrites ask
+    for every operation)."""
     if context.connection is None:
-        return set()
-    return set(sa.inspect(context.connection).get_table_names())
+        return frozenset()
+    if context not in _tables_seen:
+        _tables_seen[context] = frozenset(sa.inspect(context.connection).get_table_names())
+    return _tables_seen[context]
 
 
 @Operations.register_operation("drop_index_if_invalid")
