@@ -41,9 +41,10 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
 	$(BIN)/pytest -n auto $(args)
 
-revision: $(STAMP) ## Autogenerate a revision from the models: make revision m="add due date"
+revision: $(STAMP) ## Autogenerate a revision from the models, then refresh schema.md: make revision m="add due date"
 	@test -n "$(m)" || { echo 'usage: make revision m="what the revision does"'; exit 2; }
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
+	$(BIN)/python -m migrations.schema_docs
 
 check: $(STAMP) ## alembic check: the models and the database agree
 	$(BIN)/alembic check

@@ -17,6 +17,7 @@ run with ``-x name=value``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import threading
@@ -27,9 +28,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -114,20 +117,71 @@ def check_known_revisions(script: ScriptDirectory, current: tuple[str, ...]) -> 
 
 
 def check_downgrade_floor(
-    script: ScriptDirectory, destination: str | None, floor: str | None
+    script: ScriptDirectory,
+    current: tuple[str, ...],
+    destination: str | None,
+    floor: str | None,
 ) -> None:
-    """A downgrade may go down to `floor`, never below it (``None``: no floor)."""
-    if floor is None:
+    """A downgrade from `current` to `destination` may go down to `floor`, never below
+    it (``None``: no floor). `destination` is anything ``alembic downgrade`` takes:
+    a revision, ``base``, ``-1``, ``head-2``, ``<rev>+1``..."""
+    if floor is None or not current:
         return
-    kept = set()
-    if destination is not None:
-        kept = {revision.revision for revision in script.iterate_revisions(destination, "base")}
-    if floor not in kept:
+    try:
+        undone = {
+            revision.revision
+            for revision in script.iterate_revisions(
+                current, destination or "base", select_for_downgrade=True
+            )
+        }
+    except RevisionError as exc:
+        raise CommandError(f"downgrade to {destination}: {exc}; nothing was changed") from None
+    if floor in undone:
         raise CommandError(
             f"downgrade to {destination or 'base'} goes past the oldest allowed revision "
             f"{floor} (downgrade_floor in alembic.ini; -x downgrade_floor=base lifts it); "
             "nothing was changed"
         )
+
+
+def import_models() -> ModuleType:
+    """The ``models`` package, or one line saying where it fails to import."""
+    try:
+        return importlib.import_module("models")
+    except Exception as exc:  # noqa: BLE001  (a model module can raise anything)
+        frames = [
+            (Path(frame.f_code.co_filename), line)
+            for frame, line in traceback.walk_tb(exc.__traceback__)
+            if "models" in Path(frame.f_code.co_filename).parts
+        ]
+        where = f" ({frames[-1][0].name}, line {frames[-1][1]})" if frames else ""
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise CommandError(
+            f"the models do not import{where}: {type(exc).__name__}: {reason}; nothing was changed"
+        ) from None
+
+
+def load_revisions(script: ScriptDirectory) -> None:
+    """Load every revision file now, so that one that does not import is one line
+    naming it rather than a traceback from deep inside Alembic."""
+    try:
+        script.get_heads()
+    except CommandError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a revision file can raise anything)
+        locations = [script.versions, *(script.version_locations or ())]
+        versions = [Path(location).resolve() for location in locations]
+        files = [
+            Path(frame.f_code.co_filename)
+            for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if any(Path(frame.f_code.co_filename).resolve().parent == v for v in versions)
+        ]
+        where = f"revision file {files[-1].name}" if files else "a revision file"
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise CommandError(
+            f"{where} does not import: {type(exc).__name__}: {reason}; fix it (or move it out "
+            "of migrations/versions) and rerun; nothing was changed"
+        ) from None
 
 
 @dataclass
@@ -252,6 +306,22 @@ def run_with_retries(
                 time.sleep(delay)
                 continue
             raise _explain_failure(exc, watch, current_revisions(), lock_timed_out) from None
+        except CommandError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (a revision's own code can raise anything)
+            raise _explain_code_failure(exc, current_revisions()) from None
+
+
+def _explain_code_failure(exc: Exception, current: tuple[str, ...]) -> CommandError:
+    """A revision whose Python raised (a bad argument, a name it lacks): which one,
+    what it said, and where the database stands."""
+    revision = _failing_revision(exc) or "a revision"
+    error = (str(exc).strip().splitlines() or [""])[0]
+    at = ", ".join(current) or "base"
+    return CommandError(
+        f"revision {revision} failed: {type(exc).__name__}: {error}; "
+        f"the database is still at {at}: fix the revision and rerun to continue from there"
+    )
 
 
 def _who(watch: LockWatch | None) -> str:

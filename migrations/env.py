@@ -1,9 +1,10 @@
 """Alembic's environment for the todo schema.
 
-The story of a run: resolve the database (or take the connection a test or tool
-hands in); for a run that changes the schema, check the revisions, take the deploy
-lock, bound every lock wait; configure the comparison; run the revisions, each in
-its own transaction.
+The story of a run: load the revisions (one line for a file that does not import);
+resolve the database (or take the connection a test or tool hands in); for a run
+that changes the schema, check the revisions, take the deploy lock, bound every lock
+wait; configure the comparison; run the revisions, each in its own transaction.
+A plain ``alembic revision`` (no ``--autogenerate``) needs no database at all.
 """
 
 from __future__ import annotations
@@ -14,19 +15,37 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import migrations.rowsecurity  # noqa: F401  (registers the row-security operations)
-import models
-from migrations import autogen, deploy
-from migrations.connect import migration_connection
+from migrations import deploy
+
+# The models first: everything below reads them, and models that do not import are one
+# line, not a traceback.
+models = deploy.import_models()
+
+# Imported for what importing them registers with Alembic: the comparison of CHECKs,
+# indexes and primary keys, and the row-security operations and comparison.
+import migrations.constraints  # noqa: E402
+import migrations.rowsecurity.compare  # noqa: E402, F401
+from migrations import autogen  # noqa: E402
+from migrations.connect import migration_connection  # noqa: E402
 
 config = context.config
 log = logging.getLogger("migrations")
 
-if config.config_file_name and "connection" not in config.attributes:
+if (
+    config.config_file_name
+    and "connection" not in config.attributes
+    and config.attributes.get("configure_logging", True)
+):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 x_arguments = context.get_x_argument(as_dictionary=True)
 settings = deploy.Settings.from_config(config, x_arguments)
+
+
+def command_name() -> str | None:
+    """The ``alembic`` subcommand being run (None when called from code)."""
+    command = getattr(config.cmd_opts, "cmd", None)
+    return command[0].__name__ if command is not None else None
 
 
 def changes_schema() -> bool:
@@ -38,10 +57,10 @@ def changes_schema() -> bool:
     return True
 
 
-def is_downgrade() -> bool:
-    """Only ``alembic downgrade`` itself is held to the floor; tests downgrade freely."""
-    command = getattr(config.cmd_opts, "cmd", None)
-    return command is not None and command[0].__name__ == "downgrade"
+def writes_an_empty_revision() -> bool:
+    """``alembic revision`` or ``merge`` without ``--autogenerate``: nothing to compare."""
+    autogenerate = getattr(config.cmd_opts, "autogenerate", False)
+    return command_name() in ("revision", "merge") and not autogenerate
 
 
 def current_revisions() -> tuple[str, ...]:
@@ -72,7 +91,10 @@ def configure_online(connection: Connection) -> None:
         transaction_per_migration=True,
         include_name=object_filter.include_name,
         include_object=object_filter.include_object,
-        process_revision_directives=autogen.process_revision_directives(config),
+        render_item=autogen.render_item,
+        process_revision_directives=autogen.process_revision_directives(
+            drop_empty=command_name() == "revision"
+        ),
         compare_row_security=x_arguments.get("row_security") != "off",
         **autogen.COMPARE_OPTIONS,
     )
@@ -99,10 +121,12 @@ def run_online() -> None:
             current = current_revisions()
             if not getattr(config.cmd_opts, "purge", False):  # stamp --purge: the way out
                 deploy.check_known_revisions(context.script, current)
-            if is_downgrade():
+            if command_name() == "downgrade":  # tests and tools downgrade freely
                 destination = context.get_revision_argument()
                 assert not isinstance(destination, tuple), "a downgrade has one destination"
-                deploy.check_downgrade_floor(context.script, destination, settings.downgrade_floor)
+                deploy.check_downgrade_floor(
+                    context.script, current, destination, settings.downgrade_floor
+                )
             for statement in settings.session_statements():
                 connection.exec_driver_sql(statement)
             connection.commit()
@@ -110,7 +134,10 @@ def run_online() -> None:
             deploy.run_with_retries(run_migrations, settings, watch, current_revisions)
 
 
-if context.is_offline_mode():
+deploy.load_revisions(context.script)
+if writes_an_empty_revision():
+    pass  # Alembic writes the file; this run only registered the post-write hooks
+elif context.is_offline_mode():
     run_offline()
 else:
     run_online()

@@ -6,7 +6,12 @@ for the schema review (``make review``): the revision's SQL is rendered by
 would run it, and squawk lints it with the rules in ``.squawk.toml``.
 
 A revision that must break a rule acknowledges it, with a reason, in a module-level
-``squawk_acknowledged`` mapping of rule name to reason.
+``squawk_acknowledged`` mapping of rule name to reason. The rules that forbid
+destroying data (``ban-drop-table``, ``ban-drop-column``...) are acknowledged by the
+revision's ``destructive_acknowledged`` reason, the one the schema review asks for:
+one reason for one decision. The rules that prefer one column type to another
+(``prefer-bigint-over-int``...) are advisory: they say nothing about what a deploy
+does to a live table, so the review shows them and nothing fails on them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,24 @@ SQUAWK = shutil.which("squawk", path=str(Path(sys.executable).parent)) or "squaw
 
 #: The module-level mapping in which a revision acknowledges a rule: ``{rule: reason}``.
 ACKNOWLEDGED = "squawk_acknowledged"
+#: The module-level string in which a revision acknowledges the data its upgrade drops.
+DESTRUCTIVE_ACKNOWLEDGED = "destructive_acknowledged"
+
+#: Rules against destroying data: acknowledged by :data:`DESTRUCTIVE_ACKNOWLEDGED`.
+DESTROYING_RULES = frozenset(
+    {"ban-drop-column", "ban-drop-table", "ban-drop-database", "ban-truncate-cascade"}
+)
+#: Rules about the choice of a column's type, not about locks or lost data: advisory.
+ADVISORY_RULES = frozenset(
+    {
+        "ban-char-field",
+        "prefer-bigint-over-int",
+        "prefer-bigint-over-smallint",
+        "prefer-identity",
+        "prefer-text-field",
+        "prefer-timestamp-tz",
+    }
+)
 
 
 class LintError(Exception):
@@ -112,7 +135,24 @@ def acknowledged(module: ModuleType) -> dict[str, str]:
     return {str(rule): str(reason) for rule, reason in mapping.items()}
 
 
+def destructive_reason(module: ModuleType) -> str | None:
+    """Why `module` (a revision) may destroy data, when it says so."""
+    reason = getattr(module, DESTRUCTIVE_ACKNOWLEDGED, None)
+    return reason.strip() or None if isinstance(reason, str) else None
+
+
+def reason_for(module: ModuleType, finding: Finding) -> str | None:
+    """The reason `module` gives for `finding`, if it gives one."""
+    if finding.rule in DESTROYING_RULES and (reason := destructive_reason(module)):
+        return reason
+    return acknowledged(module).get(finding.rule, "").strip() or None
+
+
 def unacknowledged(revision: Script, findings: list[Finding]) -> list[Finding]:
-    """The findings on `revision` it does not acknowledge with a (non-empty) reason."""
-    reasons = acknowledged(revision.module)
-    return [finding for finding in findings if not reasons.get(finding.rule, "").strip()]
+    """The findings on `revision` that must be fixed or acknowledged: neither advisory
+    nor given a (non-empty) reason."""
+    return [
+        finding
+        for finding in findings
+        if finding.rule not in ADVISORY_RULES and reason_for(revision.module, finding) is None
+    ]

@@ -59,9 +59,9 @@ from sqlalchemy.engine import URL
 
 import models
 from migrations import database, lint, schema_docs
-from migrations.rowsecurity.compare import PUBLIC
+from migrations.rowsecurity import declarations
 from migrations.schema_docs import Column, Schema, code
-from models.security import Policy
+from models.security import PUBLIC, Policy
 
 DEFAULT_BASE = "origin/main"
 REPORT_PATH = database.PROJECT_ROOT / "review.md"
@@ -70,7 +70,7 @@ MARKER = "<!-- todo-database:schema-review -->"
 #: GitHub refuses comments longer than 65,536 characters; past this, SQL is left out.
 COMMENT_LIMIT = 60_000
 #: The module-level string in which a revision acknowledges the data its upgrade drops.
-DESTRUCTIVE_ACKNOWLEDGED = "destructive_acknowledged"
+DESTRUCTIVE_ACKNOWLEDGED = lint.DESTRUCTIVE_ACKNOWLEDGED
 
 VERSIONS = "migrations/versions"
 #: What the base needs to build its own schema.
@@ -306,13 +306,20 @@ class RevisionReview:
 
     @property
     def unacknowledged(self) -> list[lint.Finding]:
-        reasons = self.acknowledged
-        return [f for f in self.findings if not reasons.get(f.rule, "").strip()]
+        return lint.unacknowledged(self.script, self.findings)
+
+    @property
+    def advisory(self) -> list[lint.Finding]:
+        """Advisory findings the revision gives no reason for: shown, never blocking."""
+        return [
+            f
+            for f in self.findings
+            if f.rule in lint.ADVISORY_RULES and lint.reason_for(self.script.module, f) is None
+        ]
 
     @property
     def destructive_acknowledged(self) -> str | None:
-        reason = getattr(self.script.module, DESTRUCTIVE_ACKNOWLEDGED, None)
-        return reason.strip() or None if isinstance(reason, str) else None
+        return lint.destructive_reason(self.script.module)
 
     @property
     def upgrade_losses(self) -> list[Loss]:
@@ -513,7 +520,20 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
             f"revision's `{lint.ACKNOWLEDGED}` (tests/test_squawk.py fails until then)"
         )
         found.append(Alert(BLOCKING, text))
+    for finding in revision.advisory:
+        text = (
+            f"{name}: squawk advises {code(finding.rule)} (line {finding.line} of its SQL): "
+            f"{finding.message}"
+        )
+        found.append(Alert(ATTENTION, text))
     return found
+
+
+def exemption(table: str) -> str | None:
+    """Why the models declare `table` without row-level security, if they do."""
+    declared = models.metadata.tables.get(table)
+    security = declarations.row_security(declared) if declared is not None else None
+    return (security.exemption or "").strip() or None if security is not None else None
 
 
 def schema_alerts(changes: list[Change], explained: set[Loss], after: Schema) -> list[Alert]:
@@ -539,7 +559,13 @@ def schema_alerts(changes: list[Change], explained: set[Loss], after: Schema) ->
                 found.append(Alert(ATTENTION, text))
     for table in after.tables.values():
         enabled, forced = table.row_security
-        if not enabled:
+        if not enabled and (reason := exemption(table.name)):
+            text = (
+                f"table {code(table.name)} has no row-level security, as declared: “{reason}”; "
+                "a role granted on it reaches every row"
+            )
+            found.append(Alert(ATTENTION, text))
+        elif not enabled:
             text = (
                 f"table {code(table.name)} has no row-level security: a role granted on it "
                 "reaches every row"
@@ -709,6 +735,7 @@ class Review:
     def _findings(self, revision: RevisionReview) -> list[str]:
         if revision.errors and not revision.upgrade_sql:
             return ["squawk: not run (no SQL)."]
+        module = revision.script.module
         reasons = revision.acknowledged
         fired = {finding.rule for finding in revision.findings}
         unused = [
@@ -723,8 +750,10 @@ class Review:
                 str(f.line),
                 code(f.rule),
                 f"{f.message} {f.help}".strip(),
-                f"✅ {reasons[f.rule]}"
-                if reasons.get(f.rule, "").strip()
+                f"✅ {reason}"
+                if (reason := lint.reason_for(module, f))
+                else "💬 advisory"
+                if f.rule in lint.ADVISORY_RULES
                 else "❌ not acknowledged",
             ]
             for f in revision.findings

@@ -270,13 +270,16 @@ def read_database(url: URL) -> Schema:
 
 
 def owner_columns(metadata: MetaData) -> dict[str, str]:
-    """Each table whose rows belong to one user, with the column holding the user's id
-    (``owner_column`` of its row-security declaration in ``models/``)."""
-    return {
-        table.name: declaration.owner_column
-        for table, declaration in declared_row_security(metadata)
-        if declaration.owner_column
-    }
+    """Each table whose rows belong to one user, with the column that says whose: the
+    user's id (``owner_column`` of its row-security declaration in ``models/``) or the
+    reference to the parent row it is owned through."""
+    owners = {}
+    for table, declaration in declared_row_security(metadata):
+        if declaration.through is not None:
+            owners[table.name] = declaration.through.column
+        elif declaration.owner_column:
+            owners[table.name] = declaration.owner_column
+    return owners
 
 
 def _default(default: str | None, identity: str, generated: str) -> str | None:

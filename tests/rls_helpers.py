@@ -1,11 +1,13 @@
 """Shared by the row-level security tests: the declarations read as data, rows made for
 the tables they declare owned, and one transaction acting as an application role.
 
-Everything here is derived from ``info[ROW_SECURITY]`` on the tables of
-``models.metadata``; a newly declared owner-scoped table is covered by the tests that
-use these helpers without a test of its own. When rows for such a table cannot be
-made generically, :func:`new_row` fails with a message naming the table and column
-and pointing at :data:`ROW_FACTORIES`: nothing is ever skipped silently.
+Everything here is derived from the row-security declarations of the tables of
+``models.metadata`` (resolved as the comparator resolves them, so a table owned
+through a parent row gets its derived policies). A newly declared owned table, owned
+by a column or through a parent row, is covered by the tests that use these helpers
+without a test of its own. When rows for such a table cannot be made generically,
+:func:`new_row` fails with a message naming the table and column and pointing at
+:data:`ROW_FACTORIES`: nothing is ever skipped silently.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import decimal
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from migrations.rowsecurity.declarations import row_security
 from models import metadata
-from models.security import APP_ROLE, ROW_SECURITY, RowSecurity
+from models.security import APP_ROLE, ROLES, RowSecurity
 
 #: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
 #: violates row-level security policy" (a WITH CHECK failure).
@@ -63,12 +66,6 @@ class NoRowFactoryError(LookupError):
     """An owned table for which rows can be made neither by a factory nor generically."""
 
 
-def row_security(table: sa.Table) -> RowSecurity | None:
-    """The table's declared :class:`RowSecurity`, if any."""
-    declared = table.info.get(ROW_SECURITY)
-    return declared if isinstance(declared, RowSecurity) else None
-
-
 def granted_commands(security: RowSecurity, role: str) -> frozenset[str]:
     """The row commands `role` may run: granted the privilege and named by a policy."""
     privileges = {p for grant in security.grants if grant.role == role for p in grant.privileges}
@@ -96,12 +93,17 @@ def reachable_tables(role: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class OwnedTable:
-    """A table whose rows belong to one user each, as declared for one role."""
+    """A table whose rows belong to one user each, as declared for one role.
+
+    A row belongs to a user by the value of :attr:`owner_column`: the user's id, or,
+    for a table owned through a parent row, the key of a parent row the user owns."""
 
     table: sa.Table
     owner_column: str
     #: The row commands the role has on it (privilege and policy both declared).
     commands: frozenset[str]
+    #: The table and column `owner_column` references, when owned through a parent row.
+    parent: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -113,7 +115,10 @@ class OwnedTable:
 
     @property
     def one_row_per_owner(self) -> bool:
-        """Whether the owner column alone is the primary key or unique."""
+        """Whether the owner column alone is the primary key or unique (for a direct
+        owner: one row per user)."""
+        if self.parent is not None:
+            return False
         primary_key = [column.name for column in self.table.primary_key.columns]
         return primary_key == [self.owner_column] or bool(self.owner.unique)
 
@@ -121,17 +126,31 @@ class OwnedTable:
         return self.name
 
 
+def _parent_of(table: sa.Table, column: str) -> tuple[str, str]:
+    (key,) = table.columns[column].foreign_keys
+    return key.column.table.name, key.column.name
+
+
 def owned_tables(role: str = APP_ROLE) -> tuple[OwnedTable, ...]:
-    """Every table declared with an owner column and at least one policy for `role`,
-    in dependency order."""
+    """Every table declared owned (by a column or through a parent row) with at least
+    one policy for `role`, in dependency order."""
     found = []
     for table in metadata.sorted_tables:
         security = row_security(table)
-        if security is None or security.owner_column is None:
+        if security is None or not any(role in policy.roles for policy in security.policies):
             continue
-        if any(role in policy.roles for policy in security.policies):
-            found.append(OwnedTable(table, security.owner_column, granted_commands(security, role)))
+        commands = granted_commands(security, role)
+        if security.through is not None and security.through.role == role:
+            column = security.through.column
+            found.append(OwnedTable(table, column, commands, _parent_of(table, column)))
+        elif security.owner_column is not None and role in security.owner_roles:
+            found.append(OwnedTable(table, security.owner_column, commands))
     return tuple(found)
+
+
+def owned_by_any_role() -> tuple[tuple[str, OwnedTable], ...]:
+    """(role, table) for every role and every table owned for it."""
+    return tuple((role, owned) for role in ROLES for owned in owned_tables(role))
 
 
 def users_table() -> OwnedTable:
@@ -139,23 +158,86 @@ def users_table() -> OwnedTable:
     return OwnedTable(metadata.tables[USER_TABLE], "id", frozenset())
 
 
-# --- rows ------------------------------------------------------------------------------
+# --- seeded rows and who owns them ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeededRow:
+    owner: str
+    #: Primary-key values by column name.
+    key: dict[str, object]
+    #: Every column's value, as the database stored it.
+    values: dict[str, object]
+
+
+@dataclass
+class Seeded:
+    """The rows :func:`seed` made, and who owns what through them."""
+
+    rows: dict[str, list[SeededRow]] = field(default_factory=dict)
+
+    def of(self, owned: OwnedTable | str, owner: str) -> list[SeededRow]:
+        name = owned if isinstance(owned, str) else owned.name
+        return [row for row in self.rows.get(name, []) if row.owner == owner]
+
+    def reference(self, table: str, column: str, owner: str, n: int = 0) -> object | None:
+        """The `column` value of one of `owner`'s rows of `table` (the `n`-th, cycling):
+        what a foreign key to it holds to point at something `owner` owns."""
+        rows = self.of(table, owner)
+        return rows[n % len(rows)].values[column] if rows else None
+
+    def owner_value(self, owned: OwnedTable, owner: str, n: int = 0) -> object | None:
+        """A value of `owned`'s owner column that makes a row `owner`'s (None: none
+        can, e.g. no parent row belongs to the empty id)."""
+        if owned.parent is None:
+            return owner
+        return self.reference(*owned.parent, owner, n)
+
+    def owner_values(self, owned: OwnedTable, owner: str) -> list[object]:
+        """Every value of `owned`'s owner column that makes a row `owner`'s."""
+        if owned.parent is None:
+            return [owner]
+        table, column = owned.parent
+        return [row.values[column] for row in self.of(table, owner)]
+
+    def owner_of(self, owned: OwnedTable, value: object) -> str | None:
+        """Whose a row is whose owner column holds `value`."""
+        if owned.parent is None:
+            return None if value is None else str(value)
+        table, column = owned.parent
+        for row in self.rows.get(table, []):
+            if row.values[column] == value:
+                return row.owner
+        return None
+
+    def belongs_to(self, owned: OwnedTable, owner: str) -> sa.ColumnElement[bool]:
+        """The condition that picks `owner`'s rows of `owned`."""
+        return owned.owner.in_(self.owner_values(owned, owner))
 
 
 def _generic_value(table: sa.Table, column: sa.Column[Any], owner: str, n: int) -> object:
+    if isinstance(column.type, sa.Enum) and column.type.enums:
+        return column.type.enums[0]
+    if isinstance(column.type, sa.ARRAY):
+        return []
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         python_type = object
     values: dict[type, Callable[[], object]] = {
-        str: lambda: f"{table.name}.{column.name} {n} of {owner}",
+        str: lambda: f"{n} {owner}",
         bool: lambda: False,
-        int: lambda: n,
-        float: lambda: float(n),
-        decimal.Decimal: lambda: decimal.Decimal(n),
+        int: lambda: n + 1,
+        float: lambda: float(n + 1),
+        decimal.Decimal: lambda: decimal.Decimal(n + 1),
         datetime: lambda: datetime.now(UTC),
         date: lambda: datetime.now(UTC).date(),
+        time: lambda: time(12, 0),
+        timedelta: lambda: timedelta(minutes=n + 1),
         uuid.UUID: uuid.uuid4,
+        dict: dict,
+        list: list,
+        bytes: f"{n} {owner}".encode,
     }
     if python_type not in values:
         raise NoRowFactoryError(
@@ -166,14 +248,16 @@ def _generic_value(table: sa.Table, column: sa.Column[Any], owner: str, n: int) 
     return values[python_type]()
 
 
-def generic_row(table: sa.Table, owner_column: str, owner: str, n: int) -> dict[str, object]:
-    """A row with `owner` in `owner_column` and a made-up value in every other column
-    that needs one (not nullable, no default). Fails with :class:`NoRowFactoryError`
-    on a column it cannot fill: a foreign key other than the owner, an unknown type."""
-    row: dict[str, object] = {owner_column: owner}
+def generic_row(owned: OwnedTable, owner: str, n: int, seeded: Seeded) -> dict[str, object]:
+    """A row owned by `owner` with a made-up value in every other column that needs one
+    (not nullable, no default). A foreign key points at one of `owner`'s rows of the
+    table it references. Fails with :class:`NoRowFactoryError` on a column it cannot
+    fill: a reference to a table nobody owns, an unknown type."""
+    table = owned.table
+    row: dict[str, object] = {owned.owner_column: seeded.owner_value(owned, owner, n)}
     for column in table.columns:
         if (
-            column.name == owner_column
+            column.name == owned.owner_column
             or column.nullable
             or column.server_default is not None
             or column.default is not None
@@ -183,23 +267,26 @@ def generic_row(table: sa.Table, owner_column: str, owner: str, n: int) -> dict[
         ):
             continue
         if column.foreign_keys:
-            raise NoRowFactoryError(
-                f"owned table {table.name!r}: required column {column.name!r} references "
-                f"another table, so rows cannot be made generically; add a factory for "
-                f"{table.name!r} to ROW_FACTORIES in tests/rls_helpers.py"
-            )
+            (key,) = column.foreign_keys
+            target = seeded.reference(key.column.table.name, key.column.name, owner, n)
+            if target is None:
+                raise NoRowFactoryError(
+                    f"owned table {table.name!r}: required column {column.name!r} references "
+                    f"{key.column.table.name!r}, of which no row belongs to a user, so rows "
+                    f"cannot be made generically; add a factory for {table.name!r} to "
+                    "ROW_FACTORIES in tests/rls_helpers.py"
+                )
+            row[column.name] = target
+            continue
         row[column.name] = _generic_value(table, column, owner, n)
     return row
 
 
-def new_row(owned: OwnedTable, owner: str, n: int) -> dict[str, object]:
+def new_row(owned: OwnedTable, owner: str, n: int, seeded: Seeded) -> dict[str, object]:
     """Values by column name for a new row of `owned` belonging to `owner`."""
     factory = ROW_FACTORIES.get(owned.name)
-    if factory is None:
-        row = generic_row(owned.table, owned.owner_column, owner, n)
-    else:
-        row = factory(owner, n)
-    if row.get(owned.owner_column) != owner:
+    row = generic_row(owned, owner, n, seeded) if factory is None else factory(owner, n)
+    if row.get(owned.owner_column) != seeded.owner_value(owned, owner, n):
         raise NoRowFactoryError(
             f"ROW_FACTORIES[{owned.name!r}] must put the owner in {owned.owner_column!r}"
         )
@@ -221,33 +308,31 @@ def where_key(owned: OwnedTable, key: Mapping[str, object]) -> sa.ColumnElement[
     return sa.and_(*(owned.table.columns[name] == value for name, value in key.items()))
 
 
-@dataclass(frozen=True)
-class SeededRow:
-    owner: str
-    #: Primary-key values by column name.
-    key: dict[str, object]
-
-
-#: Seeded rows by table name.
-Seeded = dict[str, list[SeededRow]]
-
-
 def seed(connection: Connection, users: Sequence[str] = USERS) -> Seeded:
     """As the connection's (superuser) role: `users` in the user table, then rows for
-    each of them in every owned table. Returns the rows with their primary keys."""
-    seeded: Seeded = {}
-    owned = [users_table(), *(o for o in owned_tables() if o.name != USER_TABLE)]
-    for target in owned:
+    each of them in every table owned for any role, parents first. Returns the rows."""
+    seeded = Seeded()
+    owned = {users_table().name: users_table()}
+    for _, table in owned_by_any_role():
+        owned.setdefault(table.name, table)
+    for name in [t.name for t in metadata.sorted_tables if t.name in owned]:
+        target = owned[name]
         per_user = 1 if target.one_row_per_owner else ROWS_PER_USER
-        returning = list(target.table.primary_key.columns)
-        rows = seeded.setdefault(target.name, [])
+        columns = list(target.table.columns)
+        keys = [column.name for column in target.table.primary_key.columns]
+        rows = seeded.rows.setdefault(target.name, [])
         for user in users:
             for n in range(per_user):
-                values = new_row(target, user, n)
-                key = connection.execute(insert(target, values).returning(*returning)).one()
-                rows.append(
-                    SeededRow(user, dict(zip([c.name for c in returning], key, strict=True)))
-                )
+                statement = insert(target, new_row(target, user, n, seeded)).returning(*columns)
+                try:
+                    stored = connection.execute(statement).one()._asdict()
+                except DBAPIError as exc:
+                    reason = (str(exc.orig).strip().splitlines() or ["refused"])[0]
+                    raise NoRowFactoryError(
+                        f"owned table {name!r}: a generic row was refused ({reason}); add a "
+                        f"factory for {name!r} to ROW_FACTORIES in tests/rls_helpers.py"
+                    ) from None
+                rows.append(SeededRow(user, {k: stored[k] for k in keys}, stored))
     return seeded
 
 

@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy.engine import URL
 
 from migrations import alembic_cli, database
+from tests.conftest import HEAD, NewDatabase, child_url
+from tests.evolution import Project
 
 SECRET = "s3cret-Pa55word"
 
@@ -157,3 +159,56 @@ def test_accepted_schemes_keep_query_parameters(scheme: str) -> None:
     assert url.drivername == "postgresql+psycopg"
     assert dict(url.query) == {"sslmode": "require", "channel_binding": "require"}
     assert SECRET not in database.mask(url)
+
+
+@pytest.fixture
+def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Project:
+    """A copy of the repository, its database at head."""
+    return Project.copy(tmp_path / "project", child_url(new_database(template=head_template)))
+
+
+BROKEN_REVISION = '''"""broken"""
+from alembic import op
+
+revision = "bbbb00000001"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+{body}
+
+def upgrade() -> None:
+    {upgrade}
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+@pytest.mark.parametrize(
+    ("body", "upgrade", "expected"),
+    [
+        pytest.param(
+            "RowSecurity(policies=())", "pass", "does not import: NameError", id="does-not-import"
+        ),
+        pytest.param(
+            "", 'op.create_table("t", sa.Column("id", sa.Integer))', "NameError", id="raises"
+        ),
+    ],
+)
+def test_a_revision_that_cannot_run_is_one_line(
+    project: Project, body: str, upgrade: str, expected: str
+) -> None:
+    (project.versions / "2026_01_01_0000-bbbb00000001_broken.py").write_text(
+        BROKEN_REVISION.format(down=HEAD, body=body, upgrade=upgrade)
+    )
+    result = project.cli("upgrade", "head")
+    line = assert_one_clear_line(result, expected)
+    assert "bbbb00000001" in line
+    assert "nothing was changed" in line or f"still at {HEAD}" in line
+
+
+def test_models_that_do_not_import_are_one_line(project: Project) -> None:
+    project.append("models/__init__.py", "\nfrom models.no_such_module import Nothing  # noqa\n")
+    result = project.cli("check")
+    assert_one_clear_line(result, "the models do not import (__init__.py, line", "no_such_module")

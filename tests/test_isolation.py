@@ -1,11 +1,12 @@
 """Users are isolated from each other, as the row-security declarations say.
 
-Every test is derived from ``info[ROW_SECURITY]`` on the tables of ``models.metadata``:
-each table declared with an owner column and a policy for todo_app is checked for
-every command, with three users acting as todo_app the way the API does (one
-transaction, ``SET LOCAL ROLE todo_app``, ``set_config('app.user_id', <id>, true)``).
-A newly declared owner-scoped table is covered here without a new test; one whose
-rows the helpers cannot make fails loudly (see ``tests/rls_helpers.py``).
+Every test is derived from the row-security declarations of the tables of
+``models.metadata`` (resolved, so a table owned through a parent row has its derived
+policies): each table owned for a role (by a column, or through a parent row) is
+checked for every command, with three users acting as that role the way the API
+does (one transaction, ``SET LOCAL ROLE``, ``set_config('app.user_id', <id>, true)``).
+A newly declared owned table is covered here without a new test; one whose rows the
+helpers cannot make fails loudly (see ``tests/rls_helpers.py``).
 
 The database is one copy of head per module, seeded once as the superuser; every
 test acts inside transactions that are rolled back, so the seeded rows never change.
@@ -35,26 +36,27 @@ from tests.rls_helpers import (
     USERS,
     OwnedTable,
     Seeded,
-    SeededRow,
     acting_as,
     attempt,
     insert,
     is_refused,
     new_row,
-    owned_tables,
+    owned_by_any_role,
     reachable_tables,
     read,
     seed,
     where_key,
 )
 
-OWNED = owned_tables(APP_ROLE)
+#: (role, table) for every table owned for a role.
+CASES = owned_by_any_role()
 #: Ways of being nobody: the setting never defined in the session, set to '', and
 #: left behind ('' again) by an earlier transaction of the same session that set it.
 NOBODY = ("never set", "empty string", "left by a previous transaction")
 
-# What the schema has today; the sets derived from the declarations must include it.
-EXPECTED_OWNED = {"todo", USER_TABLE}
+# What the schema has today; the sets derived from the declarations must include it, so
+# that an empty derivation cannot pass for coverage.
+EXPECTED_OWNED = {(APP_ROLE, "todo"), (APP_ROLE, USER_TABLE)}
 EXPECTED_UNREACHABLE = {(APP_ROLE, "session"), (APP_ROLE, "account"), (APP_ROLE, "verification")}
 EXPECTED_UNREACHABLE |= {(AUTH_ROLE, "todo")}
 
@@ -65,9 +67,6 @@ ALL_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCE
 class SeededDatabase:
     engine: Engine
     rows: Seeded
-
-    def of(self, owned: OwnedTable, owner: str) -> list[SeededRow]:
-        return [row for row in self.rows[owned.name] if row.owner == owner]
 
 
 @pytest.fixture(scope="module")
@@ -107,21 +106,28 @@ def update_in_place(owned: OwnedTable, where: sa.ColumnElement[bool]) -> sa.Upda
     return sa.update(owned.table).where(where).values({owned.owner: owned.owner})
 
 
-def move_to(owned: OwnedTable, where: sa.ColumnElement[bool], owner: str) -> sa.Update:
-    return sa.update(owned.table).where(where).values({owned.owner: owner})
+def move_to(
+    owned: OwnedTable, where: sa.ColumnElement[bool], owner: str, seeded: Seeded
+) -> sa.Update:
+    """An UPDATE that hands the rows `where` picks over to `owner`."""
+    return (
+        sa.update(owned.table).where(where).values({owned.owner: seeded.owner_value(owned, owner)})
+    )
 
 
-def owners_seen(connection: Connection, owned: OwnedTable) -> list[str] | str:
+def owners_seen(connection: Connection, owned: OwnedTable, seeded: Seeded) -> list[Any] | str:
     rows = read(connection, sa.select(owned.owner))
-    return rows if rows == REFUSED else sorted(row[0] for row in rows)
+    return rows if rows == REFUSED else sorted(str(seeded.owner_of(owned, r[0])) for r in rows)
 
 
-parametrize_owned = pytest.mark.parametrize("owned", OWNED, ids=str)
+parametrize_cases = pytest.mark.parametrize(
+    ("role", "owned"), CASES, ids=[f"{role}-{owned}" for role, owned in CASES]
+)
 
 
 def test_declarations_derive_the_expected_tables() -> None:
     """The derivation is not vacuous: it finds at least the tables the schema has today."""
-    assert {owned.name for owned in OWNED} >= EXPECTED_OWNED
+    assert {(role, owned.name) for role, owned in CASES} >= EXPECTED_OWNED
     unreachable = {
         (role, table.name)
         for role in ROLES
@@ -132,142 +138,146 @@ def test_declarations_derive_the_expected_tables() -> None:
     assert len(USERS) >= 2
 
 
-@parametrize_owned
-def test_every_owned_table_gets_rows(owned: OwnedTable, seeded: SeededDatabase) -> None:
+@parametrize_cases
+def test_every_owned_table_gets_rows(role: str, owned: OwnedTable, seeded: SeededDatabase) -> None:
     """Rows were made for every owned table and every user: none was skipped."""
     for user in USERS:
-        assert seeded.of(owned, user), f"no rows seeded for {user} in {owned.name}"
-        row = new_row(owned, user, 99)
-        assert row[owned.owner_column] == user
+        assert seeded.rows.of(owned, user), f"no rows seeded for {user} in {owned.name}"
+        row = new_row(owned, user, 99, seeded.rows)
+        assert seeded.rows.owner_of(owned, row[owned.owner_column]) == user
 
 
-@parametrize_owned
+@parametrize_cases
 def test_user_reads_only_own_rows(
-    owned: OwnedTable, seeded: SeededDatabase, connection: Connection
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
 ) -> None:
     for user in USERS:
-        with acting_as(connection, user):
-            expected = [user] * len(seeded.of(owned, user))
-            assert owners_seen(connection, owned) == expected_read(owned, expected)
+        with acting_as(connection, user, role=role):
+            expected = [user] * len(seeded.rows.of(owned, user))
+            assert owners_seen(connection, owned, seeded.rows) == expected_read(owned, expected)
             for other in others(user):
-                for row in seeded.of(owned, other):
+                for row in seeded.rows.of(owned, other):
                     picked = read(
                         connection, sa.select(owned.table).where(where_key(owned, row.key))
                     )
                     assert picked == expected_read(owned, []), (user, row)
 
 
-@parametrize_owned
+@parametrize_cases
 def test_user_cannot_update_or_delete_other_users_rows(
-    owned: OwnedTable, seeded: SeededDatabase, connection: Connection
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
 ) -> None:
+    rows = seeded.rows
     for user in USERS:
-        with acting_as(connection, user):
+        with acting_as(connection, user, role=role):
             for other in others(user):
-                theirs = owned.owner == other
+                theirs = rows.belongs_to(owned, other)
                 assert attempt(connection, update_in_place(owned, theirs)) == expected_write(
                     owned, "UPDATE", 0
                 )
                 assert attempt(connection, sa.delete(owned.table).where(theirs)) == (
                     expected_write(owned, "DELETE", 0)
                 )
-                for row in seeded.of(owned, other):
+                for row in rows.of(owned, other):
                     by_key = where_key(owned, row.key)
                     assert attempt(connection, update_in_place(owned, by_key)) == expected_write(
                         owned, "UPDATE", 0
                     )
-                    assert attempt(connection, move_to(owned, by_key, user)) == expected_write(
-                        owned, "UPDATE", 0
+                    assert attempt(connection, move_to(owned, by_key, user, rows)) == (
+                        expected_write(owned, "UPDATE", 0)
                     )
                     assert attempt(connection, sa.delete(owned.table).where(by_key)) == (
                         expected_write(owned, "DELETE", 0)
                     )
 
 
-@parametrize_owned
+@parametrize_cases
 def test_blind_writes_reach_only_own_rows(
-    owned: OwnedTable, seeded: SeededDatabase, connection: Connection
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
 ) -> None:
     """An UPDATE or DELETE that reads no column (no WHERE, literals only) needs no
     SELECT right, so the SELECT policy does not filter it: its own command's policy
     alone must keep it to the user's own rows."""
+    rows = seeded.rows
     for user in USERS:
-        mine = len(seeded.of(owned, user))
-        everything = owned.table.update().values({owned.owner: user})
-        with acting_as(connection, user):
+        mine = len(rows.of(owned, user))
+        everything = owned.table.update().values({owned.owner: rows.owner_value(owned, user)})
+        with acting_as(connection, user, role=role):
             # Claiming every row: only the user's own are touched (and stay theirs).
             assert attempt(connection, everything) == expected_write(owned, "UPDATE", mine)
-        with acting_as(connection, user):
+        with acting_as(connection, user, role=role):
             for other in others(user):
-                giving = owned.table.update().values({owned.owner: other})
+                giving = owned.table.update().values({owned.owner: rows.owner_value(owned, other)})
                 assert attempt(connection, giving) == REFUSED
-        with acting_as(connection, user):
+        with acting_as(connection, user, role=role):
             assert attempt(connection, owned.table.delete()) == expected_write(
                 owned, "DELETE", mine
             )
 
 
-@parametrize_owned
+@parametrize_cases
 def test_user_cannot_insert_a_row_for_another_user(
-    owned: OwnedTable, connection: Connection
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
 ) -> None:
     for n, (user, other) in enumerate(itertools.permutations(USERS, 2), start=100):
-        with acting_as(connection, user):
-            assert attempt(connection, insert(owned, new_row(owned, other, n))) == REFUSED
+        with acting_as(connection, user, role=role):
+            row = new_row(owned, other, n, seeded.rows)
+            assert attempt(connection, insert(owned, row)) == REFUSED
 
 
-@parametrize_owned
+@parametrize_cases
 def test_user_cannot_move_own_row_to_another_user(
-    owned: OwnedTable, seeded: SeededDatabase, connection: Connection
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
 ) -> None:
+    rows = seeded.rows
     for user in USERS:
-        with acting_as(connection, user):
+        with acting_as(connection, user, role=role):
             for other in others(user):
-                mine = owned.owner == user
-                assert attempt(connection, move_to(owned, mine, other)) == REFUSED
-                for row in seeded.of(owned, user):
+                mine = rows.belongs_to(owned, user)
+                assert attempt(connection, move_to(owned, mine, other, rows)) == REFUSED
+                for row in rows.of(owned, user):
                     by_key = where_key(owned, row.key)
-                    assert attempt(connection, move_to(owned, by_key, other)) == REFUSED
-            assert owners_seen(connection, owned) == expected_read(
-                owned, [user] * len(seeded.of(owned, user))
+                    assert attempt(connection, move_to(owned, by_key, other, rows)) == REFUSED
+            assert owners_seen(connection, owned, rows) == expected_read(
+                owned, [user] * len(rows.of(owned, user))
             )
 
 
-@parametrize_owned
+@parametrize_cases
 def test_user_can_do_what_is_granted_on_own_rows(
-    owned: OwnedTable, seeded: SeededDatabase, connection: Connection
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
 ) -> None:
-    """Each command the declarations give todo_app works on the user's own rows; each
+    """Each command the declarations give the role works on the user's own rows; each
     one they do not give is refused, even there."""
+    rows = seeded.rows
     for user in USERS:
-        mine = seeded.of(owned, user)
-        with acting_as(connection, user):
+        mine = rows.of(owned, user)
+        with acting_as(connection, user, role=role):
             for row in mine:
                 by_key = where_key(owned, row.key)
                 assert read(connection, sa.select(owned.owner).where(by_key)) == expected_read(
-                    owned, [(user,)]
+                    owned, [(row.values[owned.owner_column],)]
                 )
                 assert attempt(connection, update_in_place(owned, by_key)) == expected_write(
                     owned, "UPDATE", 1
                 )
                 # Moving a row to its own owner is no move: allowed where UPDATE is.
-                assert attempt(connection, move_to(owned, by_key, user)) == expected_write(
+                assert attempt(connection, move_to(owned, by_key, user, rows)) == expected_write(
                     owned, "UPDATE", 1
                 )
-        with acting_as(connection, user):
-            assert attempt(connection, sa.delete(owned.table).where(owned.owner == user)) == (
-                expected_write(owned, "DELETE", len(mine))
-            )
+        with acting_as(connection, user, role=role):
+            assert attempt(
+                connection, sa.delete(owned.table).where(rows.belongs_to(owned, user))
+            ) == expected_write(owned, "DELETE", len(mine))
             if "DELETE" in owned.commands:
-                assert owners_seen(connection, owned) == expected_read(owned, [])
+                assert owners_seen(connection, owned, rows) == expected_read(owned, [])
         if owned.one_row_per_owner and "INSERT" in owned.commands:
             pytest.fail(f"{owned.name}: a second own row cannot exist; test its INSERT apart")
-        with acting_as(connection, user):
-            assert attempt(connection, insert(owned, new_row(owned, user, 200))) == (
-                expected_write(owned, "INSERT", 1)
-            )
+        with acting_as(connection, user, role=role):
+            values = new_row(owned, user, 200, rows)
+            assert attempt(connection, insert(owned, values)) == expected_write(owned, "INSERT", 1)
             if "INSERT" in owned.commands:
-                assert owners_seen(connection, owned) == expected_read(
+                assert owners_seen(connection, owned, rows) == expected_read(
                     owned, [user] * (len(mine) + 1)
                 )
 
@@ -277,44 +287,47 @@ def current_setting(connection: Connection) -> object:
 
 
 @contextmanager
-def acting_as_nobody(connection: Connection, nobody: str) -> Iterator[Connection]:
-    """A todo_app transaction with no current user, in one of the :data:`NOBODY` ways."""
+def acting_as_nobody(connection: Connection, nobody: str, role: str) -> Iterator[Connection]:
+    """A transaction as `role` with no current user, in one of the :data:`NOBODY` ways."""
     if nobody == "never set":  # the connection is the test's own: nothing set it yet
-        with acting_as(connection, None):
+        with acting_as(connection, None, role=role):
             assert current_setting(connection) is None
             yield connection
     elif nobody == "empty string":
-        with acting_as(connection, ""):
+        with acting_as(connection, "", role=role):
             assert current_setting(connection) == ""
             yield connection
     else:
-        with acting_as(connection, USERS[0], commit=True):
+        with acting_as(connection, USERS[0], role=role, commit=True):
             pass
-        with acting_as(connection, None):
+        with acting_as(connection, None, role=role):
             assert current_setting(connection) == ""
             yield connection
 
 
-@parametrize_owned
+@parametrize_cases
 @pytest.mark.parametrize("nobody", NOBODY)
 def test_nobody_sees_nothing_and_changes_nothing(
-    owned: OwnedTable, nobody: str, connection: Connection
+    role: str, owned: OwnedTable, nobody: str, seeded: SeededDatabase, connection: Connection
 ) -> None:
-    with acting_as_nobody(connection, nobody):
-        assert owners_seen(connection, owned) == expected_read(owned, [])
+    rows = seeded.rows
+    with acting_as_nobody(connection, nobody, role):
+        assert owners_seen(connection, owned, rows) == expected_read(owned, [])
         everything = sa.true()
         assert attempt(connection, update_in_place(owned, everything)) == expected_write(
             owned, "UPDATE", 0
         )
-        assert attempt(connection, move_to(owned, everything, USERS[0])) == expected_write(
-            owned, "UPDATE", 0
+        assert attempt(connection, move_to(owned, everything, USERS[0], rows)) == (
+            expected_write(owned, "UPDATE", 0)
         )
         assert attempt(connection, sa.delete(owned.table).where(everything)) == expected_write(
             owned, "DELETE", 0
         )
-        # Nobody may insert a row for anybody, nor for the empty id the setting holds.
-        for n, user in enumerate([*USERS, ""], start=300):
-            assert attempt(connection, insert(owned, new_row(owned, user, n))) == REFUSED
+        # Nobody may insert a row for anybody, nor for the empty id the setting holds
+        # (when a row can belong to it: no parent row does).
+        nobodies = [""] if rows.owner_value(owned, "") is not None else []
+        for n, user in enumerate([*USERS, *nobodies], start=300):
+            assert attempt(connection, insert(owned, new_row(owned, user, n, rows))) == REFUSED
 
 
 #: Roles `:role` is a member of (itself included) that are superuser or bypass RLS.
@@ -411,18 +424,20 @@ def explainable(owned: OwnedTable) -> dict[str, sa.ClauseElement]:
     return {command: s for command, s in statements.items() if command in owned.commands}
 
 
-EXPLAINED = [(owned, command) for owned in OWNED for command in explainable(owned)]
+EXPLAINED = [(role, owned, command) for role, owned in CASES for command in explainable(owned)]
 
 
 @pytest.mark.parametrize(
-    ("owned", "command"), EXPLAINED, ids=[f"{o.name}-{c}" for o, c in EXPLAINED]
+    ("role", "owned", "command"),
+    EXPLAINED,
+    ids=[f"{role}-{owned}-{command}" for role, owned, command in EXPLAINED],
 )
 def test_current_user_is_an_initplan_not_a_per_row_call(
-    owned: OwnedTable, command: str, connection: Connection
+    role: str, owned: OwnedTable, command: str, connection: Connection
 ) -> None:
     statement = explainable(owned)[command]
     sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
-    with acting_as(connection, USERS[0]):
+    with acting_as(connection, USERS[0], role=role):
         raw = connection.exec_driver_sql(f"EXPLAIN (VERBOSE, FORMAT JSON) {sql}").scalar_one()
     document = raw if isinstance(raw, list) else json.loads(raw)
     nodes = list(plan_nodes(document[0]["Plan"]))
@@ -435,7 +450,12 @@ def test_current_user_is_an_initplan_not_a_per_row_call(
     ]
     # One per policy expression in the statement (UPDATE has USING and WITH CHECK).
     assert lookups, f"expected an InitPlan looking up app.user_id: {nodes}"
-    assert [n for n in nodes if n.get("Parent Relationship") == "SubPlan"] == [], nodes
+    # A per-row subplan is only ever the WITH CHECK of a row owned through a parent
+    # row: one probe of the parent by its key, never a scan.
+    for subplan in (n for n in nodes if n.get("Parent Relationship") == "SubPlan"):
+        scans = [n["Node Type"] for n in plan_nodes(subplan) if "Scan" in n["Node Type"]]
+        assert scans, subplan
+        assert all(scan.startswith("Index") for scan in scans), subplan
     per_row = [
         (node["Node Type"], key, node[key])
         for node in nodes
@@ -453,3 +473,30 @@ def test_current_user_is_an_initplan_not_a_per_row_call(
         if key in node and owned.owner_column in str(node[key])
     ]
     assert any(re.search(r"\$\d|\(InitPlan \d+\)", c) for c in conditions), conditions
+
+
+READABLE = [(role, owned) for role, owned in CASES if "SELECT" in owned.commands]
+
+
+@pytest.mark.parametrize(
+    ("role", "owned"), READABLE, ids=[f"{role}-{owned}" for role, owned in READABLE]
+)
+def test_a_users_rows_are_found_through_an_index(
+    role: str, owned: OwnedTable, connection: Connection
+) -> None:
+    """Listing a user's rows, the policy alone filtering, can be served by an index: with
+    sequential scans made prohibitively expensive, the planner still finds another way
+    (on these few rows it would rightly prefer a sequential scan otherwise). A table
+    whose owner column no index leads would still be read whole, for every user."""
+    with acting_as(connection, USERS[0], role=role):
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        sql = str(sa.select(owned.table).compile(connection))
+        raw = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").scalar_one()
+    document = raw if isinstance(raw, list) else json.loads(raw)
+    scans = [
+        node["Node Type"]
+        for node in plan_nodes(document[0]["Plan"])
+        if node.get("Relation Name") == owned.name
+    ]
+    assert scans, document
+    assert "Seq Scan" not in scans, f"{owned.name} is read whole to find a user's rows: {scans}"

@@ -1,7 +1,11 @@
 """The todo API's query shapes are each served by an index, with no sort step.
 
 Proven with EXPLAIN on a table of 100,000 todos spread over 1,000 users, so the
-planner's choice reflects a realistic table rather than an empty one.
+planner's choice reflects a realistic table rather than an empty one. The shapes are
+the todo API's own queries, so they name the todo table; which of its indexes serves
+each is the planner's choice (``data-model.md`` says which is meant to), so that a
+better index added later is no failure. Every other owned table's policies are
+proven index-served by ``tests/test_isolation.py``.
 """
 
 from __future__ import annotations
@@ -30,32 +34,18 @@ ORDERED_BY_INDEX = {
     "count of open todos",
 }
 QUERIES = {
-    "newest first, keyset page": (
-        "todo_user_id_created_at_id_idx",
-        """SELECT id, title, completed, due_at, created_at FROM todo
+    "newest first, keyset page": """SELECT id, title, completed, due_at, created_at FROM todo
            WHERE user_id = :user_id AND (created_at, id) < (:after_created_at, :after_id)
            ORDER BY created_at DESC, id DESC LIMIT 50""",
-    ),
-    "newest first, first page": (
-        "todo_user_id_created_at_id_idx",
-        """SELECT id, title FROM todo WHERE user_id = :user_id
+    "newest first, first page": """SELECT id, title FROM todo WHERE user_id = :user_id
            ORDER BY created_at DESC, id DESC LIMIT 50""",
-    ),
-    "open by due date, undated last": (
-        "todo_user_id_due_at_id_open_idx",
-        """SELECT id, title, due_at FROM todo WHERE user_id = :user_id AND NOT completed
+    "open by due date, undated last": """SELECT id, title, due_at FROM todo
+           WHERE user_id = :user_id AND NOT completed
            ORDER BY due_at ASC NULLS LAST, id LIMIT 50""",
-    ),
-    "changed since, for sync": (
-        "todo_user_id_updated_at_id_idx",
-        """SELECT id, title, completed, updated_at FROM todo
+    "changed since, for sync": """SELECT id, title, completed, updated_at FROM todo
            WHERE user_id = :user_id AND (updated_at, id) > (:since_updated_at, :since_id)
            ORDER BY updated_at, id LIMIT 100""",
-    ),
-    "count of open todos": (
-        "todo_user_id_due_at_id_open_idx",
-        "SELECT count(*) FROM todo WHERE user_id = :user_id AND NOT completed",
-    ),
+    "count of open todos": "SELECT count(*) FROM todo WHERE user_id = :user_id AND NOT completed",
 }
 
 
@@ -116,11 +106,10 @@ def explain(engine: Engine, query: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("shape", sorted(QUERIES))
-def test_query_shape_is_served_by_its_index(filled_engine: Engine, shape: str) -> None:
-    index, query = QUERIES[shape]
-    nodes = list(plan_nodes(explain(filled_engine, query)))
+def test_query_shape_is_served_by_an_index(filled_engine: Engine, shape: str) -> None:
+    nodes = list(plan_nodes(explain(filled_engine, QUERIES[shape])))
     node_types = [node["Node Type"] for node in nodes]
     assert "Seq Scan" not in node_types, node_types
-    assert any(node.get("Index Name") == index for node in nodes), nodes
+    assert any("Index Name" in node for node in nodes), nodes
     if shape in ORDERED_BY_INDEX:
         assert "Sort" not in node_types, node_types

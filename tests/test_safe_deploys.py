@@ -238,15 +238,46 @@ def test_several_heads_stop_before_anything(head_engine: Engine, tmp_path: Path)
     assert scalar(head_engine, "SELECT version_num FROM alembic_version") == HEAD
 
 
-def test_downgrade_past_the_floor_stops_before_anything(head_url: URL) -> None:
-    result = cli("downgrade", "base", url=head_url)
-    assert result.returncode != 0
-    assert "goes past the oldest allowed revision" in result.stdout
-    engine = new_engine(head_url)
+#: Oldest first.
+CHAIN = [revision.revision for revision in reversed(REVISIONS)]
+FLOOR = str(make_alembic_config().get_main_option("downgrade_floor"))
+
+
+def version(url: URL) -> str:
+    engine = new_engine(url)
     try:
-        assert scalar(engine, "SELECT version_num FROM alembic_version") == HEAD
+        return str(scalar(engine, "SELECT version_num FROM alembic_version"))
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("destination", ["base", f"-{len(CHAIN)}", f"head-{len(CHAIN)}"])
+def test_downgrade_past_the_floor_stops_before_anything(head_url: URL, destination: str) -> None:
+    result = cli("downgrade", destination, url=head_url)
+    assert result.returncode != 0
+    assert "goes past the oldest allowed revision" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert version(head_url) == HEAD
+
+
+def test_relative_downgrades_go_where_alembic_says(head_url: URL) -> None:
+    """``downgrade -1``, ``-N``, ``head-N`` and ``<rev>+N`` work as Alembic users expect,
+    down to the floor and no further."""
+    floor = CHAIN.index(FLOOR)
+    steps = len(CHAIN) - 1 - floor  # how far down the floor lets a database at head go
+    assert steps >= 1, "the chain has nothing above its floor to downgrade"
+    assert cli("downgrade", "-1", url=head_url).returncode == 0
+    assert version(head_url) == CHAIN[-2]
+    assert cli("upgrade", "head", url=head_url).returncode == 0
+    assert cli("downgrade", f"head-{steps}", url=head_url).returncode == 0
+    assert version(head_url) == FLOOR
+    assert cli("upgrade", "+1", url=head_url).returncode == 0
+    assert cli("downgrade", f"{FLOOR}+0", url=head_url).returncode == 0
+    assert version(head_url) == FLOOR
+    refused = cli("downgrade", "-1", url=head_url)
+    assert refused.returncode != 0
+    assert "goes past the oldest allowed revision" in refused.stdout
+    assert version(head_url) == FLOOR
 
 
 def test_a_revision_on_several_tables_never_deadlocks_with_the_application(

@@ -1,13 +1,17 @@
 """squawk lints each revision's offline SQL; a violation fails unless acknowledged.
 
 A revision acknowledges a rule in a module-level ``squawk_acknowledged`` mapping of
-rule name to reason. The rule configuration is ``.squawk.toml``; the invocation is
-shared with the schema review (``migrations/lint.py``).
+rule name to reason, and the rules against destroying data by its
+``destructive_acknowledged`` reason; rules about the choice of a column type are
+advisory (``migrations/lint.py``). The rule configuration is ``.squawk.toml``; the
+invocation is shared with the schema review.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import cast
 
 import pytest
 from alembic.script import Script
@@ -35,3 +39,17 @@ def test_squawk_catches_a_blocking_index_build(tmp_path: Path) -> None:
     )
     rules = {finding.rule for finding in lint.squawk(sql_file)}
     assert "require-concurrent-index-creation" in rules
+
+
+def test_type_advice_is_advisory_and_a_drop_is_answered_by_its_reason() -> None:
+    findings = lint.squawk_sql(
+        "SET lock_timeout = '2s';\nSET statement_timeout = '15min';\nBEGIN;\n"
+        "ALTER TABLE todo ADD COLUMN rank integer;\n"
+        "ALTER TABLE todo DROP COLUMN description;\nCOMMIT;\n"
+    )
+    assert {"prefer-bigint-over-int", "ban-drop-column"} <= {f.rule for f in findings}
+    module = ModuleType("revision")
+    revision = cast(Script, SimpleNamespace(module=module))
+    assert {f.rule for f in lint.unacknowledged(revision, findings)} == {"ban-drop-column"}
+    module.destructive_acknowledged = "description was never shown"  # type: ignore[attr-defined]
+    assert lint.unacknowledged(revision, findings) == []

@@ -1,8 +1,7 @@
-"""Row-level security for Alembic: operations, rendering and autogenerate comparison.
+"""Row-level security for Alembic: the models' declarations resolved and checked
+(:mod:`.declarations`), operations and their rendering (:mod:`.operations`), and the
+autogenerate comparison with the live catalog (:mod:`.compare`).
 
-Importing this package registers everything with Alembic; ``env.py`` does so.
+Importing :mod:`.compare` registers the operations and the comparator with Alembic;
+``env.py`` does so.
 """
-
-from migrations.rowsecurity import compare, operations
-
-__all__ = ["compare", "operations"]

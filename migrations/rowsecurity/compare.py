@@ -6,39 +6,38 @@ Reads ``pg_roles``, ``pg_class.relrowsecurity``/``relforcerowsecurity``,
 declarations. Runs after Alembic's own comparators, so policies come after the
 tables they reference in an upgrade and go before them in a downgrade.
 
-Policy expressions are compared as PostgreSQL itself prints them: each declared
-expression is deparsed by creating the policy on a temporary copy of the table's
-columns inside a savepoint that is rolled back. The real table is never locked,
-and one round trip per policy is the whole cost.
+Policy expressions are compared as PostgreSQL itself prints them
+(:mod:`migrations.deparse`). A table the models drop gets its row security taken
+apart first, so that the downgrade that recreates it brings all of it back. Roles are
+ensured by every revision whose operations name them, whatever the cluster that
+generates it already holds, so a fresh database can always replay the chain.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from alembic.autogenerate import comparators
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation
-from alembic.operations.ops import UpgradeOps
-from alembic.util import CommandError, DispatchPriority, PriorityDispatchResult
-from sqlalchemy import MetaData, Table
+from alembic.operations.ops import DropTableOp, OpContainer, UpgradeOps
+from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
+from migrations import deparse
+from migrations.rowsecurity import declarations
 from migrations.rowsecurity import operations as ops
-from models.security import ROLES, ROW_SECURITY, Policy, RowSecurity
-
-log = logging.getLogger(__name__)
-
-PUBLIC = "public"
+from migrations.rowsecurity.declarations import declared_row_security
+from models.security import PUBLIC, ROLES, Policy, RowSecurity
 
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
 #: switches this comparison off.
-OPTION = "compare_row_security"
+OPTION = declarations.COMPARE_OPTION
+
+__all__ = ["OPTION", "PUBLIC", "Catalog", "declared_row_security", "diff_table", "read_catalog"]
 
 
 @dataclass
@@ -46,6 +45,8 @@ class Catalog:
     """What the database has, for the tables and roles this project manages."""
 
     roles: set[str] = field(default_factory=set)
+    #: Managed roles something in this database depends on (a grant, a policy).
+    roles_used_here: set[str] = field(default_factory=set)
     switches: dict[str, tuple[bool, bool]] = field(default_factory=dict)
     policies: dict[str, dict[str, Policy]] = field(default_factory=lambda: defaultdict(dict))
     grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -54,6 +55,11 @@ class Catalog:
 
 
 _ROLES = "SELECT rolname FROM pg_roles WHERE rolname = ANY(%(roles)s)"
+_ROLES_USED_HERE = """
+    SELECT DISTINCT r.rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
+    WHERE d.refclassid = 'pg_authid'::regclass AND r.rolname = ANY(%(roles)s)
+      AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 _SWITCHES = """
     SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
     WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')
@@ -77,6 +83,7 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
     managed = {"roles": list(roles)}
     catalog = Catalog()
     catalog.roles = set(connection.exec_driver_sql(_ROLES, managed).scalars())
+    catalog.roles_used_here = set(connection.exec_driver_sql(_ROLES_USED_HERE, managed).scalars())
     for table, enabled, forced in connection.exec_driver_sql(_SWITCHES):
         catalog.switches[table] = (enabled, forced)
     for (
@@ -99,80 +106,29 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
     return catalog
 
 
-def declared_row_security(metadata: MetaData) -> Iterator[tuple[Table, RowSecurity]]:
-    """Each table that declares row security, in dependency order."""
-    for table in metadata.sorted_tables:
-        declaration = table.info.get(ROW_SECURITY)
-        if isinstance(declaration, RowSecurity):
-            yield table, declaration
-
-
-def deparse_policies(
-    connection: Connection, table: Table, policies: Iterable[Policy]
-) -> dict[str, Policy]:
-    """The declared `policies` as ``pg_policies`` would show them on `table`.
-
-    The probe has the model's columns, not the live table's, so a policy on a column
-    this same revision adds deparses too, and a declaration that does not parse is
-    reported now rather than at upgrade time.
-    """
-    policies = [policy for policy in policies if policy.using or policy.with_check]
-    if not policies:
-        return {}
-    probe = f"rls_probe_{table.name}"
-    quote = connection.dialect.identifier_preparer.quote
-    columns = ", ".join(
-        f"{quote(column.name)} {column.type.compile(dialect=connection.dialect)}"
-        for column in table.columns
-    )
-    savepoint = connection.begin_nested()
-    try:
-        connection.exec_driver_sql(f"CREATE TEMP TABLE {quote(probe)} ({columns})")
-        for policy in policies:
-            clauses = f"{ops.policy_kind(policy)} {ops.policy_expressions(policy)}"
-            try:
-                nested = connection.begin_nested()
-                connection.exec_driver_sql(
-                    f"CREATE POLICY {quote(policy.name)} ON pg_temp.{quote(probe)} {clauses}"
-                )
-                nested.commit()
-            except DBAPIError as exc:
-                nested.rollback()
-                reason = str(exc.orig).splitlines()[0]
-                raise CommandError(f"policy {policy.name!r} on {table.name!r}: {reason}") from None
-        rows = connection.exec_driver_sql(
-            "SELECT policyname, qual, with_check FROM pg_policies "
-            "WHERE schemaname = pg_my_temp_schema()::regnamespace::text AND tablename = %(probe)s",
-            {"probe": probe},
-        )
-        deparsed = {name: (using, with_check) for name, using, with_check in rows}
-    finally:
-        savepoint.rollback()
-    by_name = {policy.name: policy for policy in policies}
-    return {
-        name: Policy(
-            name,
-            by_name[name].command,
-            tuple(sorted(by_name[name].roles)),
-            using,
-            with_check,
-            by_name[name].permissive,
-        )
-        for name, (using, with_check) in deparsed.items()
-    }
-
-
 def diff_table(
     table: str,
     declaration: RowSecurity,
     catalog: Catalog,
-    deparsed: dict[str, Policy],
+    deparsed: dict[str, tuple[str | None, str | None]],
 ) -> list[MigrateOperation]:
-    """Operations that bring one existing-or-new `table` to its `declaration`."""
+    """Operations that bring one existing-or-new `table` to its `declaration`;
+    `deparsed` is its declared policies' (USING, WITH CHECK) as PostgreSQL prints them."""
     return [
         *_switch_ops(table, declaration, catalog),
         *_policy_ops(table, declaration, catalog, deparsed),
         *_grant_ops(table, declaration, catalog),
+    ]
+
+
+def take_apart(table: str, catalog: Catalog) -> list[MigrateOperation]:
+    """Everything row-level a table has, removed: for a table the models drop, so
+    that the downgrade, which recreates the table, recreates all of it too."""
+    gone = RowSecurity(enabled=False, forced=False)
+    return [
+        *_grant_ops(table, gone, catalog),
+        *_policy_ops(table, gone, catalog, {}),
+        *reversed(_switch_ops(table, gone, catalog)),
     ]
 
 
@@ -189,7 +145,10 @@ def _switch_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[
 
 
 def _policy_ops(
-    table: str, declaration: RowSecurity, catalog: Catalog, deparsed: dict[str, Policy]
+    table: str,
+    declaration: RowSecurity,
+    catalog: Catalog,
+    deparsed: dict[str, tuple[str | None, str | None]],
 ) -> list[MigrateOperation]:
     """Drop what is not declared, create what is missing, alter in place where PostgreSQL
     can (roles, USING, WITH CHECK), replace otherwise."""
@@ -203,7 +162,10 @@ def _policy_ops(
         if current is None:
             result.append(ops.CreatePolicyOp(table, policy))
             continue
-        normal = replace(deparsed.get(name, policy), roles=tuple(sorted(policy.roles)))
+        using, with_check = deparsed.get(name, (policy.using, policy.with_check))
+        normal = Policy(
+            name, policy.command, tuple(sorted(policy.roles)), using, with_check, policy.permissive
+        )
         if normal == current:
             continue
         in_place = (
@@ -243,23 +205,59 @@ def _ordered(privileges: Iterable[str]) -> tuple[str, ...]:
     )
 
 
+def ensured_roles(operations: Iterable[MigrateOperation], catalog: Catalog) -> list[str]:
+    """The roles a revision ensures: every declared role the cluster lacks, and every
+    one its operations grant to or name in a policy while nothing in this database
+    uses it yet. Roles are cluster-wide, so a role another database (a test database,
+    another branch) created is no sign that this database's revisions ever did: a
+    revision must run on a fresh cluster too."""
+    named: set[str] = set()
+    for operation in operations:
+        if isinstance(operation, ops.CreatePolicyOp | ops.AlterPolicyOp):
+            named.update(operation.policy.roles)
+        elif isinstance(operation, ops.GrantPrivilegesOp):
+            named.add(operation.role)
+    return [
+        role
+        for role in ROLES
+        if role not in catalog.roles or (role in named and role not in catalog.roles_used_here)
+    ]
+
+
 @comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
 def compare_row_security(
     autogen_context: AutogenContext, upgrade_ops: UpgradeOps, schemas: set[str | None]
 ) -> Any:
     connection = autogen_context.connection
-    metadata = autogen_context.metadata
-    if (
-        connection is None
-        or not isinstance(metadata, MetaData)
-        or None not in schemas
-        or not autogen_context.opts.get(OPTION, True)
-    ):
+    if connection is None or None not in schemas or not autogen_context.opts.get(OPTION, True):
         return PriorityDispatchResult.CONTINUE
 
+    deparsed = deparse.for_run(autogen_context)
     catalog = read_catalog(connection)
-    upgrade_ops.ops.extend(ops.EnsureRoleOp(role) for role in ROLES if role not in catalog.roles)
-    for table, declaration in declared_row_security(metadata):
-        deparsed = deparse_policies(connection, table, declaration.policies)
-        upgrade_ops.ops.extend(diff_table(table.name, declaration, catalog, deparsed))
+    tables = deparse.compared_tables(autogen_context)
+    changes: list[MigrateOperation] = []
+    for table in tables:
+        declaration = declarations.row_security(table)
+        if declaration is not None:
+            changes += diff_table(table.name, declaration, catalog, deparsed.policies[table.name])
+    # Taken apart just before the drop, in place: the downgrade rebuilds it right after
+    # recreating the table.
+    for index in reversed(range(len(upgrade_ops.ops))):
+        dropped = upgrade_ops.ops[index]
+        if isinstance(dropped, DropTableOp) and dropped.schema is None:
+            upgrade_ops.ops[index:index] = take_apart(dropped.table_name, catalog)
+    upgrade_ops.ops += [ops.EnsureRoleOp(role) for role in ensured_roles(changes, catalog)]
+    upgrade_ops.ops += changes
     return PriorityDispatchResult.CONTINUE
+
+
+def without_work_on_dropped_tables(container: OpContainer) -> None:
+    """Leave out the row-level operations on tables `container` drops anyway: a drop
+    takes its policies, switches and grants with it. Called once the downgrade has
+    been derived from the upgrade, so a dropped table's downgrade still rebuilds them."""
+    dropped = {op.table_name for op in container.ops if isinstance(op, DropTableOp)}
+    container.ops = [
+        op
+        for op in container.ops
+        if not (isinstance(op, ops.TABLE_OPERATIONS) and getattr(op, "table_name", None) in dropped)
+    ]

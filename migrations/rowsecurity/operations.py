@@ -227,6 +227,11 @@ def policy_expressions(policy: Policy) -> str:
     return " ".join(clauses)
 
 
+def policy_clauses(policy: Policy) -> str:
+    """Everything of a ``CREATE POLICY`` after ``ON <table>`` but the roles."""
+    return f"{policy_kind(policy)} {policy_expressions(policy)}".rstrip()
+
+
 @dataclass
 class _PolicyDefinitionOp(MigrateOperation):
     """Create or drop a policy. Both carry the whole definition: each is the other's
@@ -357,6 +362,9 @@ class _PrivilegesOp(MigrateOperation):
     schema: str | None = None
     grant_option: bool = False
 
+    #: GRANT and REVOKE change the catalog, not the table: no lock to take up front
+    #: (:mod:`migrations.online`).
+    takes_no_table_lock: ClassVar[bool] = True
     #: The name of the ``op.`` method, also the first item of the diff tuple.
     operation_name: ClassVar[str] = ""
     #: The ``op.`` method's keyword for `grant_option`.
@@ -443,6 +451,10 @@ for _privileges in (GrantPrivilegesOp, RevokePrivilegesOp):
     Operations.implementation_for(_privileges)(_change_privileges)
 
 
+#: Every operation on one table's row-level security (a ``table_name`` attribute each).
+TABLE_OPERATIONS = (_TableSwitchOp, _PolicyDefinitionOp, AlterPolicyOp, _PrivilegesOp)
+
+
 # --- rendering into revision files ----------------------------------------------------
 
 
@@ -516,6 +528,7 @@ def _render_privileges(context: AutogenContext, operation: _PrivilegesOp) -> str
 
 __all__ = [
     "PRIVILEGES",
+    "TABLE_OPERATIONS",
     "AlterPolicyOp",
     "CreatePolicyOp",
     "DisableRowSecurityOp",

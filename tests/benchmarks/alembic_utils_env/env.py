@@ -2,14 +2,14 @@
 
 The same models, filters and comparison options as ``migrations/env.py``, and the
 same database resolution (``DATABASE_URL``); row security is compared by
-alembic_utils, through one ``PGPolicy`` per policy declared in ``models/`` (derived
-from the declarations, so both sides always declare the same policies). Only
-policies: alembic_utils has no entity for ENABLE/FORCE ROW LEVEL SECURITY or roles.
+alembic_utils alone (this project's comparator switched off), through one ``PGPolicy``
+per policy declared in ``models/`` (derived from the declarations, so both sides always
+declare the same policies). Only policies: alembic_utils has no entity for
+ENABLE/FORCE ROW LEVEL SECURITY or roles.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 from alembic import context
@@ -20,9 +20,6 @@ import models
 from migrations import autogen
 from migrations.connect import migration_connection
 from models.security import ROW_SECURITY, RowSecurity
-
-if "migrations.rowsecurity" in sys.modules:  # its comparator would run too
-    raise RuntimeError("migrations.rowsecurity must not be imported in this environment")
 
 
 def declared_policies() -> Iterator[PGPolicy]:
@@ -58,6 +55,8 @@ def run_online() -> None:
             transaction_per_migration=True,
             include_name=object_filter.include_name,
             include_object=object_filter.include_object,
+            # migrations.autogen registers this project's comparator: alembic_utils alone.
+            compare_row_security=False,
             **autogen.COMPARE_OPTIONS,
         )
         with context.begin_transaction():

@@ -1,0 +1,225 @@
+"""What the models declare, as PostgreSQL itself prints it.
+
+The catalog never holds an expression as written: ``pg_policies``, ``pg_get_expr``
+and ``pg_get_indexdef`` print it deparsed (``(user_id = ( SELECT NULLIF(...) AS
+"nullif"))``). Comparing that with the declared text would find differences that
+are only spelling, forever. So every declared policy, CHECK constraint and index is
+created by PostgreSQL on a temporary twin of its table and read back from the
+catalog, and both sides are compared as PostgreSQL prints them:
+
+* each twin is a temporary table with the model's name and the model's columns. It
+  hides the real table inside the savepoint, so an expression that names its own
+  table (a link table's ``todo_tag.todo_id``) or another model's table, even one
+  this very revision creates, means there what it will mean on the real tables;
+* everything is created in one batch inside one savepoint that is rolled back: the
+  real tables are never locked or changed, and the whole cost is a few round trips
+  per autogenerate run, whatever the number of tables;
+* a declaration PostgreSQL refuses (an expression that does not parse, a column
+  that does not exist) is reported now, in one line, rather than at deploy time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
+
+import sqlalchemy as sa
+from alembic.autogenerate.api import AutogenContext
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from migrations.rowsecurity import declarations, operations
+
+#: Index definitions compare from their access method on: the name and the table
+#: (``ON pg_temp_3.todo`` against ``ON public.todo``) say nothing about the index.
+_USING = " USING "
+
+
+def index_shape(definition: str) -> str:
+    """``pg_get_indexdef``'s text without the index's and the table's names."""
+    unique = "UNIQUE " if definition.startswith("CREATE UNIQUE INDEX") else ""
+    return unique + definition.split(_USING, 1)[-1]
+
+
+@dataclass
+class Declared:
+    """The models' policies, CHECK constraints and indexes as PostgreSQL prints them,
+    by table and name."""
+
+    #: (USING, WITH CHECK) as ``pg_policies`` shows them.
+    policies: dict[str, dict[str, tuple[str | None, str | None]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    #: The expression as ``pg_get_expr(conbin, conrelid)`` shows it.
+    checks: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    #: :func:`index_shape` of ``pg_get_indexdef``.
+    indexes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+
+
+@dataclass(frozen=True)
+class _Statement:
+    what: str
+    sql: str
+
+
+_POLICIES = """
+    SELECT tablename, policyname, qual, with_check FROM pg_policies
+    WHERE schemaname = pg_my_temp_schema()::regnamespace::text
+"""
+_CHECKS = """
+    SELECT c.relname, con.conname, pg_get_expr(con.conbin, con.conrelid)
+    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+    WHERE c.relnamespace = pg_my_temp_schema() AND con.contype = 'c'
+"""
+_INDEXES = """
+    SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid)
+    FROM pg_index x
+    JOIN pg_class i ON i.oid = x.indexrelid
+    JOIN pg_class t ON t.oid = x.indrelid
+    WHERE t.relnamespace = pg_my_temp_schema()
+"""
+
+
+def check_name(table: sa.Table, check: sa.CheckConstraint) -> str:
+    """The name a CHECK gets in the database (the naming convention applied)."""
+    name = check.name
+    if not isinstance(name, str) or not name:
+        text = str(check.sqltext)
+        raise CommandError(
+            f"CHECK ({text}) on {table.name!r} has no name: give it one "
+            "(CheckConstraint(..., name=...)), so that revisions can change and drop it"
+        )
+    return name
+
+
+def declared_checks(table: sa.Table) -> list[sa.CheckConstraint]:
+    return [c for c in table.constraints if isinstance(c, sa.CheckConstraint)]
+
+
+#: Policies to deparse, by table: (name, ``AS ... FOR ... USING (...) WITH CHECK (...)``).
+PolicyClauses = Mapping[str, Sequence[tuple[str, str]]]
+
+
+def _statements(
+    connection: Connection, tables: Sequence[sa.Table], policies: PolicyClauses
+) -> list[_Statement]:
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    twins: list[_Statement] = []
+    inside: list[_Statement] = []
+    for table in tables:
+        columns = ", ".join(
+            f"{quote(column.name)} {column.type.compile(dialect=dialect)}"
+            for column in table.columns
+        )
+        name = quote(table.name)
+        twins.append(
+            _Statement(f"the columns of {table.name!r}", f"CREATE TEMP TABLE {name} ({columns})")
+        )
+        for check in declared_checks(table):
+            sql = str(sa.schema.AddConstraint(check).compile(dialect=dialect))
+            what = f"CHECK {check_name(table, check)!r} on {table.name!r}"
+            inside.append(_Statement(what, sql))
+        for index in table.indexes:
+            sql = str(sa.schema.CreateIndex(index).compile(dialect=dialect))
+            inside.append(_Statement(f"index {index.name!r} on {table.name!r}", sql))
+        for policy, clauses in policies.get(table.name, ()):
+            sql = f"CREATE POLICY {quote(policy)} ON {name} {clauses}"
+            inside.append(_Statement(f"policy {policy!r} on {table.name!r}", sql))
+    # Every twin first: an expression may name any model's table.
+    return twins + inside
+
+
+def _create_enum_types(connection: Connection, tables: Iterable[sa.Table]) -> None:
+    """Enum types the twins' columns need and the database lacks (a new type)."""
+    for table in tables:
+        for column in table.columns:
+            if isinstance(column.type, sa.Enum) and column.type.native_enum:
+                column.type.create(connection, checkfirst=True)
+
+
+def _run(connection: Connection, statements: Sequence[_Statement]) -> None:
+    """All `statements` in one round trip, their effects kept in the caller's
+    savepoint; when PostgreSQL refuses one, find which (one by one, in a savepoint of
+    its own) and say so."""
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(";\n".join(s.sql for s in statements))
+        return
+    except DBAPIError:
+        pass
+    with connection.begin_nested() as savepoint:
+        for statement in statements:
+            try:
+                with connection.begin_nested():
+                    connection.exec_driver_sql(statement.sql)
+            except DBAPIError as exc:
+                reason = (str(exc.orig).strip().splitlines() or ["refused"])[0]
+                savepoint.rollback()
+                raise CommandError(f"{statement.what}: {reason}") from None
+        savepoint.rollback()
+    raise CommandError("the declared policies, CHECKs and indexes were refused as a batch")
+
+
+def deparse(
+    connection: Connection, tables: Sequence[sa.Table], policies: PolicyClauses | None = None
+) -> Declared:
+    """`tables`' CHECK constraints and indexes, and `policies` by table name, as
+    PostgreSQL prints them (see the module's docstring for how)."""
+    statements = _statements(connection, tables, policies or {})
+    declared = Declared()
+    if not statements:
+        return declared
+    twins = connection.begin_nested()
+    try:
+        _create_enum_types(connection, tables)
+        _run(connection, statements)
+        for table, name, using, with_check in connection.exec_driver_sql(_POLICIES):
+            declared.policies[table][name] = (using, with_check)
+        for table, name, expression in connection.exec_driver_sql(_CHECKS):
+            declared.checks[table][name] = expression
+        for table, name, definition in connection.exec_driver_sql(_INDEXES):
+            declared.indexes[table][name] = index_shape(definition)
+    finally:
+        twins.rollback()
+    return declared
+
+
+_per_run: WeakKeyDictionary[AutogenContext, Declared] = WeakKeyDictionary()
+
+
+def compared_tables(autogen_context: AutogenContext) -> list[sa.Table]:
+    """The models' tables an autogenerate run compares (its object filters applied)."""
+    metadata = autogen_context.metadata
+    if not isinstance(metadata, sa.MetaData):
+        return []
+    return [
+        table
+        for table in metadata.sorted_tables
+        if table.schema is None
+        and autogen_context.run_object_filters(table, table.name, "table", False, None)
+    ]
+
+
+def for_run(autogen_context: AutogenContext) -> Declared:
+    """The models of an autogenerate run, deparsed once for all its comparators: the
+    CHECKs and indexes of every compared table, and, unless row security is left out
+    of the comparison, every declared policy (the declarations checked first)."""
+    if autogen_context not in _per_run:
+        connection = autogen_context.connection
+        assert connection is not None, "autogenerate compares with a database"
+        tables = compared_tables(autogen_context)
+        policies: dict[str, list[tuple[str, str]]] = {}
+        if autogen_context.opts.get(declarations.COMPARE_OPTION, True):
+            declarations.check_declarations(tables)
+            for table in tables:
+                security = declarations.row_security(table)
+                policies[table.name] = [
+                    (policy.name, operations.policy_clauses(policy))
+                    for policy in (security.policies if security else ())
+                ]
+        _per_run[autogen_context] = deparse(connection, tables, policies)
+    return _per_run[autogen_context]

@@ -1,0 +1,198 @@
+"""The models' row-security declarations, resolved and checked.
+
+:func:`row_security` is a table's declaration with the policies that ownership
+through a parent row implies filled in (``owned_through``: they depend on the parent
+table, known only once every model is imported). :func:`check_declarations` is what
+``make revision`` and ``alembic check`` refuse, in one line: a table that neither
+declares row security nor opts out with a reason, a role no declaration of
+:data:`models.security.ROLES` names, an ownership that does not resolve.
+
+Everything that reads the declarations (the comparator, the schema docs, the review,
+the isolation tests) reads them through here, so all see the same policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from alembic.util import CommandError
+from sqlalchemy import MetaData, Table
+from sqlalchemy.dialects.postgresql.base import PGDialect
+
+from models.security import (
+    CURRENT_USER_ID,
+    PUBLIC,
+    ROLES,
+    ROW_SECURITY,
+    RowSecurity,
+    own_row_policies,
+)
+
+# PostgreSQL's quoting rules (reserved words such as user), without a connection.
+_quote = PGDialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+HOW_TO_DECLARE = (
+    'info={ROW_SECURITY: owned_by("<column>")}, owned_through("<foreign key column>") or '
+    'without_row_security("<why>") from models.security'
+)
+
+
+#: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
+#: leaves row security out of autogenerate's comparison.
+COMPARE_OPTION = "compare_row_security"
+
+
+class DeclarationError(CommandError):
+    """A row-security declaration that cannot be turned into a schema, in one line."""
+
+
+def declared(table: Table) -> RowSecurity | None:
+    """The :class:`RowSecurity` a table's ``info`` holds, as written (nothing derived)."""
+    declaration = table.info.get(ROW_SECURITY)
+    if declaration is None or isinstance(declaration, RowSecurity):
+        return declaration
+    raise DeclarationError(
+        f"table {table.name!r}: info[{ROW_SECURITY!r}] is a {type(declaration).__name__}, "
+        f"not a RowSecurity: use {HOW_TO_DECLARE}"
+    )
+
+
+def row_security(table: Table) -> RowSecurity | None:
+    """The table's row security with every derived policy in place, or None when it
+    declares none."""
+    declaration = declared(table)
+    if declaration is None or declaration.through is None:
+        return declaration
+    column, role = declaration.through.column, declaration.through.role
+    policies = own_row_policies(
+        role,
+        mine=_owned_through(table, column, role, seen=(table.name,), per_row=False),
+        written=_owned_through(table, column, role, seen=(table.name,), per_row=True),
+    )
+    return declaration + RowSecurity(policies=policies)
+
+
+def declared_row_security(metadata: MetaData) -> Iterator[tuple[Table, RowSecurity]]:
+    """Each table that declares row security, resolved, in dependency order."""
+    for table in metadata.sorted_tables:
+        if (declaration := row_security(table)) is not None:
+            yield table, declaration
+
+
+def _owned_through(
+    table: Table, column_name: str, role: str, *, seen: tuple[str, ...], per_row: bool
+) -> str:
+    """The condition that a row of `table` belongs to the current user through the
+    parent row its `column_name` references. Every name is qualified, so that no column
+    of the parent can capture one of the link table's.
+
+    Two forms, because a policy's USING and its WITH CHECK are used differently:
+
+    * to find rows (USING, `per_row` False), the set of the user's parent keys,
+      ``col = ANY (ARRAY(SELECT ...))``: evaluated once per statement (an InitPlan), so
+      a scan of the link table uses an index on `column_name`. A correlated EXISTS
+      there is planned as a filter over every row of the link table;
+    * to vet the rows a statement writes (WITH CHECK, `per_row` True), the one parent
+      row, ``EXISTS (SELECT 1 ... WHERE key = col ...)``, found through the parent's key
+      whatever the number of parent rows the user has.
+    """
+    column = table.columns.get(column_name)
+    where = f"{table.name!r} is owned through {column_name!r}"
+    if column is None:
+        raise DeclarationError(f"{where}, which is not one of its columns")
+    keys = list(column.foreign_keys)
+    if len(keys) != 1:
+        raise DeclarationError(
+            f"{where}, which must reference exactly one parent column "
+            f"(it has {len(keys)} foreign keys)"
+        )
+    parent_column = keys[0].column
+    parent: Table = parent_column.table
+    if parent.name in seen:
+        raise DeclarationError(
+            f"{where}, which leads back to {parent.name!r}: a policy may not read its own table"
+        )
+    parent_security = declared(parent)
+    if parent_security is None or not (parent_security.owner_column or parent_security.through):
+        raise DeclarationError(
+            f"{where}, but {parent.name!r} is owned by no user: declare it owned_by(...) "
+            "or owned_through(...) first"
+        )
+    readable = any(
+        grant.role in (role, PUBLIC) and "SELECT" in grant.privileges
+        for grant in parent_security.grants
+    )
+    if not readable:
+        raise DeclarationError(
+            f"{where}, but {role!r} may not read {parent.name!r}, so its policies could "
+            "never see the parent row: grant it SELECT there"
+        )
+    name = _quote(parent.name)
+    if parent_security.owner_column:
+        parent_is_mine = f"{name}.{_quote(parent_security.owner_column)} = {CURRENT_USER_ID}"
+    else:
+        assert parent_security.through is not None
+        parent_is_mine = _owned_through(
+            parent,
+            parent_security.through.column,
+            role,
+            seen=(*seen, parent.name),
+            per_row=per_row,
+        )
+    key = f"{name}.{_quote(parent_column.name)}"
+    reference = f"{_quote(table.name)}.{_quote(column.name)}"
+    if per_row:
+        return f"EXISTS (SELECT 1 FROM {name} WHERE {key} = {reference} AND {parent_is_mine})"
+    return f"{reference} = ANY (ARRAY(SELECT {key} FROM {name} WHERE {parent_is_mine}))"
+
+
+def check_declarations(tables: Iterable[Table]) -> None:
+    """Raise :class:`DeclarationError` naming every problem with the declarations."""
+    problems = [problem for table in tables for problem in _problems(table)]
+    if problems:
+        raise DeclarationError("; ".join(problems))
+
+
+def _problems(table: Table) -> Iterator[str]:
+    if table.info.get("skip_autogenerate"):
+        return
+    try:
+        declaration = row_security(table)
+    except DeclarationError as exc:
+        yield str(exc)
+        return
+    name = repr(table.name)
+    if declaration is None:
+        yield f"table {name} declares no row-level security: add {HOW_TO_DECLARE}"
+        return
+    yield from _undeclared_roles(name, declaration)
+    names = [policy.name for policy in declaration.policies]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        yield f"table {name} declares policy {duplicate!r} twice"
+    if declaration.owner_column and declaration.owner_column not in table.columns:
+        yield f"table {name} is owned by {declaration.owner_column!r}, which is not a column"
+    if not declaration.enabled:
+        if not (declaration.exemption or "").strip():
+            yield (
+                f"table {name} disables row-level security without saying why: "
+                'use without_row_security("<why>")'
+            )
+        if declaration.policies:
+            yield f"table {name} declares policies but disables row-level security"
+
+
+def _undeclared_roles(name: str, declaration: RowSecurity) -> Iterator[str]:
+    known = {*ROLES, PUBLIC}
+    for policy in declaration.policies:
+        for role in policy.roles:
+            if role not in known:
+                yield (
+                    f"policy {policy.name!r} on {name} names role {role!r}, which is not "
+                    "declared in ROLES (models/security.py)"
+                )
+    for grant in declaration.grants:
+        if grant.role not in known:
+            yield (
+                f"table {name} grants to role {grant.role!r}, which is not declared in ROLES "
+                "(models/security.py)"
+            )

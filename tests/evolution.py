@@ -1,0 +1,188 @@
+"""A throwaway copy of the repository, changed the way a user changes it and driven
+through the plain ``alembic`` command line.
+
+:class:`Project` copies what a schema change touches (``alembic.ini``, ``migrations/``
+with its ``script.py.mako`` and hooks, ``models/``, ``pyproject.toml`` for ruff,
+``.squawk.toml``) into a directory of its own, with a database of its own. Its
+:meth:`Project.alembic` runs ``alembic`` commands in a child process started in the
+copy, exactly as ``alembic`` runs them (``alembic.config.main``, the console script's
+entry point), several in one process where the models stay the same, each process a
+fork of a warm interpreter (:mod:`tests.alembic_batch`), to keep Python's start-up
+out of the bill; :meth:`Project.cli` runs ``python -m alembic`` itself. :func:`evolve`
+is one model change taken through the whole cycle a reviewer asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import alembic_batch
+from tests.conftest import PROJECT_ROOT
+
+#: What a schema change needs of the repository.
+COPIED = ("alembic.ini", ".squawk.toml", "pyproject.toml", "migrations", "models")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``alembic`` command and what it did."""
+
+    argv: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def failed_lines(self) -> list[str]:
+        return [line for line in self.output.splitlines() if line.startswith("FAILED:")]
+
+    def __str__(self) -> str:
+        return f"alembic {' '.join(self.argv)} (exit {self.code}):\n{self.output}"
+
+
+class CommandFailedError(AssertionError):
+    """An ``alembic`` command that was meant to succeed did not."""
+
+
+class Project:
+    """A copy of the repository in `root`, migrating the database at `database_url`."""
+
+    def __init__(self, root: Path, database_url: str) -> None:
+        self.root = root
+        self.database_url = database_url
+        self.versions = root / "migrations" / "versions"
+
+    @classmethod
+    def copy(cls, root: Path, database_url: str) -> Project:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "review.md")
+        root.mkdir(parents=True)
+        for name in COPIED:
+            source = PROJECT_ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, root / name, ignore=ignore)
+            else:
+                shutil.copy2(source, root / name)
+        return cls(root, database_url)
+
+    # --- changing files, as a person does -----------------------------------------------
+
+    def read(self, path: str) -> str:
+        return (self.root / path).read_text()
+
+    def write(self, path: str, text: str) -> None:
+        (self.root / path).write_text(text)
+
+    def append(self, path: str, text: str) -> None:
+        self.write(path, self.read(path) + text)
+
+    def replace(self, path: str, old: str, new: str) -> None:
+        text = self.read(path)
+        assert old in text, f"{path} no longer holds {old!r}: the scenario needs updating"
+        self.write(path, text.replace(old, new, 1))
+
+    def models(self) -> dict[Path, str]:
+        """Every file of ``models/``, to put back with :meth:`restore_models`."""
+        return {path: path.read_text() for path in (self.root / "models").rglob("*.py")}
+
+    def restore_models(self, files: dict[Path, str]) -> None:
+        for path in (self.root / "models").rglob("*.py"):
+            if path not in files:
+                path.unlink()
+        for path, text in files.items():
+            path.write_text(text)
+
+    def revision_files(self) -> set[Path]:
+        return set(self.versions.glob("*.py"))
+
+    # --- running alembic -----------------------------------------------------------------
+
+    def environment(self, database_url: str | None) -> dict[str, str]:
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DATABASE_URL", "TEST_DATABASE_URL", "PYTHONPATH")
+        }
+        environment["DATABASE_URL"] = database_url or self.database_url
+        return environment
+
+    def alembic(self, *commands: Sequence[str], database_url: str | None = None) -> list[Run]:
+        """Run each of `commands` (``alembic`` arguments), in order, in one fresh child
+        process started in the copy (:mod:`tests.alembic_batch`), stopping at the first
+        that fails."""
+        results = alembic_batch.run(str(self.root), self.environment(database_url), commands)
+        runs = [
+            Run(tuple(argv), code, stdout, stderr)
+            for argv, (code, stdout, stderr) in zip(commands, results, strict=False)
+        ]
+        if len(runs) < len(commands) and (not runs or runs[-1].code == 0):
+            raise CommandFailedError(f"the alembic child died after {len(runs)} commands")
+        return runs
+
+    def succeed(self, *commands: Sequence[str], database_url: str | None = None) -> list[Run]:
+        """:meth:`alembic`, every command required to succeed."""
+        runs = self.alembic(*commands, database_url=database_url)
+        for run in runs:
+            if run.code != 0:
+                raise CommandFailedError(str(run))
+        return runs
+
+    def cli(
+        self, *arguments: str, database_url: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m alembic <arguments>``, a process of its own, as CI runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", *arguments],
+            cwd=self.root,
+            env=self.environment(database_url),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+
+def evolve(
+    project: Project,
+    message: str,
+    change: Callable[[Project], None],
+    *,
+    acknowledge: str | None = None,
+) -> str:
+    """One model change through the cycle a reviewer asks for, with the plain CLI:
+    ``revision --autogenerate``, ``upgrade head``, ``check``, ``downgrade -1``, ``check``
+    against the previous models (the new revision set aside), ``upgrade head`` and
+    ``check`` again. `acknowledge`, when given, is written into the new revision as its
+    ``destructive_acknowledged`` reason, as its author would. Returns the revision's text."""
+    previous = project.models()
+    before = project.revision_files()
+    change(project)
+    changed = project.models()
+    (generated,) = project.succeed(["revision", "--autogenerate", "-m", message])
+    written = project.revision_files() - before
+    assert len(written) == 1, f"{message!r} wrote {len(written)} revisions: {generated}"
+    (path,) = written
+    if acknowledge is not None:
+        ours = f"destructive_acknowledged = {json.dumps(acknowledge)}\n\n\ndef upgrade()"
+        path.write_text(path.read_text().replace("def upgrade()", ours, 1))
+    project.succeed(["upgrade", "head"], ["check"], ["downgrade", "-1"])
+
+    aside = path.with_suffix(".aside")
+    path.rename(aside)
+    project.restore_models(previous)
+    try:
+        project.succeed(["check"])
+    finally:
+        aside.rename(path)
+        project.restore_models(changed)
+    project.succeed(["upgrade", "head"], ["check"])
+    return path.read_text()
