@@ -294,14 +294,20 @@ class Server:
         return database.throwaway_database(self.admin, DATABASE_PREFIX, label, template=template)
 
     def alembic(
-        self, arguments: Sequence[str], url: URL | None, *, check: bool = True
+        self,
+        arguments: Sequence[str],
+        url: URL | None,
+        *,
+        check: bool = True,
+        cwd: Path = PROJECT_ROOT,
     ) -> Completed:
-        """The real Alembic CLI (``python -m alembic``) on `url`, timed."""
+        """The real Alembic CLI (``python -m alembic``) on `url`, in `cwd`, timed."""
         return run_timed(
             [PYTHON, "-m", "alembic", *arguments],
             env=self.env(url),
             what=f"alembic {' '.join(arguments)}",
             check=check,
+            cwd=cwd,
         )
 
     def other_sessions(self) -> int:
