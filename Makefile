@@ -57,9 +57,11 @@ lint: $(STAMP) ## ruff and mypy over everything, migrations included
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-format: $(STAMP) ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix .
+format: $(STAMP) ## Apply ruff's formatting and fixes, then say what is left
 	$(BIN)/ruff format .
+	-$(BIN)/ruff check --fix --quiet .
+	$(BIN)/ruff format --quiet .
+	$(BIN)/ruff check .
 
 review: $(STAMP) ## Schema review of this change against base (default origin/main) into review.md
 	$(BIN)/python -m migrations.review --base "$(base)" --output review.md

@@ -10,14 +10,16 @@ story and so tools and tests can use the same filters:
   locks (:mod:`migrations.online`), and no file for an empty
   ``revision --autogenerate``;
 * the ``verify_revision`` post-write hook (``alembic.ini``): a revision just written
-  must import and render its upgrade and downgrade SQL, or ``alembic revision`` fails
-  with one line naming the file.
+  must import, render its upgrade and downgrade SQL, and upgrade, downgrade and
+  upgrade again on a throwaway database, or ``alembic revision`` fails with one line
+  naming the file.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,20 +27,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.environment import NameFilterType
 from alembic.operations import ops
-from alembic.operations.ops import MigrationScript
+from alembic.operations.ops import MigrationScript, OpContainer
 from alembic.runtime.migration import MigrationContext
 from alembic.script import write_hooks
 from alembic.util import CommandError
 from alembic.util.pyfiles import load_module_py
+from sqlalchemy import pool
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
-from migrations import online
-from migrations.rowsecurity import compare as rowsecurity
+from migrations import database, deploy, enums, online
+from migrations.rowsecurity import operations as row_level
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +95,18 @@ class ObjectFilter:
         return not info.get("skip_autogenerate", False)
 
 
-def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> Literal[False]:
-    """The ``render_item`` hook: a column type of the project's own (a ``TypeDecorator``
-    in ``models/``) is rendered as Alembic renders it, ``models.x.MyType()``, and its
-    module imported, which Alembic leaves out."""
-    if kind == "type":
-        module = type(item).__module__
-        if module.split(".")[0] not in ("sqlalchemy", "builtins"):
-            autogen_context.imports.add(f"import {module}")
+def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """The ``render_item`` hook: a native enum is rendered not to create its type (the
+    revision does, :mod:`migrations.enums`); a column type of the project's own (a
+    ``TypeDecorator`` in ``models/``) is rendered as Alembic renders it,
+    ``models.x.MyType()``, and its module imported, which Alembic leaves out."""
+    if kind != "type":
+        return False
+    if isinstance(item, sa.Enum) and item.native_enum and item.name:
+        return enums.render_enum(item, autogen_context)
+    module = type(item).__module__
+    if module.split(".")[0] not in ("sqlalchemy", "builtins"):
+        autogen_context.imports.add(f"import {module}")
     return False
 
 
@@ -111,6 +120,28 @@ def _without_table_info(script: MigrationScript) -> None:
                 operation.info = {}
 
 
+def _without_work_on_dropped_tables(container: OpContainer) -> None:
+    """Leave out what a table's drop does by itself: dropping its indexes and
+    constraints and its row-level security (a plain ``DROP INDEX`` on a live table,
+    for one, would hold writers for nothing). Called once the downgrade has been
+    derived from the upgrade, so a dropped table's downgrade still rebuilds it all."""
+    dropped = {op.table_name for op in container.ops if isinstance(op, ops.DropTableOp)}
+    kept: list[Any] = []
+    for operation in container.ops:
+        if isinstance(operation, row_level.TABLE_OPERATIONS) and operation.table_name in dropped:
+            continue
+        if isinstance(operation, ops.ModifyTableOps) and operation.table_name in dropped:
+            operation.ops = [
+                inner
+                for inner in operation.ops
+                if not isinstance(inner, ops.DropIndexOp | ops.DropConstraintOp)
+            ]
+            if not operation.ops:
+                continue
+        kept.append(operation)
+    container.ops = kept
+
+
 def process_revision_directives(*, drop_empty: bool) -> Any:
     """The ``process_revision_directives`` hook: online rewrites and up-front locks
     (:func:`migrations.online.rewrite`), no table ``info`` rendered, and, when
@@ -121,7 +152,7 @@ def process_revision_directives(*, drop_empty: bool) -> Any:
         for script in directives:
             _without_table_info(script)
             for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
-                rowsecurity.without_work_on_dropped_tables(container)
+                _without_work_on_dropped_tables(container)
         online.rewrite(context, revision, directives)
         if drop_empty and all(
             ops_.is_empty() for script in directives for ops_ in script.upgrade_ops_list
@@ -164,10 +195,16 @@ def _where_in(path: Path, exc: BaseException) -> str:
     return f" (line {lines[-1]})" if lines else ""
 
 
+#: ``VERIFY_REVISIONS=offline`` skips running a written revision on a throwaway
+#: database: it is then only imported and rendered offline.
+VERIFY_VARIABLE = "VERIFY_REVISIONS"
+
+
 def verify_revision(path: str, options: Mapping[str, str]) -> None:
-    """Post-write hook: the revision at `path` imports, and ``alembic upgrade --sql``
-    and ``downgrade --sql`` render it, through the configuration `options["config"]`
-    names. Anything else is one ``FAILED:`` line naming the file."""
+    """Post-write hook: the revision at `path` imports, ``alembic upgrade --sql`` and
+    ``downgrade --sql`` render it, and on a throwaway database the whole chain upgrades
+    to it, it downgrades and it upgrades again, all through the configuration
+    `options["config"]` names. Anything else is one ``FAILED:`` line naming the file."""
     written = Path(path)
     try:
         module = load_module_py(f"verify_{written.stem}", written)
@@ -191,6 +228,46 @@ def verify_revision(path: str, options: Mapping[str, str]) -> None:
                 f"{written.name} was written but `alembic {verb} {span} --sql` fails"
                 f"{_where_in(written, exc)}: {_first_line(exc)}"
             ) from None
+    if os.environ.get(VERIFY_VARIABLE, "").strip().lower() != "offline":
+        _run_on_a_throwaway_database(written, config_file, revision, start)
+
+
+def _run_on_a_throwaway_database(
+    written: Path, config_file: str, revision: str, start: str
+) -> None:
+    """Upgrade a new database through `revision`, downgrade it to `start`, upgrade it
+    again: what the deploy and a rollback will do. The database is ``todo_review_*``
+    on the server docs and reviews use (the embedded one, or ``REVIEW_DATABASE_URL``),
+    never ``DATABASE_URL``'s."""
+    from migrations import schema_docs
+
+    try:
+        admin = schema_docs.admin_url()
+        with database.throwaway_database(admin, schema_docs.DATABASE_PREFIX, "verify") as url:
+            engine = database.create_engine(url, poolclass=pool.NullPool)
+            try:
+                for verb, target in (
+                    ("upgrade", revision),
+                    ("downgrade", start),
+                    ("upgrade", revision),
+                ):
+                    config = Config(config_file, stdout=io.StringIO())
+                    config.attributes["connection"] = engine
+                    with _quiet("alembic", "migrations"):
+                        getattr(command, verb)(config, target)
+            finally:
+                engine.dispose()
+    except CommandError as failure:
+        reason = failure.cause if isinstance(failure, deploy.RevisionFailedError) else failure
+        raise CommandError(
+            f"{written.name} was written but fails on a throwaway database "
+            f"(alembic {verb} {target}): {reason}"
+        ) from None
+    except (database.DatabaseError, schema_docs.DocsError, DBAPIError) as exc:
+        raise CommandError(
+            f"{written.name} was written, but no throwaway database could be made to run it "
+            f"on ({_first_line(exc)}); set {VERIFY_VARIABLE}=offline to skip that"
+        ) from None
 
 
 write_hooks.register("verify_revision")(verify_revision)

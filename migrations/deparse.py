@@ -57,6 +57,8 @@ class Declared:
     checks: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     #: :func:`index_shape` of ``pg_get_indexdef``.
     indexes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    #: The other tables each policy reads, by (table, policy).
+    policy_reads: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,15 @@ class _Statement:
 _POLICIES = """
     SELECT tablename, policyname, qual, with_check FROM pg_policies
     WHERE schemaname = pg_my_temp_schema()::regnamespace::text
+"""
+_POLICY_READS = """
+    SELECT c.relname, p.polname, r.relname
+    FROM pg_policy p
+    JOIN pg_class c ON c.oid = p.polrelid
+    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                    AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class r ON r.oid = d.refobjid
+    WHERE c.relnamespace = pg_my_temp_schema() AND r.oid <> c.oid
 """
 _CHECKS = """
     SELECT c.relname, con.conname, pg_get_expr(con.conbin, con.conrelid)
@@ -179,6 +190,8 @@ def deparse(
         _run(connection, statements)
         for table, name, using, with_check in connection.exec_driver_sql(_POLICIES):
             declared.policies[table][name] = (using, with_check)
+        for table, name, other in connection.exec_driver_sql(_POLICY_READS):
+            declared.policy_reads[(table, name)].add(other)
         for table, name, expression in connection.exec_driver_sql(_CHECKS):
             declared.checks[table][name] = expression
         for table, name, definition in connection.exec_driver_sql(_INDEXES):
@@ -221,5 +234,8 @@ def for_run(autogen_context: AutogenContext) -> Declared:
                     (policy.name, operations.policy_clauses(policy))
                     for policy in (security.policies if security else ())
                 ]
-        _per_run[autogen_context] = deparse(connection, tables, policies)
+        deparsed = deparse(connection, tables, policies)
+        if policies:
+            declarations.check_no_recursion(tables, deparsed.policy_reads)
+        _per_run[autogen_context] = deparsed
     return _per_run[autogen_context]

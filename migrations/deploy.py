@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import sys
 import threading
 import time
 import traceback
@@ -159,6 +160,27 @@ def import_models() -> ModuleType:
         raise CommandError(
             f"the models do not import{where}: {type(exc).__name__}: {reason}; nothing was changed"
         ) from None
+
+
+def unimported_model_modules(package: ModuleType) -> list[str]:
+    """The modules of the models package that its ``__init__`` does not import: their
+    tables are invisible to autogenerate, which would then propose dropping them."""
+    root = Path(str(package.__file__)).parent
+    names = [
+        ".".join((package.__name__, *path.relative_to(root).with_suffix("").parts))
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "__init__.py"
+    ]
+    return [name for name in names if name not in sys.modules]
+
+
+def check_models_imported(package: ModuleType) -> None:
+    if missing := unimported_model_modules(package):
+        raise CommandError(
+            f"{package.__name__}/__init__.py does not import {', '.join(missing)}, so "
+            "autogenerate cannot see the tables there: import them in it (and list them "
+            "in __all__)"
+        )
 
 
 def load_revisions(script: ScriptDirectory) -> None:
@@ -315,12 +337,13 @@ def run_with_retries(
 def _explain_code_failure(exc: Exception, current: tuple[str, ...]) -> CommandError:
     """A revision whose Python raised (a bad argument, a name it lacks): which one,
     what it said, and where the database stands."""
-    revision = _failing_revision(exc) or "a revision"
     error = (str(exc).strip().splitlines() or [""])[0]
-    at = ", ".join(current) or "base"
-    return CommandError(
-        f"revision {revision} failed: {type(exc).__name__}: {error}; "
-        f"the database is still at {at}: fix the revision and rerun to continue from there"
+    return RevisionFailedError(
+        _failing_revision(exc) or "a revision",
+        f"{type(exc).__name__}: {error}",
+        None,
+        current,
+        online=_in_online_step(exc),
     )
 
 
@@ -346,15 +369,62 @@ def _explain_failure(
     current: tuple[str, ...],
     lock_timed_out: bool,
 ) -> CommandError:
-    revision = _failing_revision(exc) or "the version table update"
     error = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
-    statement = " ".join(str(exc.statement or "").split())
-    if len(statement) > 200:
-        statement = statement[:197] + "..."
-    at = ", ".join(current) or "base"
     if lock_timed_out:
         error = f"{error}; blocked by {_who(watch)}"
-    return CommandError(
-        f"revision {revision} failed: {error} [statement: {statement}]; "
-        f"the database is still at {at}: fix the cause and rerun to continue from there"
+    return RevisionFailedError(
+        _failing_revision(exc) or "the version table update",
+        error,
+        str(exc.statement or ""),
+        current,
+        online=_in_online_step(exc),
     )
+
+
+def _in_online_step(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside an autocommit block: after the revision's
+    transaction had committed."""
+    return any(
+        frame.f_code.co_name == "autocommit_block"
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
+class RevisionFailedError(CommandError):
+    """A revision that failed: which, why, on which statement, and where the database
+    stands, in one line."""
+
+    def __init__(
+        self,
+        revision: str,
+        error: str,
+        statement: str | None,
+        current: tuple[str, ...],
+        *,
+        online: bool,
+    ) -> None:
+        self.revision, self.error, self.online = revision, error, online
+        self.statement = " ".join((statement or "").split())
+        if len(self.statement) > 200:
+            self.statement = self.statement[:197] + "..."
+        self.at = ", ".join(current) or "base"
+        super().__init__(self.describe())
+
+    @property
+    def cause(self) -> str:
+        """What failed, without where the database stands."""
+        step = " in its online steps" if self.online else ""
+        statement = f" [statement: {self.statement}]" if self.statement else ""
+        return f"revision {self.revision} failed{step}: {self.error}{statement}"
+
+    def describe(self) -> str:
+        if self.online:
+            return (
+                f"{self.cause}; its transaction had committed, so the database is at "
+                f"{self.at} with that part applied and its online steps not all done: fix "
+                "the cause and rerun (the revision runs again from its start)"
+            )
+        return (
+            f"{self.cause}; the database is still at {self.at}: fix the cause and rerun to "
+            "continue from there"
+        )

@@ -22,8 +22,9 @@ from migrations import deploy
 models = deploy.import_models()
 
 # Imported for what importing them registers with Alembic: the comparison of CHECKs,
-# indexes and primary keys, and the row-security operations and comparison.
+# indexes, primary keys and enum types, and the row-security operations and comparison.
 import migrations.constraints  # noqa: E402
+import migrations.enums  # noqa: E402
 import migrations.rowsecurity.compare  # noqa: E402, F401
 from migrations import autogen  # noqa: E402
 from migrations.connect import migration_connection  # noqa: E402
@@ -84,6 +85,8 @@ def run_offline() -> None:
 
 
 def configure_online(connection: Connection) -> None:
+    if command_name() in ("revision", "check"):
+        deploy.check_models_imported(models)
     object_filter = autogen.ObjectFilter(connection)
     context.configure(
         connection=connection,

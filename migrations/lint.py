@@ -9,9 +9,11 @@ A revision that must break a rule acknowledges it, with a reason, in a module-le
 ``squawk_acknowledged`` mapping of rule name to reason. The rules that forbid
 destroying data (``ban-drop-table``, ``ban-drop-column``...) are acknowledged by the
 revision's ``destructive_acknowledged`` reason, the one the schema review asks for:
-one reason for one decision. The rules that prefer one column type to another
-(``prefer-bigint-over-int``...) are advisory: they say nothing about what a deploy
-does to a live table, so the review shows them and nothing fails on them.
+one reason for one decision. Advisory, shown by the review and failing nothing: the
+rules that prefer one column type to another (``prefer-bigint-over-int``...), which say
+nothing about what a deploy does to a live table, and ``ban-drop-constraint``: dropping
+a CHECK or a foreign key loosens a rule the models no longer declare, loses no row, and
+waits for its lock no longer than ``lock_timeout``.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ DESTRUCTIVE_ACKNOWLEDGED = "destructive_acknowledged"
 DESTROYING_RULES = frozenset(
     {"ban-drop-column", "ban-drop-table", "ban-drop-database", "ban-truncate-cascade"}
 )
-#: Rules about the choice of a column's type, not about locks or lost data: advisory.
+#: Rules about the choice of a column's type, or about loosening a rule the models no
+#: longer declare, not about long locks or lost data: advisory.
 ADVISORY_RULES = frozenset(
     {
         "ban-char-field",
+        "ban-drop-constraint",
         "prefer-bigint-over-int",
         "prefer-bigint-over-smallint",
         "prefer-identity",

@@ -411,6 +411,18 @@ def _foreign_key_targets(table: sa.Table) -> set[str]:
     return {key.referred_table.name for key in table.foreign_key_constraints}
 
 
+def _referent_of_dropped(operation: ops.DropConstraintOp) -> str | None:
+    """The table a dropped foreign key referenced: dropping it takes that table's lock
+    too (its triggers go)."""
+    if operation.constraint_type not in ("foreignkey", None):
+        return None
+    try:
+        added = operation.reverse()
+    except ValueError:  # built by hand, without the constraint it drops
+        return None
+    return added.referent_table if isinstance(added, ops.CreateForeignKeyOp) else None
+
+
 def _locks(operation: MigrateOperation) -> Iterable[tuple[str, str]]:
     """(table, mode) for every lock `operation` takes that blocks writers."""
     if isinstance(operation, AutocommitBlockOp | LockTablesOp):
@@ -425,6 +437,10 @@ def _locks(operation: MigrateOperation) -> Iterable[tuple[str, str]]:
     elif isinstance(operation, ops.CreateForeignKeyOp):
         yield operation.source_table, SHARE_ROW_EXCLUSIVE
         yield operation.referent_table, SHARE_ROW_EXCLUSIVE
+    elif isinstance(operation, ops.DropConstraintOp):
+        yield operation.table_name, ACCESS_EXCLUSIVE
+        if (referent := _referent_of_dropped(operation)) is not None:
+            yield referent, ACCESS_EXCLUSIVE
     elif isinstance(operation, ops.ModifyTableOps):
         yield operation.table_name, ACCESS_EXCLUSIVE
         for inner in operation.ops:

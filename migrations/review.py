@@ -646,9 +646,11 @@ class Review:
             parts.append(f"{plural}: {done or 'none'}")
         findings = sum(len(revision.findings) for revision in self.revisions)
         open_findings = sum(len(revision.unacknowledged) for revision in self.revisions)
+        advisory = sum(len(revision.advisory) for revision in self.revisions)
         lint_text = f"lint: {findings} finding{'' if findings == 1 else 's'}"
         if findings:
-            lint_text += f" ({findings - open_findings} acknowledged)"
+            acknowledged = findings - open_findings - advisory
+            lint_text += f" ({acknowledged} acknowledged, {advisory} advisory)"
         parts.append(lint_text)
         blocking = sum(alert.level == BLOCKING for alert in self.alerts)
         parts.append(f"warnings: {len(self.alerts)} ({blocking} blocking)")

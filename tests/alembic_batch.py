@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -66,12 +67,14 @@ def batch(request):
             break
     return results
 
+# The answers go out on stdout; nothing else the server says may.
 answers = sys.stdout
 sys.stdout = sys.stderr
 for line in sys.stdin:
     read, write = os.pipe()
     child = os.fork()
     if child == 0:
+        sys.stdout = sys.__stdout__  # captured at the descriptor while a command runs
         os.close(read)
         with os.fdopen(write, "w") as pipe:
             pipe.write(json.dumps(batch(json.loads(line))))
@@ -120,3 +123,23 @@ def run(
         server.stdin.flush()
         answer = server.stdout.readline()
     return [(int(code), str(out), str(err)) for code, out, err in json.loads(answer or "[]")]
+
+
+def alembic(
+    arguments: Sequence[str],
+    *,
+    root: str,
+    database_url: str | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """One ``alembic`` command, as :func:`migrations.alembic_cli.run` runs it (the same
+    environment rules: `database_url` as ``DATABASE_URL``, else none), in a warm child."""
+    child = {
+        key: value
+        for key, value in (os.environ if environment is None else environment).items()
+        if key != "DATABASE_URL"
+    }
+    if database_url is not None:
+        child["DATABASE_URL"] = database_url
+    ((code, stdout, stderr),) = run(root, child, [list(arguments)]) or [(1, "", "child died")]
+    return subprocess.CompletedProcess(["alembic", *arguments], code, stdout, stderr)

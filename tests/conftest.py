@@ -25,7 +25,7 @@ from psycopg import sql
 from sqlalchemy import pool
 from sqlalchemy.engine import URL, Engine
 
-from migrations import database
+from migrations import database, schema_docs
 from models.security import ROLES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -105,13 +105,18 @@ def upgrade(url: URL, revision: str = "head") -> None:
 def admin_url() -> URL:
     raw = os.environ.get("TEST_DATABASE_URL", "").strip()
     if raw:
-        return database.parse_url(raw)
-    url = database.embedded_url(database="postgres")
-    # The embedded server listens on a Unix socket whose path, URL-encoded, puts '%' in
-    # every URL; pytest-alembic hands URLs through configparser, which rejects '%'. libpq
-    # reads the socket directory from PGHOST instead, here and in every child process.
-    os.environ["PGHOST"] = str(url.query["host"])
-    return url.difference_update_query(["host"])
+        url = database.parse_url(raw)
+    else:
+        url = database.embedded_url(database="postgres")
+        # The embedded server listens on a Unix socket whose path, URL-encoded, puts '%'
+        # in every URL; pytest-alembic hands URLs through configparser, which rejects '%'.
+        # libpq reads the socket directory from PGHOST instead, here and in every child.
+        os.environ["PGHOST"] = str(url.query["host"])
+        url = url.difference_update_query(["host"])
+    # Throwaway databases of the tools (the revision check, docs, reviews) that the tests
+    # start go to the test server too, never to a server of a copy's own.
+    os.environ[schema_docs.ADMIN_URL_VARIABLE] = child_url(url)
+    return url
 
 
 @pytest.fixture(scope="session")

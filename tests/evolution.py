@@ -23,10 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import alembic_batch
-from tests.conftest import PROJECT_ROOT
+from sqlalchemy.engine import URL
 
-#: What a schema change needs of the repository.
+from migrations.autogen import VERIFY_VARIABLE
+from tests import alembic_batch
+from tests.conftest import PROJECT_ROOT, child_url
+
+#: What a schema change needs of the repository (and ``tests``, to run its own suite).
 COPIED = ("alembic.ini", ".squawk.toml", "pyproject.toml", "migrations", "models")
 
 
@@ -64,9 +67,11 @@ class Project:
 
     @classmethod
     def copy(cls, root: Path, database_url: str) -> Project:
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "review.md")
+        ignore = shutil.ignore_patterns(
+            "__pycache__", "*.pyc", "review.md", "node_modules", "benchmarks"
+        )
         root.mkdir(parents=True)
-        for name in COPIED:
+        for name in (*COPIED, "tests"):
             source = PROJECT_ROOT / name
             if source.is_dir():
                 shutil.copytree(source, root / name, ignore=ignore)
@@ -106,20 +111,33 @@ class Project:
 
     # --- running alembic -----------------------------------------------------------------
 
-    def environment(self, database_url: str | None) -> dict[str, str]:
+    def environment(
+        self, database_url: str | None, *, verify_on_a_database: bool = False
+    ) -> dict[str, str]:
+        """This process's environment for a child in the copy: its database, and no
+        other. A written revision is run on a throwaway database only when asked: the
+        cycle of :func:`evolve` runs it on the copy's own."""
         environment = {
             key: value
             for key, value in os.environ.items()
-            if key not in ("DATABASE_URL", "TEST_DATABASE_URL", "PYTHONPATH")
+            if key not in ("DATABASE_URL", "TEST_DATABASE_URL", "PYTHONPATH", VERIFY_VARIABLE)
         }
         environment["DATABASE_URL"] = database_url or self.database_url
+        if not verify_on_a_database:
+            environment[VERIFY_VARIABLE] = "offline"
         return environment
 
-    def alembic(self, *commands: Sequence[str], database_url: str | None = None) -> list[Run]:
+    def alembic(
+        self,
+        *commands: Sequence[str],
+        database_url: str | None = None,
+        verify_on_a_database: bool = False,
+    ) -> list[Run]:
         """Run each of `commands` (``alembic`` arguments), in order, in one fresh child
         process started in the copy (:mod:`tests.alembic_batch`), stopping at the first
         that fails."""
-        results = alembic_batch.run(str(self.root), self.environment(database_url), commands)
+        environment = self.environment(database_url, verify_on_a_database=verify_on_a_database)
+        results = alembic_batch.run(str(self.root), environment, commands)
         runs = [
             Run(tuple(argv), code, stdout, stderr)
             for argv, (code, stdout, stderr) in zip(commands, results, strict=False)
@@ -135,6 +153,24 @@ class Project:
             if run.code != 0:
                 raise CommandFailedError(str(run))
         return runs
+
+    def pytest(self, admin_url: URL, *arguments: str) -> subprocess.CompletedProcess[str]:
+        """The copy's own tests (`arguments`: files, options) on the test server, as
+        ``make test`` runs them there, with pytest-alembic's own tests left out."""
+        environment = self.environment(None)
+        environment["TEST_DATABASE_URL"] = child_url(admin_url)
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider"),
+                *("-o", "addopts=-ra", *arguments),
+            ],
+            cwd=self.root,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
 
     def cli(
         self, *arguments: str, database_url: str | None = None
@@ -157,12 +193,14 @@ def evolve(
     change: Callable[[Project], None],
     *,
     acknowledge: str | None = None,
+    squawk: dict[str, str] | None = None,
 ) -> str:
     """One model change through the cycle a reviewer asks for, with the plain CLI:
     ``revision --autogenerate``, ``upgrade head``, ``check``, ``downgrade -1``, ``check``
     against the previous models (the new revision set aside), ``upgrade head`` and
     ``check`` again. `acknowledge`, when given, is written into the new revision as its
-    ``destructive_acknowledged`` reason, as its author would. Returns the revision's text."""
+    ``destructive_acknowledged`` reason, and `squawk` as its ``squawk_acknowledged``, as
+    its author would. Returns the revision's text."""
     previous = project.models()
     before = project.revision_files()
     change(project)
@@ -171,8 +209,13 @@ def evolve(
     written = project.revision_files() - before
     assert len(written) == 1, f"{message!r} wrote {len(written)} revisions: {generated}"
     (path,) = written
+    said = []
     if acknowledge is not None:
-        ours = f"destructive_acknowledged = {json.dumps(acknowledge)}\n\n\ndef upgrade()"
+        said.append(f"destructive_acknowledged = {json.dumps(acknowledge)}")
+    if squawk is not None:
+        said.append(f"squawk_acknowledged = {json.dumps(squawk)}")
+    if said:
+        ours = "\n".join(said) + "\n\n\ndef upgrade()"
         path.write_text(path.read_text().replace("def upgrade()", ours, 1))
     project.succeed(["upgrade", "head"], ["check"], ["downgrade", "-1"])
 

@@ -216,12 +216,15 @@ class Seeded:
 
 
 def _generic_value(table: sa.Table, column: sa.Column[Any], owner: str, n: int) -> object:
-    if isinstance(column.type, sa.Enum) and column.type.enums:
-        return column.type.enums[0]
-    if isinstance(column.type, sa.ARRAY):
+    type_ = column.type
+    if isinstance(type_, sa.types.TypeDecorator):  # a type of the project's own: what it stores
+        type_ = type_.impl_instance
+    if isinstance(type_, sa.Enum) and type_.enums:
+        return type_.enums[0]
+    if isinstance(type_, sa.ARRAY):
         return []
     try:
-        python_type = column.type.python_type
+        python_type = type_.python_type
     except NotImplementedError:
         python_type = object
     values: dict[type, Callable[[], object]] = {

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from migrations import alembic_cli, database
-from tests.conftest import HEAD, NewDatabase, child_url
+from migrations import database
+from tests import alembic_batch
+from tests.conftest import HEAD, PROJECT_ROOT, NewDatabase, child_url
 from tests.evolution import Project
 
 SECRET = "s3cret-Pa55word"
@@ -28,7 +29,9 @@ SECRET = "s3cret-Pa55word"
 def run_alembic(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     # Without PGHOST: the URL alone must say where to go.
     environment = {key: value for key, value in os.environ.items() if key != "PGHOST"}
-    return alembic_cli.run(args, database_url=database_url, environment=environment)
+    return alembic_batch.alembic(
+        args, root=str(PROJECT_ROOT), database_url=database_url, environment=environment
+    )
 
 
 def assert_one_clear_line(result: subprocess.CompletedProcess[str], *expected: str) -> str:

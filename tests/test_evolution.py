@@ -6,15 +6,17 @@ cycle (:func:`tests.evolution.evolve`): ``alembic revision --autogenerate`` with
 ``script.py.mako`` and post-write hooks, ``upgrade head``, ``check``, ``downgrade -1``,
 ``check`` against the previous models, ``upgrade head``, ``check``. Then the whole chain
 is replayed on an empty database by the real ``alembic`` command, and the generated
-revisions are linted as generated.
+revisions are linted as generated: ruff, and squawk with no finding left unanswered.
 
-The models the tests add do not exist in the repository: they prove the machinery,
-not today's schema. What each revision must say is asserted on its text, as a
-reviewer reads it.
+The models the tests add are their own, in modules and tables named ``evolution_*``,
+so that they meet nothing a real change to the repository added; they prove the
+machinery, not today's schema. What each revision must say is asserted on its text,
+as a reviewer reads it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +24,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
 
+from models.security import own_row_policies
 from tests.conftest import NewDatabase, child_url, new_engine
 from tests.evolution import Project, evolve
 
@@ -54,14 +58,14 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 
 import models.base  # noqa: F401
+from models.evolution_types import Trimmed
 from models.security import ROW_SECURITY, owned_by
-from models.types import Trimmed
 
 
-class Note(SQLModel, table=True):
-    __tablename__ = "note"
+class EvolutionNote(SQLModel, table=True):
+    __tablename__ = "evolution_note"
     __table_args__ = (
-        Index("note_user_id_created_at_idx", "user_id", "created_at"),
+        Index("evolution_note_user_id_created_at_idx", "user_id", "created_at"),
         CheckConstraint("char_length(body) <= 1000", name="body_length"),
         CheckConstraint("priority BETWEEN 1 AND 5", name="priority_range"),
         {"info": {ROW_SECURITY: owned_by("user_id")}},
@@ -92,7 +96,7 @@ class Note(SQLModel, table=True):
 '''
 
 TAG_MODULE = '''
-"""Tags on todos, owned through the todo (tests/test_evolution.py)."""
+"""Tags and links on notes, owned through the note (tests/test_evolution.py)."""
 
 import uuid
 
@@ -104,23 +108,56 @@ import models.base  # noqa: F401
 from models.security import ROW_SECURITY, owned_through
 
 
-class TodoTag(SQLModel, table=True):
-    __tablename__ = "todo_tag"
+class EvolutionNoteTag(SQLModel, table=True):
+    __tablename__ = "evolution_note_tag"
     __table_args__ = (
         CheckConstraint("char_length(tag) BETWEEN 1 AND 50", name="tag_length"),
-        {"info": {ROW_SECURITY: owned_through("todo_id")}},
+        {"info": {ROW_SECURITY: owned_through("note_id")}},
     )
 
-    todo_id: uuid.UUID = Field(
+    note_id: uuid.UUID = Field(
         sa_column=Column(
-            "todo_id",
+            "note_id",
             UUID(as_uuid=True),
-            ForeignKey("todo.id", ondelete="CASCADE"),
+            ForeignKey("evolution_note.id", ondelete="CASCADE"),
             primary_key=True,
         )
     )
     tag: str = Field(sa_column=Column("tag", Text, primary_key=True))
+
+
+class EvolutionNoteLink(SQLModel, table=True):
+    """An integer primary key, as SQLModel writes one: a serial column."""
+
+    __tablename__ = "evolution_note_link"
+    __table_args__ = ({"info": {ROW_SECURITY: owned_through("note_id")}},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    note_id: uuid.UUID = Field(foreign_key="evolution_note.id", ondelete="CASCADE", index=True)
+    url: str
 '''
+
+NOTE_POLICIES = """\
+{"info": {ROW_SECURITY: owned_by("user_id") + RowSecurity(
+    policies=(
+        Policy("todo_app_hide_archived", "SELECT", ("todo_app",),
+               using="NOT evolution_note.archived", permissive=False),
+        Policy("todo_app_no_future_notes", "INSERT", ("todo_app",),
+               with_check="created_at <= now() + interval '1 minute'", permissive=False),
+        Policy("todo_app_unless_locked", "UPDATE", ("todo_app",), using="true",
+               with_check="NOT EXISTS (SELECT 1 FROM evolution_lock "
+                          "WHERE evolution_lock.note_id = evolution_note.id)",
+               permissive=False),
+    ),
+    lint_acknowledged={
+        "policy-column-index:archived": "archived narrows a user's notes, found by user_id",
+        "policy-column-index:created_at": "checked on the written row only",
+    },
+)}},"""
+
+READER = "todo_evolution_reader"
+#: The policies an owned table gets (owned_by, owned_through).
+OWN_ROW_POLICIES = own_row_policies("todo_app", "true")
 
 
 def registered(module: str, *names: str) -> str:
@@ -129,8 +166,8 @@ def registered(module: str, *names: str) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Project:
-    """A copy of the repository whose database is at head, with a user and a todo in it:
-    changes to live tables meet rows."""
+    """A copy of the repository whose database is at head, with a user in it: changes to
+    live tables meet rows."""
     url = new_database(template=head_template)
     engine = new_engine(url)
     try:
@@ -139,7 +176,6 @@ def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Pr
                 """INSERT INTO "user" (id, name, email, "emailVerified")
                    VALUES ('ada', 'Ada', 'ada@example.com', true)"""
             )
-            connection.exec_driver_sql("INSERT INTO todo (user_id, title) VALUES ('ada', 'a')")
     finally:
         engine.dispose()
     return Project.copy(tmp_path / "project", child_url(url))
@@ -163,87 +199,138 @@ def downgrade_part(revision: str) -> str:
 
 
 def replayed_on_an_empty_database(project: Project, new_database: NewDatabase) -> None:
-    """The whole chain, on a fresh database, by the real ``alembic`` command: it reaches
-    head and the models agree; and its offline SQL renders."""
+    """The whole chain, on a fresh database, by ``python -m alembic`` in a process of its
+    own: it reaches head, then the models agree; and its offline SQL renders."""
     fresh = child_url(new_database())
     upgraded = project.cli("upgrade", "head", database_url=fresh)
     assert upgraded.returncode == 0, upgraded.stderr
-    checked = project.cli("check", database_url=fresh)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    offline = project.cli("upgrade", "head", "--sql")
-    assert offline.returncode == 0, offline.stderr
+    project.succeed(["check"], ["upgrade", "head", "--sql"], database_url=fresh)
 
 
-def linted_as_generated(project: Project) -> None:
-    """The generated revisions pass ruff as written, with the project's configuration."""
+#: In the copy: squawk's findings on every revision the test wrote that the revision
+#: neither answers nor may leave (advisory), as JSON. Each revision's SQL is rendered
+#: as ``alembic upgrade <down>:<revision> --sql`` renders it, in this one process.
+_SQUAWK = """
+import io, json, sys
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from migrations import lint
+script = ScriptDirectory.from_config(Config("alembic.ini"))
+open_findings = {}
+for revision in script.walk_revisions():
+    if revision.revision in sys.argv[1:]:
+        config = Config("alembic.ini", output_buffer=io.StringIO(), stdout=io.StringIO())
+        config.attributes["configure_logging"] = False
+        command.upgrade(config, f"{lint.start_of(revision)}:{revision.revision}", sql=True)
+        sql = config.output_buffer.getvalue()
+        left = lint.unacknowledged(revision, lint.squawk_sql(sql, name=revision.revision))
+        if left:
+            open_findings[revision.revision] = [f.describe() for f in left]
+print(json.dumps(open_findings))
+"""
+
+
+def linted_as_generated(project: Project, revisions: list[str]) -> None:
+    """The generated revisions pass ruff as written, with the project's configuration,
+    and squawk leaves nothing unanswered in them."""
     for arguments in (
-        ["check", "migrations/versions"],
-        ["format", "--check", "migrations/versions"],
+        ["-m", "ruff", "check", "migrations/versions"],
+        ["-m", "ruff", "format", "--check", "migrations/versions"],
+        ["-c", _SQUAWK, *revisions],
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "ruff", *arguments],
+            [sys.executable, *arguments],
             cwd=project.root,
+            env=project.environment(None),
             capture_output=True,
             text=True,
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == {}, result.stdout
+
+
+def revision_id(text: str) -> str:
+    match = re.search(r'^revision: str = "(\w+)"', text, re.M)
+    assert match, text
+    return match.group(1)
+
+
+# --- new tables, link tables, policies, a role, drops -------------------------------
 
 
 def add_notes(p: Project) -> None:
     """A new table owned by its user, with a composite index, CHECK constraints and a
     column type of the project's own."""
-    p.write("models/types.py", TYPES_MODULE)
-    p.write("models/note.py", NOTE_MODULE)
-    p.append("models/__init__.py", registered("note", "Note"))
+    p.write("models/evolution_types.py", TYPES_MODULE)
+    p.write("models/evolution_note.py", NOTE_MODULE)
+    p.append("models/__init__.py", registered("evolution_note", "EvolutionNote"))
 
 
 def add_tags(p: Project) -> None:
-    """A link table owned through its parent row; and a column with a foreign key added
-    to the live note table: two live tables changed in one revision."""
-    p.write("models/todo_tag.py", TAG_MODULE)
-    p.append("models/__init__.py", registered("todo_tag", "TodoTag"))
+    """Link tables owned through their parent row, one with an integer (serial) key; a
+    column with a foreign key to "user" added to the live note table: two live tables
+    changed in one revision."""
+    p.write("models/evolution_tag.py", TAG_MODULE)
+    p.append(
+        "models/__init__.py", registered("evolution_tag", "EvolutionNoteLink", "EvolutionNoteTag")
+    )
     p.replace(
-        "models/note.py",
+        "models/evolution_note.py",
         "    body: str",
-        '    todo_id: uuid.UUID | None = Field(default=None, sa_column=Column("todo_id", '
-        'UUID(as_uuid=True), ForeignKey("todo.id", ondelete="SET NULL"), nullable=True))\n'
-        "    body: str",
+        '    reviewer_id: str | None = Field(default=None, sa_column=Column("reviewer_id", Text, '
+        'ForeignKey("user.id", ondelete="SET NULL"), nullable=True))\n    body: str',
     )
 
 
-NOTE_POLICIES = """\
-{"info": {ROW_SECURITY: owned_by("user_id") + RowSecurity(
-    policies=(
-        Policy("todo_app_hide_archived", "SELECT", ("todo_app",),
-               using="NOT note.archived", permissive=False),
-        Policy("todo_app_no_future_notes", "INSERT", ("todo_app",),
-               with_check="created_at <= now() + interval '1 minute'", permissive=False),
-        Policy("todo_app_on_own_todos", "UPDATE", ("todo_app",), using="true",
-               with_check="todo_id IS NULL OR EXISTS (SELECT 1 FROM todo "
-                          "WHERE todo.id = note.todo_id)",
-               permissive=False),
-    ),
-    lint_acknowledged={
-        "policy-column-index:archived": "archived narrows a user's notes, found by user_id",
-        "policy-column-index:created_at": "checked on the written row only",
-        "policy-column-index:todo_id": "checked on the written row only",
-    },
-)}},"""
+LOCK_MODULE = '''
+"""Locks on notes, public to the API (tests/test_evolution.py)."""
+
+import uuid
+
+from sqlalchemy import Column
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+import models.base  # noqa: F401
+from models.security import APP_ROLE, READ_ONLY, ROW_SECURITY, Grant, without_row_security
+
+
+class EvolutionLock(SQLModel, table=True):
+    __tablename__ = "evolution_lock"
+    __table_args__ = (
+        {
+            "info": {
+                ROW_SECURITY: without_row_security(
+                    "test: which notes are locked is no secret",
+                    grants=(Grant(APP_ROLE, READ_ONLY),),
+                )
+            }
+        },
+    )
+
+    note_id: uuid.UUID = Field(sa_column=Column("note_id", UUID(as_uuid=True), primary_key=True))
+'''
 
 
 def add_policies(p: Project) -> None:
     """Restrictive policies: on a new column (its lint acknowledged: no index), calling a
-    function, naming its own table qualified and another table unqualified."""
+    function, naming its own table qualified and another table, one declared without
+    row-level security."""
+    p.write("models/evolution_lock.py", LOCK_MODULE)
+    p.append("models/__init__.py", registered("evolution_lock", "EvolutionLock"))
     p.replace(
-        "models/note.py",
+        "models/evolution_note.py",
         "    pinned: bool",
         '    archived: bool = Field(sa_column=Column("archived", Boolean, nullable=False, '
         'server_default=text("false")))\n    pinned: bool',
     )
-    p.replace("models/note.py", '{"info": {ROW_SECURITY: owned_by("user_id")}},', NOTE_POLICIES)
     p.replace(
-        "models/note.py",
+        "models/evolution_note.py", '{"info": {ROW_SECURITY: owned_by("user_id")}},', NOTE_POLICIES
+    )
+    p.replace(
+        "models/evolution_note.py",
         "from models.security import ROW_SECURITY, owned_by",
         "from models.security import ROW_SECURITY, Policy, RowSecurity, owned_by",
     )
@@ -251,169 +338,403 @@ def add_policies(p: Project) -> None:
 
 def add_reader(p: Project) -> None:
     """A new role, declared in models/security.py, reading its user's notes."""
+    text = p.read("models/security.py")
+    roles = re.search(r"^(ROLES(?:: [^=]+)?) = \((.*)\)$", text, re.M)
+    assert roles, "models/security.py declares no ROLES tuple: the scenario needs updating"
     p.replace(
         "models/security.py",
-        "ROLES = (APP_ROLE, AUTH_ROLE)",
-        'READER_ROLE = "todo_reader"\nROLES = (APP_ROLE, AUTH_ROLE, READER_ROLE)',
+        roles.group(0),
+        f'{roles.group(1)} = ({roles.group(2)}, "{READER}")',
     )
     p.replace(
-        "models/note.py",
+        "models/evolution_note.py",
         '{"info": {ROW_SECURITY: owned_by("user_id") + RowSecurity(',
         '{"info": {ROW_SECURITY: owned_by("user_id") + readable_own_row("user_id", '
-        'role="todo_reader") + RowSecurity(',
+        f'role="{READER}") + RowSecurity(',
     )
-    p.replace("models/note.py", "RowSecurity, owned_by", "RowSecurity, owned_by, readable_own_row")
+    p.replace(
+        "models/evolution_note.py",
+        "RowSecurity, owned_by",
+        "RowSecurity, owned_by, readable_own_row",
+    )
 
 
-def drop_notes(p: Project) -> None:
-    p.replace("models/__init__.py", registered("note", "Note"), "")
-    (p.root / "models" / "note.py").unlink()
+def unarchive(p: Project) -> None:
+    """A column dropped with the policy that reads it."""
+    p.replace(
+        "models/evolution_note.py",
+        '    archived: bool = Field(sa_column=Column("archived", Boolean, nullable=False, '
+        'server_default=text("false")))\n',
+        "",
+    )
+    p.replace(
+        "models/evolution_note.py",
+        """        Policy("todo_app_hide_archived", "SELECT", ("todo_app",),
+               using="NOT evolution_note.archived", permissive=False),
+""",
+        "",
+    )
 
 
-def test_new_tables_link_tables_policies_roles_and_a_drop(
-    project: Project, new_database: NewDatabase
+def add_policies_and_reader(p: Project) -> None:
+    add_policies(p)
+    add_reader(p)
+
+
+def unarchive_and_drop_links(p: Project) -> None:
+    unarchive(p)
+    drop_links(p)
+
+
+def drop_links(p: Project) -> None:
+    p.replace(
+        "models/__init__.py",
+        registered("evolution_tag", "EvolutionNoteLink", "EvolutionNoteTag"),
+        registered("evolution_tag", "EvolutionNoteTag"),
+    )
+    text = p.read("models/evolution_tag.py")
+    p.write(
+        "models/evolution_tag.py", text[: text.index("class EvolutionNoteLink")].rstrip() + "\n"
+    )
+
+
+def derived_tests_cover(project: Project, admin_url: URL, *names: str) -> None:
+    """The copy's own isolation tests and catalog lint pass on the evolved schema, and
+    their test ids name `names`: they cover the new tables and roles unchanged."""
+    derived = project.pytest(
+        admin_url, "-v", "tests/test_isolation.py", "tests/test_catalog_lint.py"
+    )
+    failures = [line for line in derived.stdout.splitlines() if line.startswith(("E  ", "FAILED"))]
+    assert derived.returncode == 0, "\n".join(failures[:80])
+    for name in names:
+        assert name in derived.stdout, f"no derived test names {name}"
+
+
+def test_new_tables_link_tables_policies_roles_and_drops(
+    project: Project, new_database: NewDatabase, admin_url: URL
 ) -> None:
-    notes = evolve(project, "notes", add_notes)
+    written = []
+    notes = evolve(project, "evolution notes", add_notes)
     up, down = upgrade_part(notes), downgrade_part(notes)
     assert "info=" not in notes
-    assert "import models.types" in notes
-    assert 'op.create_table(\n        "note"' in up
-    assert 'op.f("note_priority_range_check")' in up
-    assert 'op.enable_row_security("note")' in up
-    assert 'op.force_row_security("note")' in up
-    assert len(calls(up, "create_policy")) == 4
-    assert 'op.drop_table("note")' in down
+    assert "import models.evolution_types" in notes
+    assert 'op.create_table(\n        "evolution_note"' in up
+    assert 'op.f("evolution_note_priority_range_check")' in up
+    assert 'op.enable_row_security("evolution_note")' in up
+    assert 'op.force_row_security("evolution_note")' in up
+    assert len(calls(up, "create_policy")) == len(OWN_ROW_POLICIES)
+    assert 'op.drop_table("evolution_note")' in down
     assert "drop_policy" not in down, "a dropped table takes its policies with it"
+    assert "drop_index" not in down, "a dropped table takes its indexes with it"
+    written.append(notes)
 
-    tags = evolve(project, "todo tags", add_tags)
+    tags = evolve(project, "evolution tags and links", add_tags)
     up = upgrade_part(tags)
-    assert calls(up, "lock_tables"), "two live tables (note, todo) are changed"
-    assert "todo_tag.todo_id = ANY (ARRAY(SELECT todo.id FROM todo WHERE" in up
-    assert "EXISTS (SELECT 1 FROM todo WHERE todo.id = todo_tag.todo_id" in up
+    assert calls(up, "lock_tables"), "two live tables (evolution_note, user) are changed"
+    assert "evolution_note_tag.note_id = ANY (ARRAY(SELECT evolution_note.id" in up
+    assert "EXISTS (SELECT 1 FROM evolution_note WHERE evolution_note.id = " in up
     assert "postgresql_not_valid=True" in up
-    assert 'op.validate_constraint("note", "note_todo_id_fkey")' in up
+    assert 'op.validate_constraint("evolution_note", "evolution_note_reviewer_id_fkey")' in up
+    assert 'op.grant_sequence_usage("evolution_note_link", "id", "todo_app")' in up
+    written.append(tags)
 
-    policies = evolve(project, "note policies", add_policies)
-    assert len(calls(upgrade_part(policies), "create_policy")) == 3
+    # Policies and a new role in one revision.
+    policies = evolve(project, "evolution note policies and reader", add_policies_and_reader)
+    up, down = upgrade_part(policies), downgrade_part(policies)
+    assert len([c for c in calls(up, "create_policy") if "todo_app_" in c]) == 3
+    assert f'op.ensure_role("{READER}")' in up
+    assert up.index("ensure_role") < up.index(f'roles=["{READER}"]')
+    assert f'op.drop_role_if_unused("{READER}")' in down
+    written.append(policies)
 
-    reader = evolve(project, "note reader", add_reader)
-    assert 'op.ensure_role("todo_reader")' in upgrade_part(reader)
-    assert 'op.drop_role_if_unused("todo_reader")' in downgrade_part(reader)
+    derived_tests_cover(project, admin_url, "evolution_note_link", READER)
 
-    # The notes go: their downgrade brings back everything they had.
-    dropped = evolve(project, "drop notes", drop_notes, acknowledge="test: notes were a trial")
+    # A column dropped with the policy that reads it, and a table dropped.
+    dropped = evolve(
+        project,
+        "evolution notes unarchived, links dropped",
+        unarchive_and_drop_links,
+        acknowledge="test: a trial",
+    )
     up, down = upgrade_part(dropped), downgrade_part(dropped)
-    assert 'op.drop_table("note")' in up
-    assert "drop_policy" not in up, "a dropped table takes its policies with it"
-    assert 'op.enable_row_security("note")' in down
-    assert 'op.force_row_security("note")' in down
-    assert len([c for c in calls(down, "create_policy") if '"note"' in c]) == 8
-    assert calls(down, "grant_privileges")
-    assert "note_priority_range_check" in down
-    assert "note_user_id_created_at_idx" in down
+    assert up.index("drop_policy") < up.index("drop_column"), "a policy reads the column"
+    assert down.index("add_column") < down.index('"todo_app_hide_archived"')
+    assert 'op.drop_table("evolution_note_link")' in up
+    assert "drop_index" not in up, "a dropped table takes its indexes with it"
+    link_drops = [c for c in calls(up, "drop_policy") if '"evolution_note_link"' in c]
+    assert link_drops == [], "a dropped table takes its policies with it"
+    assert 'op.enable_row_security("evolution_note_link")' in down
+    assert 'op.force_row_security("evolution_note_link")' in down
+    link_policies = [c for c in calls(down, "create_policy") if '"evolution_note_link"' in c]
+    assert len(link_policies) == len(OWN_ROW_POLICIES)
+    assert 'op.grant_sequence_usage("evolution_note_link", "id", "todo_app")' in down
+    assert "evolution_note_link_note_id_idx" in down
+    written.append(dropped)
 
     replayed_on_an_empty_database(project, new_database)
-    linted_as_generated(project)
+    linted_as_generated(project, [revision_id(text) for text in written])
+
+
+# --- changes to live tables ---------------------------------------------------------
+
+TASK_MODULE = '''
+"""Tasks on boards, a user's own (tests/test_evolution.py)."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, Column, DateTime, ForeignKey, Index, Integer
+from sqlalchemy import Text, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+import models.base  # noqa: F401
+from models.security import ROW_SECURITY, Policy, RowSecurity, owned_by
+
+
+def _id() -> Column[uuid.UUID]:
+    return Column(
+        "id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+
+
+def _owner() -> Column[str]:
+    return Column("user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
+
+
+class EvolutionBoard(SQLModel, table=True):
+    __tablename__ = "evolution_board"
+    __table_args__ = (
+        Index("evolution_board_user_id_idx", "user_id"),
+        {"info": {ROW_SECURITY: owned_by("user_id")}},
+    )
+
+    id: uuid.UUID | None = Field(default=None, sa_column=_id())
+    user_id: str = Field(sa_column=_owner())
+    name: str = Field(sa_column=Column("name", Text, nullable=False))
+
+
+class EvolutionTask(SQLModel, table=True):
+    __tablename__ = "evolution_task"
+    __table_args__ = (
+        CheckConstraint("char_length(title) BETWEEN 1 AND 500", name="title_length"),
+        CheckConstraint("char_length(notes) <= 10000", name="notes_length"),
+        Index("evolution_task_user_id_due_at_open_idx", "user_id", "due_at",
+              postgresql_where=text("NOT done")),
+        {"info": {ROW_SECURITY: owned_by("user_id") + RowSecurity(
+            policies=(Policy("todo_app_ranked", "ALL", ("todo_app",), using="rank >= 0",
+                             with_check="rank >= 0", permissive=False),),
+            lint_acknowledged={"policy-column-index:rank": "narrows a user's tasks only"},
+        )}},
+    )
+
+    id: uuid.UUID | None = Field(default=None, sa_column=_id())
+    user_id: str = Field(sa_column=_owner())
+    title: str = Field(sa_column=Column("title", Text, nullable=False))
+    notes: str | None = Field(default=None, sa_column=Column("notes", Text, nullable=True))
+    done: bool = Field(
+        sa_column=Column("done", Boolean, nullable=False, server_default=text("false"))
+    )
+    rank: int = Field(sa_column=Column("rank", Integer, nullable=False, server_default=text("0")))
+    due_at: datetime | None = Field(
+        default=None, sa_column=Column("due_at", DateTime(timezone=True))
+    )
+    created_at: datetime | None = Field(
+        default=None,
+        sa_column=Column(
+            "created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")
+        ),
+    )
+'''
+
+STATUS_TYPE = """
+
+class TaskStatus(enum.Enum):
+    OPEN = "open"
+    BLOCKED = "blocked"
+"""
+
+
+def add_tasks(p: Project) -> None:
+    p.write("models/evolution_task.py", TASK_MODULE)
+    p.append("models/__init__.py", registered("evolution_task", "EvolutionBoard", "EvolutionTask"))
+
+
+def change_checks(p: Project) -> None:
+    """CHECK constraints on the live task table: one added, one changed, one dropped."""
+    p.replace("models/evolution_task.py", "BETWEEN 1 AND 500", "BETWEEN 1 AND 300")
+    p.replace(
+        "models/evolution_task.py",
+        '"char_length(notes) <= 10000", name="notes_length"',
+        '"due_at IS NULL OR due_at > created_at", name="due_after_creation"',
+    )
+
+
+def change_predicate(p: Project) -> None:
+    """A partial index's predicate: Alembic does not compare it; it is rebuilt online."""
+    p.replace(
+        "models/evolution_task.py", 'text("NOT done")', 'text("NOT done AND due_at IS NOT NULL")'
+    )
+
+
+def add_board_reference(p: Project) -> None:
+    """A column, an index on it and a foreign key between two live tables."""
+    p.replace(
+        "models/evolution_task.py",
+        "    title: str = Field(",
+        '    board_id: uuid.UUID | None = Field(default=None, sa_column=Column("board_id", '
+        'UUID(as_uuid=True), ForeignKey("evolution_board.id"), nullable=True))\n'
+        "    title: str = Field(",
+    )
+    p.replace(
+        "models/evolution_task.py",
+        '        CheckConstraint("char_length(title)',
+        '        Index("evolution_task_board_id_idx", "board_id"),\n'
+        '        CheckConstraint("char_length(title)',
+    )
+
+
+def add_status(p: Project) -> None:
+    """An enum column, a type of its own, on the live task table."""
+    p.replace("models/evolution_task.py", "import uuid\n", "import enum\nimport uuid\n")
+    p.replace("models/evolution_task.py", "\n\ndef _id()", STATUS_TYPE + "\n\ndef _id()")
+    p.replace(
+        "models/evolution_task.py",
+        "    title: str = Field(",
+        '    status: TaskStatus = Field(default=TaskStatus.OPEN, sa_column=Column("status", '
+        'Enum(TaskStatus, name="evolution_task_status"), nullable=False, '
+        "server_default=text(\"'OPEN'\")))\n    title: str = Field(",
+    )
+    p.replace("models/evolution_task.py", "DateTime, ForeignKey", "DateTime, Enum, ForeignKey")
+
+
+def add_status_value(p: Project) -> None:
+    p.replace(
+        "models/evolution_task.py",
+        '    BLOCKED = "blocked"',
+        '    WAITING = "waiting"\n    BLOCKED = "blocked"',
+    )
+
+
+def widen_rank(p: Project) -> None:
+    """A type change of a column a policy reads: the policy is set aside around it."""
+    p.replace("models/evolution_task.py", 'Column("rank", Integer', 'Column("rank", BigInteger')
+    p.replace(
+        "models/evolution_task.py",
+        "from sqlalchemy import Boolean,",
+        "from sqlalchemy import BigInteger, Boolean,",
+    )
+
+
+def change_checks_and_predicate(p: Project) -> None:
+    change_checks(p)
+    change_predicate(p)
+
+
+def widen_rank_and_unlink(p: Project) -> None:
+    widen_rank(p)
+    drop_board_reference(p)
+
+
+def drop_board_reference(p: Project) -> None:
+    """A foreign key between two live tables, dropped with its column."""
+    p.replace(
+        "models/evolution_task.py",
+        '    board_id: uuid.UUID | None = Field(default=None, sa_column=Column("board_id", '
+        'UUID(as_uuid=True), ForeignKey("evolution_board.id"), nullable=True))\n',
+        "",
+    )
+    p.replace(
+        "models/evolution_task.py",
+        '        Index("evolution_task_board_id_idx", "board_id"),\n',
+        "",
+    )
 
 
 def test_changes_to_live_tables(project: Project, new_database: NewDatabase) -> None:
-    # CHECK constraints on the live todo table: one added, one changed, one dropped.
-    def change_checks(p: Project) -> None:
-        p.replace(
-            "models/todo.py",
-            'f"char_length(title) BETWEEN 1 AND {TITLE_MAX_LENGTH}"',
-            '"char_length(title) BETWEEN 1 AND 300"',
-        )
-        p.replace(
-            "models/todo.py",
-            'f"char_length(description) <= {DESCRIPTION_MAX_LENGTH}", name="description_length"',
-            '"due_at IS NULL OR due_at > created_at", name="due_after_creation"',
-        )
+    written = [evolve(project, "evolution tasks", add_tasks)]
 
-    checks = evolve(project, "todo checks", change_checks)
+    # CHECKs added, changed and dropped, and a partial index's predicate, on a live table.
+    checks = evolve(project, "evolution task checks and predicate", change_checks_and_predicate)
     up, down = upgrade_part(checks), downgrade_part(checks)
-    assert any("todo_description_length_check" in c for c in calls(up, "drop_constraint"))
+    assert any("evolution_task_notes_length_check" in c for c in calls(up, "drop_constraint"))
     assert len(calls(up, "create_check_constraint")) == 2
     assert up.count("postgresql_not_valid=True") == 2
-    assert "op.get_context().autocommit_block()" in up
     assert up.index("autocommit_block") > up.index("create_check_constraint")
     assert "((char_length(title) >= 1) AND (char_length(title) <= 500))" in down
-
-    # A partial index's predicate: Alembic does not compare it; it is rebuilt online.
-    def change_predicate(p: Project) -> None:
-        p.replace(
-            "models/todo.py",
-            'postgresql_where=text("NOT completed")',
-            'postgresql_where=text("NOT completed AND due_at IS NOT NULL")',
-        )
-
-    predicate = evolve(project, "open todos with a due date", change_predicate)
-    up = upgrade_part(predicate)
     assert len(calls(up, "drop_index")) == 1
     assert "postgresql_concurrently=True" in up
-    assert "NOT completed AND due_at IS NOT NULL" in up
+    assert "NOT done AND due_at IS NOT NULL" in up
+    written.append(checks)
 
-    # A column, an index on it and a foreign key from another live table.
-    def add_priority(p: Project) -> None:
-        p.replace(
-            "models/todo.py",
-            "        # The todo API sees and changes only the current user's todos.",
-            '        Index("todo_user_id_priority_idx", "user_id", "priority"),\n'
-            "        # The todo API sees and changes only the current user's todos.",
-        )
-        p.replace(
-            "models/todo.py",
-            "    user_id: str = Field(",
-            '    priority: int | None = Field(default=None, sa_column=Column("priority", '
-            "BigInteger, nullable=True))\n    user_id: str = Field(",
-        )
-        p.replace(
-            "models/todo.py", "import CheckConstraint,", "import BigInteger, CheckConstraint,"
-        )
-        p.replace(
-            "models/auth.py",
-            "    user_id: str = Field(sa_column=_owning_user())\n\n\nclass Account",
-            "    user_id: str = Field(sa_column=_owning_user())\n"
-            "    last_todo_id: uuid.UUID | None = Field(default=None, sa_column=Column("
-            '"lastTodoId", UUID(as_uuid=True), ForeignKey("todo.id"), nullable=True))\n\n\n'
-            "class Account",
-        )
-        p.replace(
-            "models/auth.py",
-            "from datetime import datetime",
-            "import uuid\nfrom datetime import datetime\n\n"
-            "from sqlalchemy.dialects.postgresql import UUID",
-        )
-
-    priority = evolve(project, "todo priority", add_priority)
-    up = upgrade_part(priority)
+    board = evolve(project, "evolution task boards", add_board_reference)
+    up = upgrade_part(board)
     (lock,) = calls(up, "lock_tables")
-    assert '"session"' in lock
-    assert 'op.drop_index_if_invalid("todo_user_id_priority_idx")' in up
-    assert 'op.validate_constraint("session", "session_lastTodoId_fkey")' in up
+    assert '"evolution_board"' in lock
+    assert 'op.drop_index_if_invalid("evolution_task_board_id_idx")' in up
+    assert 'op.validate_constraint("evolution_task", "evolution_task_board_id_fkey")' in up
+    written.append(board)
+
+    status = evolve(project, "evolution task status", add_status)
+    up, down = upgrade_part(status), downgrade_part(status)
+    assert up.index("op.create_enum(") < up.index("op.add_column(")
+    assert "create_type=False" in up
+    assert down.index("op.drop_column(") < down.index("op.drop_enum(")
+    written.append(status)
+
+    value = evolve(project, "evolution task status waiting", add_status_value)
+    assert 'op.add_enum_value("evolution_task_status", "WAITING", before="BLOCKED")' in value
+    written.append(value)
+
+    # A type change of a column a policy reads, and a foreign key between live tables
+    # dropped with its column.
+    widened = evolve(
+        project,
+        "evolution task rank widened, tasks unlinked",
+        widen_rank_and_unlink,
+        acknowledge="test: unused",
+        squawk={"changing-column-type": "test: the table is small"},
+    )
+    up = upgrade_part(widened)
+    assert up.index("drop_policy") < up.index("alter_column") < up.index("create_policy")
+    (lock,) = calls(up, "lock_tables")
+    assert '"evolution_board"' in lock, "dropping the foreign key locks the table it references"
+    written.append(widened)
 
     replayed_on_an_empty_database(project, new_database)
-    linted_as_generated(project)
+    linted_as_generated(project, [revision_id(text) for text in written])
+
+
+# --- what cannot be migrated ----------------------------------------------------------
 
 
 def test_declarations_that_cannot_be_migrated_are_refused_in_one_line(project: Project) -> None:
-    """A role nobody declared, a table that declares no row security, an expression that
-    does not parse: ``alembic revision --autogenerate`` fails with one line naming each,
-    and writes nothing."""
+    """A role nobody declared, a table that declares no row security, a policy for a
+    command spelled otherwise, an expression that does not parse, a model module nobody
+    imports: ``alembic revision --autogenerate`` fails with one line naming each, and
+    writes nothing."""
     before = project.revision_files()
-    project.write("models/types.py", TYPES_MODULE)
-    project.write("models/note.py", NOTE_MODULE)
-    project.append("models/__init__.py", registered("note", "Note"))
+    project.write("models/evolution_types.py", TYPES_MODULE)
+    project.write("models/evolution_note.py", NOTE_MODULE)
+    project.append("models/__init__.py", registered("evolution_note", "EvolutionNote"))
     project.replace(
-        "models/note.py", 'owned_by("user_id")', 'owned_by("user_id", role="todo_ghost")'
+        "models/evolution_note.py",
+        'owned_by("user_id")}},',
+        'owned_by("user_id", role="todo_ghost") + RowSecurity(policies=(Policy("lower", '
+        '"select", ("todo_app",), using="true"),))}},',
+    )
+    project.replace(
+        "models/evolution_note.py",
+        "from models.security import ROW_SECURITY, owned_by",
+        "from models.security import ROW_SECURITY, Policy, RowSecurity, owned_by",
     )
     project.append(
-        "models/note.py",
+        "models/evolution_note.py",
         textwrap.dedent(
             """
 
-            class Bare(SQLModel, table=True):
-                __tablename__ = "bare"
+            class EvolutionBare(SQLModel, table=True):
+                __tablename__ = "evolution_bare"
                 id: int | None = Field(default=None, primary_key=True)
             """
         ),
@@ -422,34 +743,53 @@ def test_declarations_that_cannot_be_migrated_are_refused_in_one_line(project: P
     assert refused.code != 0
     (line,) = refused.failed_lines()
     assert "'todo_ghost', which is not declared in ROLES" in line
-    assert "table 'bare' declares no row-level security" in line
+    assert "table 'evolution_bare' declares no row-level security" in line
+    assert "policy 'lower' on 'evolution_note' is for 'select'" in line
     assert "Traceback" not in refused.output
 
-    project.write("models/note.py", NOTE_MODULE.replace("char_length(body) <= 1000", "body <=> 1"))
+    project.write(
+        "models/evolution_note.py", NOTE_MODULE.replace("char_length(body) <= 1000", "body <=> 1")
+    )
     (unparsable,) = project.alembic(["revision", "--autogenerate", "-m", "unparsable"])
     assert unparsable.code != 0
     (line,) = unparsable.failed_lines()
-    assert "CHECK 'note_body_length_check' on 'note'" in line
-    assert project.revision_files() == before
+    assert "CHECK 'evolution_note_body_length_check' on 'evolution_note'" in line
 
-
-def test_a_revision_written_that_cannot_run_fails_the_revision_command(project: Project) -> None:
-    """A column type whose repr does not carry its argument: Alembic writes
-    ``Limited()``, which cannot run. ``alembic revision`` says so in one line naming the
-    file, and exits non-zero, instead of leaving it to the deploy."""
-    project.write("models/types.py", TYPES_MODULE + LIMITED_TYPE)
-    project.write(
-        "models/note.py",
-        NOTE_MODULE.replace("Trimmed()", "Limited(80)").replace("import Trimmed", "import Limited"),
+    # A policy on the note that reads the tags, whose own policies read the notes.
+    project.write("models/evolution_tag.py", TAG_MODULE)
+    project.append(
+        "models/__init__.py", registered("evolution_tag", "EvolutionNoteLink", "EvolutionNoteTag")
     )
-    project.append("models/__init__.py", registered("note", "Note"))
-    before = project.revision_files()
-    (written,) = project.alembic(["revision", "--autogenerate", "-m", "limited"])
-    (path,) = project.revision_files() - before
-    assert written.code != 0
-    (line,) = written.failed_lines()
-    assert path.name in line
-    assert "TypeError" in line
+    project.write(
+        "models/evolution_note.py",
+        NOTE_MODULE.replace(
+            'owned_by("user_id")}},',
+            'owned_by("user_id") + RowSecurity(policies=(Policy("todo_app_tagged", "SELECT", '
+            '("todo_app",), using="EXISTS (SELECT 1 FROM evolution_note_tag WHERE '
+            'evolution_note_tag.note_id = evolution_note.id)", permissive=False),))}},',
+        ).replace(
+            "from models.security import ROW_SECURITY, owned_by",
+            "from models.security import ROW_SECURITY, Policy, RowSecurity, owned_by",
+        ),
+    )
+    (recursive,) = project.alembic(["revision", "--autogenerate", "-m", "recursive"])
+    assert recursive.code != 0
+    (line,) = recursive.failed_lines()
+    assert "read each other's tables ('evolution_note' -> 'evolution_note_tag'" in line
+
+    project.write("models/evolution_note.py", NOTE_MODULE)
+    project.replace(
+        "models/__init__.py",
+        registered("evolution_tag", "EvolutionNoteLink", "EvolutionNoteTag"),
+        "",
+    )
+    project.replace("models/__init__.py", registered("evolution_note", "EvolutionNote"), "")
+    (project.root / "models" / "evolution_tag.py").unlink()
+    (unimported,) = project.alembic(["revision", "--autogenerate", "-m", "unimported"])
+    assert unimported.code != 0
+    (line,) = unimported.failed_lines()
+    assert "does not import models.evolution_note" in line
+    assert project.revision_files() == before
 
 
 LIMITED_TYPE = '''
@@ -464,3 +804,39 @@ class Limited(types.TypeDecorator[str]):
         super().__init__()
         self.most = length
 '''
+
+
+def test_a_revision_written_that_cannot_run_fails_the_revision_command(project: Project) -> None:
+    """Two revisions that Alembic writes and PostgreSQL or Python cannot run: a column
+    type whose repr does not carry its argument (Alembic writes ``Limited()``), and a
+    type change PostgreSQL cannot cast. ``alembic revision`` says so in one line naming
+    the file, and exits non-zero, instead of leaving it to the deploy."""
+    project.write("models/evolution_types.py", TYPES_MODULE + LIMITED_TYPE)
+    project.write(
+        "models/evolution_note.py",
+        NOTE_MODULE.replace("Trimmed()", "Limited(80)").replace("import Trimmed", "import Limited"),
+    )
+    project.append("models/__init__.py", registered("evolution_note", "EvolutionNote"))
+    before = project.revision_files()
+    (written,) = project.alembic(["revision", "--autogenerate", "-m", "limited"])
+    (path,) = project.revision_files() - before
+    assert written.code != 0
+    (line,) = written.failed_lines()
+    assert path.name in line
+    assert "TypeError" in line
+    path.unlink()
+
+    project.write("models/evolution_types.py", TYPES_MODULE)
+    project.write("models/evolution_note.py", NOTE_MODULE)
+    project.succeed(["revision", "--autogenerate", "-m", "notes"], ["upgrade", "head"])
+    project.replace("models/evolution_note.py", 'Column("pinned", Boolean', 'Column("pinned", UUID')
+    before = project.revision_files()
+    (cast,) = project.alembic(
+        ["revision", "--autogenerate", "-m", "uncastable"], verify_on_a_database=True
+    )
+    (path,) = project.revision_files() - before
+    assert cast.code != 0
+    (line,) = cast.failed_lines()
+    assert path.name in line
+    assert "fails on a throwaway database" in line
+    assert "cannot be cast" in line

@@ -30,7 +30,8 @@ from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, n
 COPIED = ("alembic.ini", ".squawk.toml", "migrations", "models")
 
 # A column, an index and a (restrictive) policy for todo_app, added after the models'
-# own declarations, so the test does not depend on how models/todo.py is written.
+# own declarations, so the test does not depend on how models/todo.py is written; their
+# names are the test's own, so they meet nothing a real schema change added.
 MODEL_CHANGE = """
 
 # --- tests/test_review.py: a column, an index and a policy ---
@@ -38,11 +39,11 @@ from sqlalchemy import Integer as _Integer  # noqa: E402
 
 from models.security import Policy as _Policy, RowSecurity as _RowSecurity  # noqa: E402
 
-Todo.__table__.append_column(Column("priority", _Integer, nullable=True))
-Index("todo_user_id_priority_idx", Todo.__table__.c.user_id, Todo.__table__.c.priority)
+Todo.__table__.append_column(Column("review_probe", _Integer, nullable=True))
+Index("todo_user_id_review_probe_idx", Todo.__table__.c.user_id, Todo.__table__.c.review_probe)
 Todo.__table__.info[ROW_SECURITY] = Todo.__table__.info[ROW_SECURITY] + _RowSecurity(
     policies=(
-        _Policy("todo_app_only_open", "SELECT", ("todo_app",), using="NOT completed",
+        _Policy("todo_app_review_probe", "SELECT", ("todo_app",), using="NOT completed",
                 permissive=False),
     )
 )
@@ -143,7 +144,7 @@ def test_review_of_a_new_column_index_and_policy(
     versions = project / "migrations" / "versions"
     before = set(versions.glob("*.py"))
     generating = alembic_cli.run(
-        ["revision", "--autogenerate", "-m", "todo priority"],
+        ["revision", "--autogenerate", "-m", "todo review probe"],
         cwd=project,
         database_url=child_url(at_head),
     )
@@ -154,10 +155,10 @@ def test_review_of_a_new_column_index_and_policy(
     report, stderr = run_review(project, admin_url)
 
     assert report.startswith(review.MARKER)
-    assert f"#### `{revision}` todo priority" in report
-    assert "ALTER TABLE todo ADD COLUMN priority INTEGER" in report
-    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS todo_user_id_priority_idx" in report
-    assert "CREATE POLICY todo_app_only_open ON todo AS RESTRICTIVE FOR SELECT" in report
+    assert f"#### `{revision}` todo review probe" in report
+    assert "ALTER TABLE todo ADD COLUMN review_probe INTEGER" in report
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS todo_user_id_review_probe_idx" in report
+    assert "CREATE POLICY todo_app_review_probe ON todo AS RESTRICTIVE FOR SELECT" in report
     summary = next(line for line in report.splitlines() if "revision" in line and " · " in line)
     assert summary.startswith("**1 revision added**")
     for counted in ("tables: 1 changed", "columns: 1 added", "indexes: 1 added"):
@@ -169,15 +170,15 @@ def test_review_of_a_new_column_index_and_policy(
     (select_row,) = [
         row for row in report.splitlines() if row.startswith("| `todo` | `todo_app` | SELECT |")
     ]
-    assert "AND restrictive `(NOT completed)` (todo_app_only_open)" in select_row
+    assert "AND restrictive `(NOT completed)` (todo_app_review_probe)" in select_row
     assert "✏️ changed; was: granted; USING" in select_row
     assert report.count("✏️ changed") == 1
     assert "```mermaid\nerDiagram\n" in report
     assert '"user" ||--o{ "todo" : "owns"' in report
-    assert "integer priority" in report
+    assert "integer review_probe" in report
     # Additive: nothing lost on upgrade; the downgrade drops the new column, and says so.
     assert "destroys data on upgrade" not in report
-    assert f"Downgrading `{revision}` drops column `todo.priority`" in report
+    assert f"Downgrading `{revision}` drops column `todo.review_probe`" in report
     assert "review: migrating both" in stderr
     assert_dropped(admin_url, stderr)
 

@@ -311,13 +311,13 @@ def test_a_policy_on_a_column_added_in_the_same_revision(head_engine: Engine) ->
     for table in models.metadata.sorted_tables:
         table.to_metadata(changed)
     todo = changed.tables["todo"]
-    todo.append_column(sa.Column("archived", sa.Boolean(), nullable=True))
+    todo.append_column(sa.Column("drift_probe_archived", sa.Boolean(), nullable=True))
     declaration = todo.info[ROW_SECURITY]
     hide_archived = Policy(
-        "todo_app_hide_archived",
+        "todo_app_drift_probe",
         "SELECT",
         (APP_ROLE,),
-        using="archived IS NOT TRUE",
+        using="drift_probe_archived IS NOT TRUE",
         permissive=False,
     )
     todo.info = {**todo.info, ROW_SECURITY: declaration + RowSecurity(policies=(hide_archived,))}
@@ -326,5 +326,5 @@ def test_a_policy_on_a_column_added_in_the_same_revision(head_engine: Engine) ->
         script = produce_migrations(migration_context(connection), changed)
     assert script.upgrade_ops is not None
     diffs = script.upgrade_ops.as_diffs()
-    assert ("create_policy", None, "todo", "todo_app_hide_archived") in diffs
-    assert any(diff[0] == "add_column" and diff[3].name == "archived" for diff in diffs)
+    assert ("create_policy", None, "todo", "todo_app_drift_probe") in diffs
+    assert any(diff[0] == "add_column" and diff[3].name == "drift_probe_archived" for diff in diffs)

@@ -20,11 +20,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.autogenerate import comparators
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation
-from alembic.operations.ops import DropTableOp, OpContainer, UpgradeOps
+from alembic.operations.ops import (
+    AlterColumnOp,
+    DropColumnOp,
+    DropTableOp,
+    ModifyTableOps,
+    UpgradeOps,
+)
 from alembic.util import DispatchPriority, PriorityDispatchResult
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
 from migrations import deparse
@@ -47,6 +55,12 @@ class Catalog:
     roles: set[str] = field(default_factory=set)
     #: Managed roles something in this database depends on (a grant, a policy).
     roles_used_here: set[str] = field(default_factory=set)
+    #: Roles that may use the sequence behind each serial column, by (table, column).
+    sequence_usage: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: The columns each policy's expressions read, of any table: (table, column).
+    policy_columns: dict[tuple[str, str], set[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
     switches: dict[str, tuple[bool, bool]] = field(default_factory=dict)
     policies: dict[str, dict[str, Policy]] = field(default_factory=lambda: defaultdict(dict))
     grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -79,6 +93,31 @@ _GRANTS = """
 """
 
 
+# Sequences a serial column owns (deptype 'a'; identity columns' are 'i' and need no grant).
+_SEQUENCES = """
+    SELECT t.relname, a.attname,
+           ARRAY(SELECT coalesce(r.rolname::text, 'public') FROM aclexplode(s.relacl) x
+                 LEFT JOIN pg_roles r ON r.oid = x.grantee
+                 WHERE x.privilege_type = 'USAGE' AND (x.grantee = 0 OR r.rolname = ANY(%(roles)s)))
+    FROM pg_class s
+    JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
+    JOIN pg_class t ON t.oid = d.refobjid
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+    WHERE s.relkind = 'S' AND t.relnamespace = current_schema()::regnamespace
+"""
+_POLICY_COLUMNS = """
+    SELECT c.relname, p.polname, r.relname, a.attname
+    FROM pg_policy p
+    JOIN pg_class c ON c.oid = p.polrelid
+    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+    JOIN pg_class r ON r.oid = d.refobjid
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    WHERE c.relnamespace = current_schema()::regnamespace
+"""
+
+
 def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalog:
     managed = {"roles": list(roles)}
     catalog = Catalog()
@@ -97,6 +136,10 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
     ) in connection.exec_driver_sql(_POLICIES):
         roles = tuple(sorted(policy_roles))
         catalog.policies[table][name] = Policy(name, command, roles, using, with_check, permissive)
+    for table, column, users in connection.exec_driver_sql(_SEQUENCES, managed):
+        catalog.sequence_usage[(table, column)] = set(users)
+    for table, name, other, column in connection.exec_driver_sql(_POLICY_COLUMNS):
+        catalog.policy_columns[(table, name)].add((other, column))
     for table, role, privilege, grantable in connection.exec_driver_sql(_GRANTS, managed):
         catalog.grants[(table, role)] = catalog.grants.get((table, role), frozenset()) | {privilege}
         if grantable:
@@ -121,11 +164,42 @@ def diff_table(
     ]
 
 
+def serial_columns(table: Table) -> list[str]:
+    """The columns PostgreSQL will back with a sequence (SERIAL): an integer primary key
+    that increments by itself, with no identity and no default of its own."""
+    column = table.autoincrement_column
+    if column is None or column.identity is not None or column.server_default is not None:
+        return []
+    return [column.name] if isinstance(column.type, sa.Integer) else []
+
+
+def sequence_ops(
+    table: str, columns: Iterable[str], declaration: RowSecurity | None, catalog: Catalog
+) -> list[MigrateOperation]:
+    """The roles that may insert rows into `table` may use the sequences behind its
+    serial `columns`, and no other managed grantee may."""
+    inserting = {
+        grant.role
+        for grant in (declaration.grants if declaration else ())
+        if "INSERT" in grant.privileges
+    }
+    result: list[MigrateOperation] = []
+    for column in columns:
+        have = catalog.sequence_usage.get((table, column), set())
+        for role in sorted({*ROLES, PUBLIC} & (have - inserting)):
+            result.append(ops.RevokeSequenceUsageOp(table, column, role))
+        for role in sorted(inserting - have):
+            result.append(ops.GrantSequenceUsageOp(table, column, role))
+    return result
+
+
 def take_apart(table: str, catalog: Catalog) -> list[MigrateOperation]:
     """Everything row-level a table has, removed: for a table the models drop, so
     that the downgrade, which recreates the table, recreates all of it too."""
     gone = RowSecurity(enabled=False, forced=False)
+    sequences = [column for t, column in catalog.sequence_usage if t == table]
     return [
+        *sequence_ops(table, sequences, None, catalog),
         *_grant_ops(table, gone, catalog),
         *_policy_ops(table, gone, catalog, {}),
         *reversed(_switch_ops(table, gone, catalog)),
@@ -215,13 +289,62 @@ def ensured_roles(operations: Iterable[MigrateOperation], catalog: Catalog) -> l
     for operation in operations:
         if isinstance(operation, ops.CreatePolicyOp | ops.AlterPolicyOp):
             named.update(operation.policy.roles)
-        elif isinstance(operation, ops.GrantPrivilegesOp):
+        elif isinstance(operation, ops.GrantPrivilegesOp | ops.GrantSequenceUsageOp):
             named.add(operation.role)
     return [
         role
         for role in ROLES
         if role not in catalog.roles or (role in named and role not in catalog.roles_used_here)
     ]
+
+
+def columns_going(upgrade_ops: UpgradeOps) -> set[tuple[str, str]]:
+    """(table, column) of every column the revision drops or changes the type of; a
+    dropped table's columns as ``(table, "*")``."""
+    going: set[tuple[str, str]] = set()
+    for operation in upgrade_ops.ops:
+        if isinstance(operation, DropTableOp):
+            going.add((operation.table_name, "*"))
+        elif isinstance(operation, ModifyTableOps):
+            for inner in operation.ops:
+                if isinstance(inner, DropColumnOp) or (
+                    isinstance(inner, AlterColumnOp) and inner.modify_type is not None
+                ):
+                    going.add((operation.table_name, inner.column_name))
+    return going
+
+
+def _policy_of(operation: MigrateOperation) -> tuple[str, str] | None:
+    if isinstance(operation, ops.CreatePolicyOp | ops.DropPolicyOp | ops.AlterPolicyOp):
+        return (operation.table_name, operation.policy.name)
+    return None
+
+
+def out_of_the_way(
+    changes: list[MigrateOperation],
+    catalog: Catalog,
+    going: set[tuple[str, str]],
+    declared: dict[tuple[str, str], Policy],
+) -> tuple[list[MigrateOperation], list[MigrateOperation]]:
+    """(first, changes): the policies that read a column the revision drops or retypes
+    must be dropped before the column goes (PostgreSQL refuses either with a policy on
+    it) and, when still declared, created again after. `first` runs before the
+    revision's table changes, so its downgrade recreates them after the columns are
+    back."""
+    dropped_tables = {table for table, column in going if column == "*"}
+    first: list[MigrateOperation] = []
+    moved: set[tuple[str, str]] = set()
+    for (table, name), reads in sorted(catalog.policy_columns.items()):
+        hit = {(t, c) for t, c in reads if (t, c) in going or (t, "*") in going}
+        if not hit or table in dropped_tables:
+            continue
+        first.append(ops.DropPolicyOp(table, catalog.policies[table][name]))
+        moved.add((table, name))
+    kept = [operation for operation in changes if _policy_of(operation) not in moved]
+    kept += [
+        ops.CreatePolicyOp(t, declared[(t, n)]) for t, n in sorted(moved) if (t, n) in declared
+    ]
+    return first, kept
 
 
 @comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
@@ -236,10 +359,15 @@ def compare_row_security(
     catalog = read_catalog(connection)
     tables = deparse.compared_tables(autogen_context)
     changes: list[MigrateOperation] = []
+    declared: dict[tuple[str, str], Policy] = {}
     for table in tables:
         declaration = declarations.row_security(table)
         if declaration is not None:
             changes += diff_table(table.name, declaration, catalog, deparsed.policies[table.name])
+            changes += sequence_ops(table.name, serial_columns(table), declaration, catalog)
+            declared.update({(table.name, p.name): p for p in declaration.policies})
+    first, changes = out_of_the_way(changes, catalog, columns_going(upgrade_ops), declared)
+    upgrade_ops.ops[:0] = first
     # Taken apart just before the drop, in place: the downgrade rebuilds it right after
     # recreating the table.
     for index in reversed(range(len(upgrade_ops.ops))):
@@ -249,15 +377,3 @@ def compare_row_security(
     upgrade_ops.ops += [ops.EnsureRoleOp(role) for role in ensured_roles(changes, catalog)]
     upgrade_ops.ops += changes
     return PriorityDispatchResult.CONTINUE
-
-
-def without_work_on_dropped_tables(container: OpContainer) -> None:
-    """Leave out the row-level operations on tables `container` drops anyway: a drop
-    takes its policies, switches and grants with it. Called once the downgrade has
-    been derived from the upgrade, so a dropped table's downgrade still rebuilds them."""
-    dropped = {op.table_name for op in container.ops if isinstance(op, DropTableOp)}
-    container.ops = [
-        op
-        for op in container.ops
-        if not (isinstance(op, ops.TABLE_OPERATIONS) and getattr(op, "table_name", None) in dropped)
-    ]

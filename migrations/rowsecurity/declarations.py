@@ -13,7 +13,9 @@ the isolation tests) reads them through here, so all see the same policies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import get_args
 
 from alembic.util import CommandError
 from sqlalchemy import MetaData, Table
@@ -24,6 +26,8 @@ from models.security import (
     PUBLIC,
     ROLES,
     ROW_SECURITY,
+    Command,
+    Privilege,
     RowSecurity,
     own_row_policies,
 )
@@ -40,6 +44,12 @@ HOW_TO_DECLARE = (
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
 #: leaves row security out of autogenerate's comparison.
 COMPARE_OPTION = "compare_row_security"
+
+
+#: What a policy can be for, as ``CREATE POLICY ... FOR`` spells it.
+POLICY_COMMANDS = get_args(Command)
+#: Table privileges, as ``GRANT`` spells them.
+TABLE_PRIVILEGES = get_args(Privilege)
 
 
 class DeclarationError(CommandError):
@@ -166,6 +176,15 @@ def _problems(table: Table) -> Iterator[str]:
         yield f"table {name} declares no row-level security: add {HOW_TO_DECLARE}"
         return
     yield from _undeclared_roles(name, declaration)
+    for policy in declaration.policies:
+        if policy.command not in POLICY_COMMANDS:
+            yield (
+                f"policy {policy.name!r} on {name} is for {policy.command!r}: "
+                f"write one of {', '.join(POLICY_COMMANDS)}"
+            )
+    for grant in declaration.grants:
+        if unknown := sorted(set(grant.privileges) - set(TABLE_PRIVILEGES)):
+            yield f"table {name} grants {grant.role!r} {unknown}: write them as {TABLE_PRIVILEGES}"
     names = [policy.name for policy in declaration.policies]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         yield f"table {name} declares policy {duplicate!r} twice"
@@ -196,3 +215,47 @@ def _undeclared_roles(name: str, declaration: RowSecurity) -> Iterator[str]:
                 f"table {name} grants to role {grant.role!r}, which is not declared in ROLES "
                 "(models/security.py)"
             )
+
+
+def check_no_recursion(tables: Iterable[Table], reads: Mapping[tuple[str, str], set[str]]) -> None:
+    """Refuse policies that read each other's tables for one role: PostgreSQL would
+    refuse every query on them ("infinite recursion detected in policy"). `reads` is
+    what each policy reads, by (table, policy), as PostgreSQL recorded it."""
+    edges: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for table in tables:
+        declaration = row_security(table)
+        for policy in declaration.policies if declaration else ():
+            for role in policy.roles:
+                edges[role][table.name] |= reads.get((table.name, policy.name), set())
+    for role, graph in sorted(edges.items()):
+        cycle = _cycle(graph)
+        if cycle:
+            path = " -> ".join(repr(name) for name in cycle)
+            raise DeclarationError(
+                f"the policies for {role!r} read each other's tables ({path}): PostgreSQL "
+                "would refuse every query on them (infinite recursion detected in policy); "
+                "make one of them read a table whose policies do not read back"
+            )
+
+
+def _cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` (table -> tables it reads), as a path, if it has one."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for following in sorted(graph.get(node, ())):
+            if state.get(following) == 1:
+                return [*path[path.index(following) :], following]
+            if following not in state and (found := visit(following)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None

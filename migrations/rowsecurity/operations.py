@@ -451,8 +451,76 @@ for _privileges in (GrantPrivilegesOp, RevokePrivilegesOp):
     Operations.implementation_for(_privileges)(_change_privileges)
 
 
+@dataclass
+class _SequenceUsageOp(MigrateOperation):
+    """``GRANT`` or ``REVOKE USAGE`` on the sequence behind a serial column (an integer
+    primary key): a role that may insert rows needs it to draw the next id. Found at
+    run time (``pg_get_serial_sequence``), so it works on a table the same revision
+    creates. Identity columns need no such grant."""
+
+    table_name: str
+    column_name: str
+    role: str
+
+    takes_no_table_lock: ClassVar[bool] = True
+    operation_name: ClassVar[str] = ""
+    opposite: ClassVar[type[_SequenceUsageOp]]
+
+    @classmethod
+    def sequence_usage(
+        cls, operations: Operations, table_name: str, column_name: str, role: str
+    ) -> None:
+        operations.invoke(cls(table_name, column_name, role))
+
+    def reverse(self) -> _SequenceUsageOp:
+        return self.opposite(self.table_name, self.column_name, self.role)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.operation_name, self.table_name, self.column_name, self.role)
+
+
+@Operations.register_operation("grant_sequence_usage", "sequence_usage")
+class GrantSequenceUsageOp(_SequenceUsageOp):
+    operation_name = "grant_sequence_usage"
+
+
+@Operations.register_operation("revoke_sequence_usage", "sequence_usage")
+class RevokeSequenceUsageOp(_SequenceUsageOp):
+    operation_name = "revoke_sequence_usage"
+
+
+GrantSequenceUsageOp.opposite = RevokeSequenceUsageOp
+RevokeSequenceUsageOp.opposite = GrantSequenceUsageOp
+
+
+def _change_sequence_usage(operations: Operations, operation: _SequenceUsageOp) -> None:
+    table = _literal(_quote(operations, operation.table_name))
+    role = _roles_sql(operations, [operation.role])
+    verb, to = (
+        ("GRANT", "TO") if isinstance(operation, GrantSequenceUsageOp) else ("REVOKE", "FROM")
+    )
+    operations.execute(
+        f"""DO $$
+BEGIN
+    EXECUTE '{verb} USAGE ON SEQUENCE '
+        || pg_get_serial_sequence({table}, {_literal(operation.column_name)}) || ' {to} {role}';
+END
+$$"""
+    )
+
+
+for _sequence_usage in (GrantSequenceUsageOp, RevokeSequenceUsageOp):
+    Operations.implementation_for(_sequence_usage)(_change_sequence_usage)
+
+
 #: Every operation on one table's row-level security (a ``table_name`` attribute each).
-TABLE_OPERATIONS = (_TableSwitchOp, _PolicyDefinitionOp, AlterPolicyOp, _PrivilegesOp)
+TABLE_OPERATIONS = (
+    _TableSwitchOp,
+    _PolicyDefinitionOp,
+    AlterPolicyOp,
+    _PrivilegesOp,
+    _SequenceUsageOp,
+)
 
 
 # --- rendering into revision files ----------------------------------------------------
@@ -514,6 +582,13 @@ def _render_alter_policy(context: AutogenContext, operation: AlterPolicyOp) -> s
     )
 
 
+@renderers.dispatch_for(_SequenceUsageOp)
+def _render_sequence_usage(context: AutogenContext, operation: _SequenceUsageOp) -> str:
+    return _call(
+        operation.operation_name, operation.table_name, operation.column_name, operation.role
+    )
+
+
 @renderers.dispatch_for(_PrivilegesOp)
 def _render_privileges(context: AutogenContext, operation: _PrivilegesOp) -> str:
     return _call(
@@ -538,6 +613,8 @@ __all__ = [
     "EnsureRoleOp",
     "ForceRowSecurityOp",
     "GrantPrivilegesOp",
+    "GrantSequenceUsageOp",
     "NoForceRowSecurityOp",
     "RevokePrivilegesOp",
+    "RevokeSequenceUsageOp",
 ]
