@@ -16,6 +16,10 @@ catalog, and both sides are compared as PostgreSQL prints them:
   per autogenerate run, whatever the number of tables;
 * a declaration PostgreSQL refuses (an expression that does not parse, a column
   that does not exist) is reported now, in one line, rather than at deploy time.
+
+Declared functions get twins in ``pg_temp`` too, to be read back as ``pg_proc`` holds
+them; one the database lacks is also created in its schema for the savepoint's
+length, for the policies that call it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from migrations.rowsecurity import declarations, operations
+from migrations.rowsecurity import functions as routines
+from models.security import FUNCTIONS, Function
 
 #: Index definitions compare from their access method on: the name and the table
 #: (``ON pg_temp_3.todo`` against ``ON public.todo``) say nothing about the index.
@@ -46,8 +52,8 @@ def index_shape(definition: str) -> str:
 
 @dataclass
 class Declared:
-    """The models' policies, CHECK constraints and indexes as PostgreSQL prints them,
-    by table and name."""
+    """The models' policies, CHECK constraints, indexes and functions as PostgreSQL
+    prints them, by table and name."""
 
     #: (USING, WITH CHECK) as ``pg_policies`` shows them.
     policies: dict[str, dict[str, tuple[str | None, str | None]]] = field(
@@ -59,6 +65,8 @@ class Declared:
     indexes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     #: The other tables each policy reads, by (table, policy).
     policy_reads: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: The declared functions as made in ``pg_temp``, by (name, identity arguments).
+    functions: dict[tuple[str, str], routines.Held] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,13 +122,53 @@ def declared_checks(table: sa.Table) -> list[sa.CheckConstraint]:
 PolicyClauses = Mapping[str, Sequence[tuple[str, str]]]
 
 
+def _function_statements(declared: Sequence[Function]) -> list[_Statement]:
+    """Each declared function's twin in ``pg_temp`` (what it is, as PostgreSQL makes
+    it), and the function itself in its schema when it is missing there, for the
+    policies that call it (a function this very revision creates)."""
+    twins = [
+        _Statement(
+            f"function {function.name!r}",
+            routines.definition_sql(function, schema="pg_temp"),
+        )
+        for function in declared
+    ]
+    missing = [
+        _Statement(
+            f"function {function.name!r}",
+            f"""DO $missing$
+BEGIN
+    IF NOT EXISTS (
+        SELECT FROM pg_proc p
+        WHERE p.pronamespace = {_literal(function.schema)}::regnamespace
+          AND p.proname = {_literal(function.name)}
+          AND p.proargtypes = (SELECT t.proargtypes FROM pg_proc t
+                               WHERE t.pronamespace = pg_my_temp_schema()
+                                 AND t.proname = {_literal(function.name)})) THEN
+        {routines.definition_sql(function)};
+    END IF;
+END
+$missing$""",
+        )
+        for function in declared
+    ]
+    return twins + missing
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _statements(
-    connection: Connection, tables: Sequence[sa.Table], policies: PolicyClauses
+    connection: Connection,
+    tables: Sequence[sa.Table],
+    policies: PolicyClauses,
+    declared_functions: Sequence[Function] = (),
 ) -> list[_Statement]:
     dialect = connection.dialect
     quote = dialect.identifier_preparer.quote
     twins: list[_Statement] = []
-    inside: list[_Statement] = []
+    inside: list[_Statement] = _function_statements(declared_functions)
     for table in tables:
         columns = ", ".join(
             f"{quote(column.name)} {column.type.compile(dialect=dialect)}"
@@ -176,11 +224,14 @@ def _run(connection: Connection, statements: Sequence[_Statement]) -> None:
 
 
 def deparse(
-    connection: Connection, tables: Sequence[sa.Table], policies: PolicyClauses | None = None
+    connection: Connection,
+    tables: Sequence[sa.Table],
+    policies: PolicyClauses | None = None,
+    declared_functions: Sequence[Function] = (),
 ) -> Declared:
-    """`tables`' CHECK constraints and indexes, and `policies` by table name, as
-    PostgreSQL prints them (see the module's docstring for how)."""
-    statements = _statements(connection, tables, policies or {})
+    """`tables`' CHECK constraints and indexes, `policies` by table name, and
+    `declared_functions`, as PostgreSQL prints them (see the module's docstring)."""
+    statements = _statements(connection, tables, policies or {}, declared_functions)
     declared = Declared()
     if not statements:
         return declared
@@ -196,6 +247,8 @@ def deparse(
             declared.checks[table][name] = expression
         for table, name, definition in connection.exec_driver_sql(_INDEXES):
             declared.indexes[table][name] = index_shape(definition)
+        if declared_functions:
+            declared.functions = routines.read_functions(connection, "pg_my_temp_schema()")
     finally:
         twins.rollback()
     return declared
@@ -226,6 +279,7 @@ def for_run(autogen_context: AutogenContext) -> Declared:
         assert connection is not None, "autogenerate compares with a database"
         tables = compared_tables(autogen_context)
         policies: dict[str, list[tuple[str, str]]] = {}
+        declared_functions: tuple[Function, ...] = ()
         if autogen_context.opts.get(declarations.COMPARE_OPTION, True):
             declarations.check_declarations(tables)
             for table in tables:
@@ -234,7 +288,8 @@ def for_run(autogen_context: AutogenContext) -> Declared:
                     (policy.name, operations.policy_clauses(policy))
                     for policy in (security.policies if security else ())
                 ]
-        deparsed = deparse(connection, tables, policies)
+            declared_functions = FUNCTIONS
+        deparsed = deparse(connection, tables, policies, declared_functions)
         if policies:
             declarations.check_no_recursion(tables, deparsed.policy_reads)
         _per_run[autogen_context] = deparsed

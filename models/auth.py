@@ -11,12 +11,37 @@ from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Text, text
 from sqlmodel import Field, SQLModel
 
 import models.base  # noqa: F401  (the naming convention must be set before any table exists)
-from models.security import AUTH_ROLE, ROW_SECURITY, full_access, readable_own_row
+from models.security import (
+    AUTH_ROLE,
+    IDENTITY_ROLE,
+    READ_ONLY,
+    ROW_SECURITY,
+    Grant,
+    Policy,
+    RowSecurity,
+    full_access,
+    readable_own_row,
+)
+
+#: What the todo API may read of a user: not the e-mail address.
+USER_COLUMNS_FOR_THE_API = frozenset({"id", "name", "image"})
+#: What the identity functions read of a session (models.security.BIND_SESSION).
+SESSION_COLUMNS_FOR_IDENTITY = frozenset({"token", "userId", "expiresAt"})
 
 
-def _auth_server_only() -> dict[str, object]:
-    """Table options: Better Auth's server reads and writes every row; nobody else any."""
-    return {"info": {ROW_SECURITY: full_access(AUTH_ROLE)}}
+def _auth_server_only(more: RowSecurity | None = None) -> dict[str, object]:
+    """Table options: Better Auth's server reads and writes every row; nobody else any
+    (but what `more` grants)."""
+    declaration = full_access(AUTH_ROLE)
+    return {"info": {ROW_SECURITY: declaration + more if more else declaration}}
+
+
+def _session_lookup() -> RowSecurity:
+    """The identity functions' owner reads a session's token, user and expiry."""
+    return RowSecurity(
+        policies=(Policy(f"{IDENTITY_ROLE}_lookup", "SELECT", (IDENTITY_ROLE,), using="true"),),
+        grants=(Grant(IDENTITY_ROLE, READ_ONLY, SESSION_COLUMNS_FOR_IDENTITY),),
+    )
 
 
 def _text(name: str, *, nullable: bool = False, unique: bool = False) -> Column[str]:
@@ -37,8 +62,15 @@ def _owning_user() -> Column[str]:
 
 class User(SQLModel, table=True):
     __tablename__ = "user"
-    # The todo API may read its current user's own row, nothing else.
-    __table_args__ = ({"info": {ROW_SECURITY: full_access(AUTH_ROLE) + readable_own_row("id")}},)
+    # The todo API may read its current user's own row (not the e-mail), nothing else.
+    __table_args__ = (
+        {
+            "info": {
+                ROW_SECURITY: full_access(AUTH_ROLE)
+                + readable_own_row("id", columns=USER_COLUMNS_FOR_THE_API)
+            }
+        },
+    )
 
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     name: str = Field(sa_column=_text("name"))
@@ -55,7 +87,7 @@ class User(SQLModel, table=True):
 
 class Session(SQLModel, table=True):
     __tablename__ = "session"
-    __table_args__ = (_auth_server_only(),)
+    __table_args__ = (_auth_server_only(_session_lookup()),)
 
     id: str = Field(sa_column=Column("id", Text, primary_key=True))
     expires_at: datetime = Field(sa_column=_timestamptz("expiresAt"))

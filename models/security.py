@@ -25,23 +25,93 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+
+class Role(str):
+    """A role these declarations manage: the string of its name (so it reads wherever a
+    role name does), with its attributes and the managed roles it is a member of. A
+    plain string in :data:`ROLES` is a role with the defaults: NOLOGIN, NOSUPERUSER,
+    NOCREATEDB, NOCREATEROLE, INHERIT, NOREPLICATION, NOBYPASSRLS, a member of nothing.
+    """
+
+    login: bool
+    superuser: bool
+    createdb: bool
+    createrole: bool
+    inherit: bool
+    replication: bool
+    bypassrls: bool
+    member_of: tuple[str, ...]
+
+    def __new__(
+        cls,
+        name: str,
+        *,
+        login: bool = False,
+        superuser: bool = False,
+        createdb: bool = False,
+        createrole: bool = False,
+        inherit: bool = True,
+        replication: bool = False,
+        bypassrls: bool = False,
+        member_of: tuple[str, ...] = (),
+    ) -> Role:
+        role = super().__new__(cls, name)
+        role.login, role.superuser, role.createdb = login, superuser, createdb
+        role.createrole, role.inherit, role.replication = createrole, inherit, replication
+        role.bypassrls, role.member_of = bypassrls, tuple(member_of)
+        return role
+
+    def attributes(self) -> dict[str, bool]:
+        """The attributes by their ``CREATE ROLE`` keyword, lower case."""
+        return {name: bool(getattr(self, name)) for name in ROLE_ATTRIBUTES}
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, object]]:
+        return (str(self),), {**self.attributes(), "member_of": self.member_of}
+
+    def __repr__(self) -> str:
+        defaults = Role(str(self))
+        changed = [
+            f"{name}={value!r}"
+            for name, value in {**self.attributes(), "member_of": self.member_of}.items()
+            if getattr(defaults, name) != value
+        ]
+        return f"Role({', '.join([repr(str(self)), *changed])})"
+
+
+#: A role's attributes, as ``CREATE ROLE`` names them.
+ROLE_ATTRIBUTES = (
+    "login",
+    "superuser",
+    "createdb",
+    "createrole",
+    "inherit",
+    "replication",
+    "bypassrls",
+)
+
+
+def declared_role(role: str) -> Role:
+    """`role` with its declared attributes (the defaults for a plain name)."""
+    return role if isinstance(role, Role) else Role(role)
+
+
 #: The todo API's role. Login roles are made members of it at deployment.
-APP_ROLE = "todo_app"
+APP_ROLE = Role("todo_app")
 #: The Better Auth server's role.
-AUTH_ROLE = "todo_auth"
-#: Every role these declarations grant to; created NOLOGIN, NOBYPASSRLS, owning nothing.
-ROLES = (APP_ROLE, AUTH_ROLE)
+AUTH_ROLE = Role("todo_auth")
+#: Owns the functions that verify who the current user is: it reads the token, user
+#: and expiry of Better Auth's sessions, and nothing else.
+IDENTITY_ROLE = Role("todo_identity")
+#: Every role these declarations grant to, name in a policy or make own a function,
+#: each created as declared (NOLOGIN, NOBYPASSRLS, owning no table, unless it says
+#: otherwise). An existing role that differs is refused by the migration and reported
+#: by ``alembic check``.
+ROLES: tuple[str, ...] = (APP_ROLE, AUTH_ROLE, IDENTITY_ROLE)
 #: The grantee every role belongs to; policies and grants may name it, as in SQL.
 PUBLIC = "public"
 
 #: Key of a table's ``info`` under which its :class:`RowSecurity` is declared.
 ROW_SECURITY = "row_security"
-
-#: The current user, as the API sets it per transaction with
-#: ``SELECT set_config('app.user_id', <id>, true)``. Unset and empty both read as
-#: NULL, which equals no id: nobody. The scalar subquery makes the planner evaluate
-#: it once per statement (an InitPlan) instead of once per row.
-CURRENT_USER_ID = "(SELECT NULLIF(current_setting('app.user_id', true), ''))"
 
 Command = Literal["ALL", "SELECT", "INSERT", "UPDATE", "DELETE"]
 Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
@@ -49,6 +119,63 @@ Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
 #: What a role needs to read and write rows; nothing that changes the table itself.
 READ_WRITE: frozenset[Privilege] = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 READ_ONLY: frozenset[Privilege] = frozenset({"SELECT"})
+
+
+Language = Literal["sql", "plpgsql"]
+Volatility = Literal["IMMUTABLE", "STABLE", "VOLATILE"]
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function the policies call, declared like a table: the revisions create,
+    replace, own, grant and drop it, and ``alembic check`` reports any drift.
+
+    `body` is kept as written (PostgreSQL stores it so). A ``SECURITY DEFINER``
+    function runs as its `owner` and pins its `search_path` (``""``: nothing but
+    pg_catalog, so every other name must be schema-qualified). Only `executors` may
+    call it; PUBLIC, which PostgreSQL lets call any new function, may not.
+    """
+
+    name: str
+    returns: str
+    body: str
+    arguments: str = ""
+    language: Language = "plpgsql"
+    volatility: Volatility = "VOLATILE"
+    security_definer: bool = False
+    search_path: str | None = None
+    owner: str | None = None
+    executors: tuple[str, ...] = ()
+    schema: str = "public"
+
+    @property
+    def signature(self) -> str:
+        """``schema.name(arguments)``, as DROP and ALTER FUNCTION name it."""
+        return f"{self.schema}.{self.name}({self.arguments})"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Where the policies learn who the current user is.
+
+    `user_id` is the current user's id (SQL, evaluated once per statement). When
+    `claimed_user_id` is given too (the id the transaction says it acts for, SQL, once
+    per statement), a row is the current user's only if its owner column equals both:
+    for a transaction whose claim is not verified they differ (or are NULL), and since
+    both are compared with the same column, PostgreSQL compares them with each other
+    once, before it reads a single row (a One-Time Filter). A transaction without an
+    identity then scans nothing: not even ``EXPLAIN ANALYZE`` can count the rows it
+    may not see."""
+
+    user_id: str
+    claimed_user_id: str | None = None
+    functions: tuple[Function, ...] = ()
+
+    def owns(self, column: str) -> str:
+        """The condition "`column` holds the current user's id"."""
+        if self.claimed_user_id is None:
+            return f"{column} = {self.user_id}"
+        return f"{column} = {self.user_id} AND {column} = {self.claimed_user_id}"
 
 
 @dataclass(frozen=True)
@@ -68,10 +195,12 @@ class Policy:
 
 @dataclass(frozen=True)
 class Grant:
-    """Table privileges given to one role."""
+    """Privileges given to one role: on the whole table, or on `columns` only (then
+    only SELECT, INSERT, UPDATE and REFERENCES, as PostgreSQL has them per column)."""
 
     role: str
     privileges: frozenset[Privilege]
+    columns: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +212,7 @@ class ThroughParent:
 
     column: str
     role: str
+    identity: Identity
 
 
 @dataclass(frozen=True)
@@ -121,9 +251,91 @@ class RowSecurity:
         )
 
 
-def owner_is_current_user(column: str) -> str:
+# --- who the current user is --------------------------------------------------------
+
+#: The user id the transaction claims, as :data:`BIND_SESSION` (or, for a trusted job,
+#: ``set_config('app.user_id', <id>, true)``) sets it. Unset and empty both read as
+#: NULL, which equals no id: nobody. The scalar subquery makes the planner evaluate it
+#: once per statement (an InitPlan) instead of once per row. On its own it proves
+#: nothing: any session may set it.
+CURRENT_USER_ID = "(SELECT NULLIF(current_setting('app.user_id', true), ''))"
+
+#: ``SELECT public.bind_session(<Better Auth session token>)``, first in every
+#: transaction of the API: when the token is a live session (it exists and has not
+#: expired), binds it to this transaction (transaction-local settings: the token, the
+#: transaction's start, and the claimed user id) and returns the user's id; NULL, and
+#: nobody, for any other token.
+BIND_SESSION = Function(
+    name="bind_session",
+    arguments="token text",
+    returns="text",
+    volatility="VOLATILE",
+    security_definer=True,
+    search_path="",
+    owner=IDENTITY_ROLE,
+    executors=(APP_ROLE,),
+    body="""
+    DECLARE
+        found text;
+    BEGIN
+        SELECT s."userId" INTO found FROM public.session s
+        WHERE s.token = bind_session.token AND s."expiresAt" > now();
+        PERFORM set_config('app.session_token', coalesce(bind_session.token, ''), true);
+        PERFORM set_config('app.session_bound', extract(epoch FROM now())::text, true);
+        PERFORM set_config('app.user_id', coalesce(found, ''), true);
+        RETURN found;
+    END
+    """,
+)
+
+#: The id of the user whose live session :data:`BIND_SESSION` bound to this very
+#: transaction; NULL otherwise. The settings alone prove nothing (any session may set
+#: them): the token must be a live session in ``session``, which the API's role cannot
+#: read, and the binding must carry this transaction's start, so a setting left on a
+#: pooled connection, by an earlier transaction or by hand at session level, binds
+#: nothing (no two transactions of one connection start at the same microsecond).
+VERIFIED_USER_ID = Function(
+    name="verified_user_id",
+    returns="text",
+    volatility="STABLE",
+    security_definer=True,
+    search_path="",
+    owner=IDENTITY_ROLE,
+    executors=(APP_ROLE,),
+    body="""
+    BEGIN
+        IF current_setting('app.session_bound', true)
+            IS DISTINCT FROM extract(epoch FROM now())::text THEN
+            RETURN NULL;
+        END IF;
+        RETURN (SELECT s."userId" FROM public.session s
+                WHERE s.token = current_setting('app.session_token', true)
+                  AND s."expiresAt" > now());
+    END
+    """,
+)
+
+#: The API's identity: a Better Auth session token, verified in the database.
+VERIFIED_SESSION = Identity(
+    user_id="(SELECT public.verified_user_id())",
+    claimed_user_id=CURRENT_USER_ID,
+    functions=(BIND_SESSION, VERIFIED_USER_ID),
+)
+#: The user id as the connection sets it (``set_config('app.user_id', ...)``), taken
+#: on trust: only for a table whose only reader is a trusted job, never the API's.
+TRUSTED_SETTING = Identity(user_id=CURRENT_USER_ID)
+#: The identity every ``owned_by``, ``owned_through`` and ``readable_own_row`` uses.
+IDENTITY = VERIFIED_SESSION
+#: Every function the declarations need, created and compared like the tables.
+FUNCTIONS: tuple[Function, ...] = IDENTITY.functions
+
+
+# --- the one-liners ------------------------------------------------------------------
+
+
+def owner_is_current_user(column: str, identity: Identity = IDENTITY) -> str:
     """The condition "`column` holds the current user's id"."""
-    return f"{column} = {CURRENT_USER_ID}"
+    return identity.owns(column)
 
 
 def own_row_policies(role: str, mine: str, written: str | None = None) -> tuple[Policy, ...]:
@@ -139,19 +351,21 @@ def own_row_policies(role: str, mine: str, written: str | None = None) -> tuple[
     )
 
 
-def owned_by(column: str, *, role: str = APP_ROLE) -> RowSecurity:
+def owned_by(column: str, *, role: str = APP_ROLE, identity: Identity = IDENTITY) -> RowSecurity:
     """Rows belong to the user whose id is in `column`: `role` may select, insert,
     update and delete only the current user's rows, and may neither create a row for
     another user nor hand one over to another user."""
     return RowSecurity(
-        policies=own_row_policies(role, owner_is_current_user(column)),
+        policies=own_row_policies(role, owner_is_current_user(column, identity)),
         grants=(Grant(role, READ_WRITE),),
         owner_column=column,
         owner_roles=frozenset({role}),
     )
 
 
-def owned_through(column: str, *, role: str = APP_ROLE) -> RowSecurity:
+def owned_through(
+    column: str, *, role: str = APP_ROLE, identity: Identity = IDENTITY
+) -> RowSecurity:
     """Rows belong to whoever owns the row `column` references (a link table such as
     ``todo_tag`` through ``todo_id``): `role` gets the same four policies as
     :func:`owned_by` gives, each matching the parent row's owner, and the same
@@ -159,17 +373,29 @@ def owned_through(column: str, *, role: str = APP_ROLE) -> RowSecurity:
     and `role` must be able to read it."""
     return RowSecurity(
         grants=(Grant(role, READ_WRITE),),
-        through=ThroughParent(column, role),
+        through=ThroughParent(column, role, identity),
     )
 
 
-def readable_own_row(column: str, *, role: str = APP_ROLE) -> RowSecurity:
-    """`role` may read the one row whose `column` is the current user's id."""
+def readable_own_row(
+    column: str,
+    *,
+    role: str = APP_ROLE,
+    identity: Identity = IDENTITY,
+    columns: frozenset[str] | None = None,
+) -> RowSecurity:
+    """`role` may read the one row whose `column` is the current user's id: all of its
+    columns, or only `columns`."""
     return RowSecurity(
         policies=(
-            Policy(f"{role}_select_own", "SELECT", (role,), using=owner_is_current_user(column)),
+            Policy(
+                f"{role}_select_own",
+                "SELECT",
+                (role,),
+                using=owner_is_current_user(column, identity),
+            ),
         ),
-        grants=(Grant(role, READ_ONLY),),
+        grants=(Grant(role, READ_ONLY, columns),),
         owner_column=column,
         owner_roles=frozenset({role}),
     )

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations.rowsecurity.declarations import row_security
+from migrations.rowsecurity.declarations import declared_functions, row_security
 from models import metadata
-from models.security import APP_ROLE, ROLES, RowSecurity
+from models.security import APP_ROLE, BIND_SESSION, ROLES, RowSecurity
 
 #: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
 #: violates row-level security policy" (a WITH CHECK failure).
@@ -43,8 +43,25 @@ COMMANDS: Final = ("SELECT", "INSERT", "UPDATE", "DELETE")
 USER_TABLE: Final = "user"
 #: Users the tests act as; at least two, so "another user" always exists.
 USERS: Final = ("user-1", "user-2", "user-3")
+#: A user with a live session and no row but their own user row: what a signed-in
+#: attacker sees of other users' rows is what they see of the rest.
+OUTSIDER: Final = "user-without-rows"
 #: Rows seeded per user in each owned table whose owner column allows more than one.
 ROWS_PER_USER: Final = 2
+
+#: Better Auth's sessions: the credential the verified identity checks.
+SESSION_TABLE: Final = "session"
+
+
+def live_token(user: str) -> str:
+    """The token of `user`'s live session, as :func:`seed` makes it."""
+    return f"live-session-of-{user}"
+
+
+def expired_token(user: str) -> str:
+    """The token of `user`'s session that expired an hour ago."""
+    return f"expired-session-of-{user}"
+
 
 #: Values by column name for one row of a table owned by `owner`; `n` tells rows apart.
 RowFactory = Callable[[str, int], dict[str, object]]
@@ -112,6 +129,16 @@ class OwnedTable:
     @property
     def owner(self) -> sa.Column[Any]:
         return self.table.columns[self.owner_column]
+
+    def readable_columns(self, role: str) -> list[sa.Column[Any]]:
+        """The columns `role` may read: all of them, or those its grants name."""
+        security = row_security(self.table)
+        assert security is not None
+        names: set[str] = set()
+        for grant in security.grants:
+            if grant.role == role and "SELECT" in grant.privileges:
+                names |= set(self.table.columns.keys() if grant.columns is None else grant.columns)
+        return [column for column in self.table.columns if column.name in names]
 
     @property
     def one_row_per_owner(self) -> bool:
@@ -311,9 +338,12 @@ def where_key(owned: OwnedTable, key: Mapping[str, object]) -> sa.ColumnElement[
     return sa.and_(*(owned.table.columns[name] == value for name, value in key.items()))
 
 
-def seed(connection: Connection, users: Sequence[str] = USERS) -> Seeded:
+def seed(
+    connection: Connection, users: Sequence[str] = USERS, outsiders: Sequence[str] = (OUTSIDER,)
+) -> Seeded:
     """As the connection's (superuser) role: `users` in the user table, then rows for
-    each of them in every table owned for any role, parents first. Returns the rows."""
+    each of them in every table owned for any role, parents first; `outsiders` in the
+    user table only; and a live and an expired session for everyone. Returns the rows."""
     seeded = Seeded()
     owned = {users_table().name: users_table()}
     for _, table in owned_by_any_role():
@@ -336,18 +366,70 @@ def seed(connection: Connection, users: Sequence[str] = USERS) -> Seeded:
                         f"factory for {name!r} to ROW_FACTORIES in tests/rls_helpers.py"
                     ) from None
                 rows.append(SeededRow(user, {k: stored[k] for k in keys}, stored))
+    users_rows = seeded.rows[users_table().name]
+    for outsider in outsiders:
+        values = new_row(users_table(), outsider, 0, seeded)
+        stored = (
+            connection.execute(
+                insert(users_table(), values).returning(*users_table().table.columns)
+            )
+            .one()
+            ._asdict()
+        )
+        users_rows.append(SeededRow(outsider, {"id": stored["id"]}, stored))
+    seed_sessions(connection, [*users, *outsiders])
     return seeded
 
 
+def seed_sessions(connection: Connection, users: Sequence[str]) -> None:
+    """A live and an expired Better Auth session for each of `users` (see
+    :func:`live_token`, :func:`expired_token`)."""
+    now = datetime.now(UTC)
+    sessions = [
+        {
+            "id": f"{kind}-{user}",
+            "token": token(user),
+            "userId": user,
+            "expiresAt": now + expiry,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        for user in users
+        for kind, token, expiry in (
+            ("live", live_token, timedelta(days=1)),
+            ("expired", expired_token, timedelta(hours=-1)),
+        )
+    ]
+    connection.execute(sa.insert(metadata.tables[SESSION_TABLE]), sessions)
+
+
 # --- acting as a role ---------------------------------------------------------------------
+
+
+def may_bind_sessions() -> frozenset[str]:
+    """The roles that may run :data:`BIND_SESSION`, as the revisions grant it."""
+    (function,) = (
+        f for f in declared_functions(metadata.sorted_tables) if f.name == BIND_SESSION.name
+    )
+    return frozenset(function.executors)
+
+
+def bind(connection: Connection, token: str) -> str | None:
+    """``SELECT public.bind_session(<token>)``, as the API begins every transaction: the
+    user whose live session `token` is, or None (nobody)."""
+    function = f"{BIND_SESSION.schema}.{BIND_SESSION.name}"
+    bound = connection.execute(sa.text(f"SELECT {function}(:token)"), {"token": token}).scalar()
+    return None if bound is None else str(bound)
 
 
 @contextmanager
 def acting_as(
     connection: Connection, user_id: str | None, *, role: str = APP_ROLE, commit: bool = False
 ) -> Iterator[Connection]:
-    """One transaction on `connection` as `role`, with the current user set as the API
-    sets it (``set_config('app.user_id', <id>, true)``); `user_id` None leaves it unset.
+    """One transaction on `connection` as `role`, bound to `user_id`'s live session as
+    the API binds it (:func:`bind`); `user_id` None binds nothing, and the empty string
+    binds the empty token (both: nobody). A role that may not bind sessions (a trusted
+    job's) sets ``app.user_id`` instead.
 
     Rolled back on leaving unless `commit`. Mind that once a session has set
     ``app.user_id`` locally, the setting reads as '' (not NULL) after that transaction.
@@ -356,7 +438,10 @@ def acting_as(
     transaction = connection.begin()
     try:
         connection.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
-        if user_id is not None:
+        if user_id is not None and role in may_bind_sessions():
+            bound = bind(connection, live_token(user_id) if user_id else "")
+            assert bound == (user_id or None), f"{user_id!r}'s live session bound {bound!r}"
+        elif user_id is not None:  # a trusted job's role: it says whom it acts for
             connection.execute(
                 sa.text("SELECT set_config('app.user_id', :id, true)"), {"id": user_id}
             )

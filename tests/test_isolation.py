@@ -4,7 +4,9 @@ Every test is derived from the row-security declarations of the tables of
 ``models.metadata`` (resolved, so a table owned through a parent row has its derived
 policies): each table owned for a role (by a column, or through a parent row) is
 checked for every command, with three users acting as that role the way the API
-does (one transaction, ``SET LOCAL ROLE``, ``set_config('app.user_id', <id>, true)``).
+does (one transaction, ``SET LOCAL ROLE``, ``SELECT public.bind_session(<token>)``
+with the user's live Better Auth session), and for nobody in every way an attacker
+running SQL as the role without a live session of their own could try.
 A newly declared owned table is covered here without a new test; one whose rows the
 helpers cannot make fails loudly (see ``tests/rls_helpers.py``).
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,10 +31,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from migrations.rowsecurity.declarations import declared_functions, row_security
 from models import metadata
-from models.security import APP_ROLE, AUTH_ROLE, ROLES
+from models.security import APP_ROLE, AUTH_ROLE, FUNCTIONS, PUBLIC, ROLES, Function
 from tests.conftest import database_copy, new_engine
 from tests.rls_helpers import (
+    OUTSIDER,
     REFUSED,
     USER_TABLE,
     USERS,
@@ -38,8 +44,11 @@ from tests.rls_helpers import (
     Seeded,
     acting_as,
     attempt,
+    bind,
+    expired_token,
     insert,
     is_refused,
+    live_token,
     new_row,
     owned_by_any_role,
     reachable_tables,
@@ -50,9 +59,19 @@ from tests.rls_helpers import (
 
 #: (role, table) for every table owned for a role.
 CASES = owned_by_any_role()
-#: Ways of being nobody: the setting never defined in the session, set to '', and
-#: left behind ('' again) by an earlier transaction of the same session that set it.
-NOBODY = ("never set", "empty string", "left by a previous transaction")
+#: Ways of being nobody, each a way in for SQL run as the role without a live session
+#: of its own (see :func:`acting_as_nobody`); each acts against the victim, USERS[0].
+NOBODY = (
+    "never bound",
+    "empty token",
+    "unknown token",
+    "expired token",
+    "claimed user id",
+    "forged binding",
+    "left by a previous transaction",
+    "left at session level by an earlier transaction",
+)
+VICTIM = USERS[0]
 
 # What the schema has today; the sets derived from the declarations must include it, so
 # that an empty derivation cannot pass for coverage.
@@ -158,7 +177,8 @@ def test_user_reads_only_own_rows(
             for other in others(user):
                 for row in seeded.rows.of(owned, other):
                     picked = read(
-                        connection, sa.select(owned.table).where(where_key(owned, row.key))
+                        connection,
+                        sa.select(*owned.readable_columns(role)).where(where_key(owned, row.key)),
                     )
                     assert picked == expected_read(owned, []), (user, row)
 
@@ -286,23 +306,51 @@ def current_setting(connection: Connection) -> object:
     return connection.execute(sa.text("SELECT current_setting('app.user_id', true)")).scalar()
 
 
+#: The settings a binding consists of, set as an attacker would set them by hand.
+FORGE = """
+    SELECT set_config('app.user_id', :user, :local),
+           set_config('app.session_token', :token, :local),
+           set_config('app.session_bound', extract(epoch FROM now())::text, :local)"""
+
+
 @contextmanager
 def acting_as_nobody(connection: Connection, nobody: str, role: str) -> Iterator[Connection]:
-    """A transaction as `role` with no current user, in one of the :data:`NOBODY` ways."""
-    if nobody == "never set":  # the connection is the test's own: nothing set it yet
+    """A transaction as `role` with no verified user, in one of the :data:`NOBODY` ways."""
+    forge = {"user": VICTIM, "local": True}
+    if nobody in ("never bound", "claimed user id", "forged binding"):
         with acting_as(connection, None, role=role):
-            assert current_setting(connection) is None
+            if nobody == "claimed user id":
+                connection.execute(sa.text("SELECT set_config('app.user_id', :user, true)"), forge)
+            elif nobody == "forged binding":
+                connection.execute(sa.text(FORGE), {**forge, "token": "a token of my own"})
             yield connection
-    elif nobody == "empty string":
-        with acting_as(connection, "", role=role):
-            assert current_setting(connection) == ""
+    elif nobody in ("empty token", "unknown token", "expired token"):
+        token = {"empty token": "", "unknown token": "no such session"}.get(
+            nobody, expired_token(VICTIM)
+        )
+        with acting_as(connection, None, role=role):
+            assert bind(connection, token) is None
             yield connection
-    else:
-        with acting_as(connection, USERS[0], role=role, commit=True):
+    elif nobody == "left by a previous transaction":
+        with acting_as(connection, VICTIM, role=role, commit=True):
             pass
         with acting_as(connection, None, role=role):
             assert current_setting(connection) == ""
             yield connection
+    else:
+        # An injection in the victim's own request copies its binding to the session, so
+        # that it outlives the transaction on a pooled connection.
+        with acting_as(connection, VICTIM, role=role, commit=True):
+            connection.execute(
+                sa.text(FORGE), {**forge, "local": False, "token": live_token(VICTIM)}
+            )
+        try:
+            with acting_as(connection, None, role=role):
+                assert current_setting(connection) == VICTIM
+                yield connection
+        finally:
+            with connection.begin():  # the pooled connection goes back clean
+                connection.exec_driver_sql("RESET ALL")
 
 
 @parametrize_cases
@@ -313,6 +361,9 @@ def test_nobody_sees_nothing_and_changes_nothing(
     rows = seeded.rows
     with acting_as_nobody(connection, nobody, role):
         assert owners_seen(connection, owned, rows) == expected_read(owned, [])
+        readable = owned.readable_columns(role)
+        if readable:
+            assert read(connection, sa.select(*readable)) == []
         everything = sa.true()
         assert attempt(connection, update_in_place(owned, everything)) == expected_write(
             owned, "UPDATE", 0
@@ -415,16 +466,20 @@ def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from plan_nodes(child)
 
 
-def explainable(owned: OwnedTable) -> dict[str, sa.ClauseElement]:
+def explainable(owned: OwnedTable, role: str) -> dict[str, sa.ClauseElement]:
     statements: dict[str, sa.ClauseElement] = {
-        "SELECT": sa.select(owned.table),
+        "SELECT": sa.select(*owned.readable_columns(role)),
         "UPDATE": update_in_place(owned, sa.true()),
         "DELETE": sa.delete(owned.table),
     }
     return {command: s for command, s in statements.items() if command in owned.commands}
 
 
-EXPLAINED = [(role, owned, command) for role, owned in CASES for command in explainable(owned)]
+EXPLAINED = [
+    (role, owned, command) for role, owned in CASES for command in explainable(owned, role)
+]
+#: How a policy learns who the current user is: a setting, or a declared function.
+IDENTITY_CALLS = ("current_setting(", *(f"{function.name}(" for function in FUNCTIONS))
 
 
 @pytest.mark.parametrize(
@@ -435,7 +490,7 @@ EXPLAINED = [(role, owned, command) for role, owned in CASES for command in expl
 def test_current_user_is_an_initplan_not_a_per_row_call(
     role: str, owned: OwnedTable, command: str, connection: Connection
 ) -> None:
-    statement = explainable(owned)[command]
+    statement = explainable(owned, role)[command]
     sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
     with acting_as(connection, USERS[0], role=role):
         raw = connection.exec_driver_sql(f"EXPLAIN (VERBOSE, FORMAT JSON) {sql}").scalar_one()
@@ -446,10 +501,11 @@ def test_current_user_is_an_initplan_not_a_per_row_call(
         node
         for node in nodes
         if node.get("Parent Relationship") == "InitPlan"
-        and any("current_setting('app.user_id'" in output for output in node.get("Output", []))
+        and any(call in output for output in node.get("Output", []) for call in IDENTITY_CALLS)
     ]
-    # One per policy expression in the statement (UPDATE has USING and WITH CHECK).
-    assert lookups, f"expected an InitPlan looking up app.user_id: {nodes}"
+    # One per identity expression in each policy of the statement (UPDATE has USING and
+    # WITH CHECK).
+    assert lookups, f"expected an InitPlan finding the current user: {nodes}"
     # A per-row subplan is only ever the WITH CHECK of a row owned through a parent
     # row: one probe of the parent by its key, never a scan.
     for subplan in (n for n in nodes if n.get("Parent Relationship") == "SubPlan"):
@@ -461,7 +517,7 @@ def test_current_user_is_an_initplan_not_a_per_row_call(
         for node in nodes
         if node.get("Parent Relationship") != "InitPlan"
         for key in PER_ROW
-        if "current_setting" in str(node.get(key, ""))
+        if any(call in str(node.get(key, "")) for call in IDENTITY_CALLS)
     ]
     assert per_row == []
     # The scan compares the owner column with an InitPlan's result: $0 (or $1...) up
@@ -490,7 +546,7 @@ def test_a_users_rows_are_found_through_an_index(
     whose owner column no index leads would still be read whole, for every user."""
     with acting_as(connection, USERS[0], role=role):
         connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        sql = str(sa.select(owned.table).compile(connection))
+        sql = str(sa.select(*owned.readable_columns(role)).compile(connection))
         raw = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").scalar_one()
     document = raw if isinstance(raw, list) else json.loads(raw)
     scans = [
@@ -500,3 +556,247 @@ def test_a_users_rows_are_found_through_an_index(
     ]
     assert scans, document
     assert "Seq Scan" not in scans, f"{owned.name} is read whole to find a user's rows: {scans}"
+
+
+# --- EXPLAIN ANALYZE as a side channel ------------------------------------------------
+#
+# EXPLAIN ANALYZE reports, per plan node, how many rows it read and how many a filter
+# removed, including rows the policies hide: with an index that serves the attacker's
+# condition and a policy applied as a filter after it, the counts tell whether hidden
+# rows hold a value (how an e-mail address was once recovered character by character).
+# Every column a role may read is probed with another user's value, by equality and as
+# a one-value range, letting the planner choose and with sequential scans forbidden.
+
+#: What a plan node reports about the rows it read.
+READ_COUNTERS = (
+    "Actual Rows",
+    "Rows Removed by Filter",
+    "Rows Removed by Index Recheck",
+    "Heap Fetches",
+    "Exact Heap Blocks",
+    "Lossy Heap Blocks",
+)
+
+
+def probes(owned: OwnedTable, role: str, seeded: Seeded) -> list[tuple[sa.Column[Any], object]]:
+    """(column, a value of it in one of the victim's rows) for every column `role` may
+    read, where the victim's rows hold a value there."""
+    found = []
+    for column in owned.readable_columns(role):
+        values = [row.values[column.name] for row in seeded.of(owned, VICTIM)]
+        value = next((v for v in values if v is not None), None)
+        if value is not None:
+            found.append((column, value))
+    return found
+
+
+def absent_like(value: object) -> object:
+    """A value of `value`'s type that no seeded row holds."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, str):
+        return f"{value} (nobody's)"
+    if isinstance(value, int):
+        return -value - 1_000
+    if isinstance(value, uuid.UUID):
+        return uuid.uuid4()
+    if isinstance(value, datetime):
+        return value + timedelta(days=36_500)
+    pytest.fail(f"no absent value of type {type(value).__name__}: extend absent_like")
+
+
+def read_counts(
+    connection: Connection, owned: OwnedTable, role: str, condition: sa.ColumnElement[bool]
+) -> list[tuple[str, tuple[int, ...]]]:
+    """What EXPLAIN ANALYZE says each scan of the statement read, outside the InitPlans
+    that find the current user (the same for every probe)."""
+    statement = sa.select(*owned.readable_columns(role)[:1]).where(condition)
+    sql = str(statement.compile(connection, compile_kwargs={"literal_binds": True}))
+    raw = connection.exec_driver_sql(
+        f"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) {sql}"
+    ).scalar_one()
+    document = raw if isinstance(raw, list) else json.loads(raw)
+
+    def scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if plan.get("Parent Relationship") == "InitPlan":
+            return
+        if "Scan" in plan["Node Type"]:
+            yield plan
+        for child in plan.get("Plans", []):
+            yield from scans(child)
+
+    return [
+        (node["Node Type"], tuple(int(node.get(counter, 0)) for counter in READ_COUNTERS))
+        for node in scans(document[0]["Plan"])
+    ]
+
+
+def total_read(
+    connection: Connection, owned: OwnedTable, role: str, condition: sa.ColumnElement[bool]
+) -> tuple[int, ...]:
+    """Each counter of :func:`read_counts`, summed over the statement's scans."""
+    counts = [c for _, c in read_counts(connection, owned, role, condition)]
+    return tuple(sum(column) for column in zip(*counts, strict=True)) if counts else ()
+
+
+def probe_conditions(column: sa.Column[Any], value: object) -> list[sa.ColumnElement[bool]]:
+    return [column == value, column.between(value, value)]
+
+
+#: Ways the planner may be steered: free, or with sequential scans made prohibitive.
+PLANNER = ("free", "no sequential scans")
+
+
+def steer(connection: Connection, planner: str) -> None:
+    if planner == "no sequential scans":
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+
+
+@parametrize_cases
+@pytest.mark.parametrize("nobody", NOBODY)
+def test_nobody_reads_no_row_even_for_explain_analyze(
+    role: str, owned: OwnedTable, nobody: str, seeded: SeededDatabase, connection: Connection
+) -> None:
+    """Without a verified user, no scan of an owned table reads a single row, whatever
+    the condition: there is nothing for EXPLAIN ANALYZE to count."""
+    checked = probes(owned, role, seeded.rows)
+    if "SELECT" in owned.commands:
+        assert checked, f"{owned.name}: no column {role} may read holds a value to probe"
+    for planner in PLANNER:
+        with acting_as_nobody(connection, nobody, role):
+            steer(connection, planner)
+            for column, value in checked:
+                for condition in probe_conditions(column, value):
+                    counts = read_counts(connection, owned, role, condition)
+                    read_anything = [(node, c) for node, c in counts if any(c)]
+                    assert read_anything == [], (
+                        f"a transaction without a verified user reads rows of {owned.name} "
+                        f"({nobody}, {planner}: {condition})"
+                    )
+
+
+def unique_alone(owned: OwnedTable, column: sa.Column[Any]) -> bool:
+    """Whether `column` alone is the primary key or unique."""
+    keys = [list(owned.table.primary_key.columns)]
+    keys += [list(index.columns) for index in owned.table.indexes if index.unique]
+    keys += [
+        list(constraint.columns)
+        for constraint in owned.table.constraints
+        if isinstance(constraint, sa.UniqueConstraint)
+    ]
+    return [column] in keys or bool(column.unique)
+
+
+@parametrize_cases
+def test_a_signed_in_user_learns_nothing_of_other_users_values(
+    role: str, owned: OwnedTable, seeded: SeededDatabase, connection: Connection
+) -> None:
+    """Signed in, with no rows of their own, a user's EXPLAIN ANALYZE of a condition on
+    another user's value reads exactly what it reads for a value nobody holds.
+
+    Except for a column that alone is a key: whether a key value exists is visible
+    anyway (an INSERT with it fails on the unique index), and todo ids are random."""
+    for planner in PLANNER:
+        with acting_as(connection, OUTSIDER, role=role):
+            steer(connection, planner)
+            for column, value in probes(owned, role, seeded.rows):
+                if unique_alone(owned, column):
+                    continue
+                for condition, absent in zip(
+                    probe_conditions(column, value),
+                    probe_conditions(column, absent_like(value)),
+                    strict=True,
+                ):
+                    # The plans may differ (the planner's statistics see every row);
+                    # what they read may not.
+                    assert total_read(connection, owned, role, condition) == total_read(
+                        connection, owned, role, absent
+                    ), (
+                        f"EXPLAIN ANALYZE counts {VICTIM}'s rows of {owned.name} by "
+                        f"{column.name} ({planner}: {condition}): an index that serves it "
+                        f"and does not lead with {owned.owner_column} lets it"
+                    )
+
+
+# --- privileges per column, and the functions the identity runs ------------------------
+
+COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+
+
+def declared_column_privileges(table: sa.Table, role: str) -> set[tuple[str, str]]:
+    security = row_security(table)
+    held: set[tuple[str, str]] = set()
+    for grant in security.grants if security else ():
+        if grant.role not in (role, PUBLIC):
+            continue
+        columns = table.columns.keys() if grant.columns is None else grant.columns
+        held |= {(c, p) for c in columns for p in grant.privileges if p in COLUMN_PRIVILEGES}
+    return held
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_holds_exactly_the_declared_column_privileges(
+    role: str, connection: Connection
+) -> None:
+    """Column by column: what a role can do is what its grants declare (``todo_app``
+    reads no e-mail address), whether granted on the table or on the columns."""
+    with connection.begin():
+        for table in metadata.sorted_tables:
+            held = {
+                (column, privilege)
+                for column in table.columns.keys()  # noqa: SIM118  (names, not columns)
+                for privilege in COLUMN_PRIVILEGES
+                if connection.execute(
+                    sa.text("SELECT has_column_privilege(:r, quote_ident(:t), :c, :p)"),
+                    {"r": role, "t": table.name, "c": column, "p": privilege},
+                ).scalar()
+            }
+            assert held == declared_column_privileges(table, role), table.name
+
+
+DECLARED_FUNCTIONS = declared_functions(metadata.sorted_tables)
+
+
+@pytest.mark.parametrize("function", DECLARED_FUNCTIONS, ids=[f.name for f in DECLARED_FUNCTIONS])
+def test_functions_run_as_declared_and_only_for_their_executors(
+    function: Function, connection: Connection
+) -> None:
+    """A SECURITY DEFINER function runs as its owner with its search_path pinned, and
+    only its executors (never PUBLIC, which may call any new function otherwise) may
+    call it; none of the roles that may call it can act as its owner."""
+    with connection.begin():
+        oid, definer, settings, owner, public = connection.execute(
+            sa.text(
+                """SELECT p.oid, p.prosecdef, coalesce(p.proconfig, '{}'),
+                          pg_get_userbyid(p.proowner),
+                          EXISTS (SELECT FROM aclexplode(coalesce(p.proacl,
+                                                         acldefault('f', p.proowner))) a
+                                  WHERE a.grantee = 0)
+                   FROM pg_proc p
+                   WHERE p.proname = :name AND p.pronamespace = CAST(:schema AS regnamespace)"""
+            ),
+            {"name": function.name, "schema": function.schema},
+        ).one()
+        assert definer == function.security_definer
+        if function.search_path is not None:
+            pinned = {
+                f"search_path={function.search_path}",
+                f'search_path="{function.search_path}"',
+            }
+            assert pinned & set(settings), settings
+        if function.owner is not None:
+            assert owner == function.owner
+        assert public == (PUBLIC in function.executors)
+        for role in ROLES:
+            if role == owner:
+                continue
+            may = connection.execute(
+                sa.text("SELECT has_function_privilege(:role, CAST(:oid AS oid), 'EXECUTE')"),
+                {"role": role, "oid": oid},
+            ).scalar()
+            assert may == (role in function.executors), role
+            acts_as_owner = connection.execute(
+                sa.text("SELECT pg_has_role(:role, :owner, 'MEMBER')"),
+                {"role": role, "owner": owner},
+            ).scalar()
+            assert acts_as_owner is False, f"{role} may act as {owner}"

@@ -45,9 +45,21 @@ def schema_snapshot(connection: Connection) -> dict[str, Any]:
         "constraints": """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
                           FROM pg_constraint WHERE connamespace = 'public'::regnamespace""",
         "policies": "SELECT tablename, policyname, cmd, roles, qual, with_check FROM pg_policies",
+        # Privileges in any order: a revoke and a grant back reorder the ACL, nothing more.
         "security": """SELECT relname, relrowsecurity, relforcerowsecurity,
-                              coalesce(relacl, acldefault('r', relowner))::text[]
+                              ARRAY(SELECT unnest(coalesce(relacl, acldefault('r', relowner)))
+                                    ::text ORDER BY 1)
                        FROM pg_class WHERE relnamespace = 'public'::regnamespace""",
+        "column privileges": """SELECT attrelid::regclass::text, attname,
+                                       ARRAY(SELECT unnest(attacl)::text ORDER BY 1)
+                                FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                                WHERE c.relnamespace = 'public'::regnamespace
+                                  AND a.attacl IS NOT NULL""",
+        "functions": """SELECT oid::regprocedure::text, prosrc, prosecdef, proconfig,
+                               pg_get_userbyid(proowner),
+                               ARRAY(SELECT unnest(coalesce(proacl, acldefault('f', proowner)))
+                                     ::text ORDER BY 1)
+                        FROM pg_proc WHERE pronamespace = 'public'::regnamespace""",
     }
     return {
         name: sorted(

@@ -37,9 +37,10 @@ from sqlalchemy.engine import Connection
 
 from migrations import deparse
 from migrations.rowsecurity import declarations
+from migrations.rowsecurity import functions as routines
 from migrations.rowsecurity import operations as ops
 from migrations.rowsecurity.declarations import declared_row_security
-from models.security import PUBLIC, ROLES, Policy, RowSecurity
+from models.security import PUBLIC, ROLES, Policy, RowSecurity, declared_role
 
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
 #: switches this comparison off.
@@ -53,6 +54,10 @@ class Catalog:
     """What the database has, for the tables and roles this project manages."""
 
     roles: set[str] = field(default_factory=set)
+    #: Each managed role's attributes (``models.security.ROLE_ATTRIBUTES``).
+    role_attributes: dict[str, dict[str, bool]] = field(default_factory=dict)
+    #: The roles each managed role is a member of.
+    memberships: dict[str, set[str]] = field(default_factory=dict)
     #: Managed roles something in this database depends on (a grant, a policy).
     roles_used_here: set[str] = field(default_factory=set)
     #: Roles that may use the sequence behind each serial column, by (table, column).
@@ -66,9 +71,22 @@ class Catalog:
     grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     #: Privileges a managed role may pass on (WITH GRANT OPTION): never declared, so drift.
     grant_options: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    #: Column privileges, by (table, role): privilege -> the columns it is held on.
+    column_grants: dict[tuple[str, str], dict[str, frozenset[str]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    #: Column privileges a managed role may pass on: drift too.
+    column_grant_options: dict[tuple[str, str], dict[str, frozenset[str]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
 
 
-_ROLES = "SELECT rolname FROM pg_roles WHERE rolname = ANY(%(roles)s)"
+_ROLES = f"""
+    SELECT r.rolname, {", ".join(ops.ROLE_COLUMNS.values())},
+           ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = r.oid)
+    FROM pg_roles r WHERE r.rolname = ANY(%(roles)s)
+"""
 _ROLES_USED_HERE = """
     SELECT DISTINCT r.rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
     WHERE d.refclassid = 'pg_authid'::regclass AND r.rolname = ANY(%(roles)s)
@@ -116,12 +134,24 @@ _POLICY_COLUMNS = """
     JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
     WHERE c.relnamespace = current_schema()::regnamespace
 """
+_COLUMN_GRANTS = """
+    SELECT c.relname, a.attname, coalesce(r.rolname, 'public'), x.privilege_type, x.is_grantable
+    FROM pg_class c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    CROSS JOIN LATERAL aclexplode(a.attacl) x
+    LEFT JOIN pg_roles r ON r.oid = x.grantee
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+      AND (x.grantee = 0 OR r.rolname = ANY(%(roles)s))
+"""
 
 
 def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalog:
     managed = {"roles": list(roles)}
     catalog = Catalog()
-    catalog.roles = set(connection.exec_driver_sql(_ROLES, managed).scalars())
+    for name, *attributes, groups in connection.exec_driver_sql(_ROLES, managed):
+        catalog.roles.add(name)
+        catalog.role_attributes[name] = dict(zip(ops.ROLE_COLUMNS, attributes, strict=True))
+        catalog.memberships[name] = set(groups)
     catalog.roles_used_here = set(connection.exec_driver_sql(_ROLES_USED_HERE, managed).scalars())
     for table, enabled, forced in connection.exec_driver_sql(_SWITCHES):
         catalog.switches[table] = (enabled, forced)
@@ -146,6 +176,14 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
             catalog.grant_options[(table, role)] = catalog.grant_options.get(
                 (table, role), frozenset()
             ) | {privilege}
+    for table, column, role, privilege, grantable in connection.exec_driver_sql(
+        _COLUMN_GRANTS, managed
+    ):
+        held = catalog.column_grants[(table, role)]
+        held[privilege] = held.get(privilege, frozenset()) | {column}
+        if grantable:
+            passable = catalog.column_grant_options[(table, role)]
+            passable[privilege] = passable.get(privilege, frozenset()) | {column}
     return catalog
 
 
@@ -256,10 +294,18 @@ def _policy_ops(
 
 def _grant_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[MigrateOperation]:
     """Managed grantees (the declared roles and PUBLIC) hold exactly what is declared,
-    and never the right to pass it on."""
-    wanted = {grant.role: frozenset(grant.privileges) for grant in declaration.grants}
+    on the table and on its columns, and never the right to pass it on."""
+    wanted: dict[str, frozenset[str]] = {}
+    wanted_columns: dict[str, dict[str, frozenset[str]]] = defaultdict(dict)
+    for grant in declaration.grants:
+        if grant.columns is None:
+            wanted[grant.role] = wanted.get(grant.role, frozenset()) | grant.privileges
+            continue
+        for privilege in grant.privileges:
+            held = wanted_columns[grant.role].get(privilege, frozenset())
+            wanted_columns[grant.role][privilege] = held | grant.columns
     result: list[MigrateOperation] = []
-    for role in sorted({*ROLES, PUBLIC, *wanted}):
+    for role in sorted({*ROLES, PUBLIC, *wanted, *wanted_columns}):
         want = wanted.get(role, frozenset())
         have = catalog.grants.get((table, role), frozenset())
         if passable := catalog.grant_options.get((table, role), frozenset()) & want:
@@ -269,6 +315,29 @@ def _grant_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[M
             result.append(ops.GrantPrivilegesOp(table, role, _ordered(missing)))
         if extra := have - want:
             result.append(ops.RevokePrivilegesOp(table, role, _ordered(extra)))
+        result += _column_grant_ops(table, role, wanted_columns.get(role, {}), catalog)
+    return result
+
+
+def _column_grant_ops(
+    table: str, role: str, want: dict[str, frozenset[str]], catalog: Catalog
+) -> list[MigrateOperation]:
+    have = catalog.column_grants.get((table, role), {})
+    passable = catalog.column_grant_options.get((table, role), {})
+    result: list[MigrateOperation] = []
+    for privilege in _ordered({*want, *have}):
+        wanted, held = want.get(privilege, frozenset()), have.get(privilege, frozenset())
+        on = (privilege,)
+        if options := passable.get(privilege, frozenset()) & wanted:
+            result.append(
+                ops.RevokePrivilegesOp(
+                    table, role, on, grant_option=True, columns=tuple(sorted(options))
+                )
+            )
+        if missing := wanted - held:
+            result.append(ops.GrantPrivilegesOp(table, role, on, columns=tuple(sorted(missing))))
+        if extra := held - wanted:
+            result.append(ops.RevokePrivilegesOp(table, role, on, columns=tuple(sorted(extra))))
     return result
 
 
@@ -281,16 +350,20 @@ def _ordered(privileges: Iterable[str]) -> tuple[str, ...]:
 
 def ensured_roles(operations: Iterable[MigrateOperation], catalog: Catalog) -> list[str]:
     """The roles a revision ensures: every declared role the cluster lacks, and every
-    one its operations grant to or name in a policy while nothing in this database
-    uses it yet. Roles are cluster-wide, so a role another database (a test database,
-    another branch) created is no sign that this database's revisions ever did: a
-    revision must run on a fresh cluster too."""
+    one its operations grant to, name in a policy or make own a function while
+    nothing in this database uses it yet. Roles are cluster-wide, so a role another
+    database (a test database, another branch) created is no sign that this
+    database's revisions ever did: a revision must run on a fresh cluster too."""
     named: set[str] = set()
     for operation in operations:
         if isinstance(operation, ops.CreatePolicyOp | ops.AlterPolicyOp):
             named.update(operation.policy.roles)
-        elif isinstance(operation, ops.GrantPrivilegesOp | ops.GrantSequenceUsageOp):
+        elif isinstance(
+            operation, ops.GrantPrivilegesOp | ops.GrantSequenceUsageOp | routines.GrantExecuteOp
+        ):
             named.add(operation.role)
+        elif isinstance(operation, routines.FunctionOwnerOp):
+            named.add(operation.owner)
     return [
         role
         for role in ROLES
@@ -347,6 +420,34 @@ def out_of_the_way(
     return first, kept
 
 
+def role_ops(catalog: Catalog) -> list[MigrateOperation]:
+    """Managed roles that exist with other attributes or memberships than declared:
+    put back as declared (``alembic check`` reports them: a role made BYPASSRLS, or a
+    member of another role, switches isolation off)."""
+    result: list[MigrateOperation] = []
+    for name in ROLES:
+        if name not in catalog.roles:
+            continue
+        role = declared_role(name)
+        have = catalog.role_attributes[name]
+        want = role.attributes()
+        if changed := {k: v for k, v in want.items() if have.get(k) != v}:
+            result.append(ops.AlterRoleOp(str(name), changed, {k: have[k] for k in changed}))
+        groups = catalog.memberships.get(name, set())
+        result += [
+            ops.RevokeRoleOp(group, str(name)) for group in sorted(groups - set(role.member_of))
+        ]
+        result += [
+            ops.GrantRoleOp(group, str(name)) for group in sorted(set(role.member_of) - groups)
+        ]
+    return result
+
+
+def _ensure(role: str) -> ops.EnsureRoleOp:
+    declared = declared_role(role)
+    return ops.EnsureRoleOp(str(role), declared.attributes(), declared.member_of)
+
+
 @comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
 def compare_row_security(
     autogen_context: AutogenContext, upgrade_ops: UpgradeOps, schemas: set[str | None]
@@ -358,7 +459,11 @@ def compare_row_security(
     deparsed = deparse.for_run(autogen_context)
     catalog = read_catalog(connection)
     tables = deparse.compared_tables(autogen_context)
-    changes: list[MigrateOperation] = []
+    # Functions before the policies that call them (after them in a downgrade).
+    held = routines.read_functions(connection, "'public'::regnamespace")
+    changes: list[MigrateOperation] = routines.diff_functions(
+        declarations.declared_functions(tables), deparsed.functions, held
+    )
     declared: dict[tuple[str, str], Policy] = {}
     for table in tables:
         declaration = declarations.row_security(table)
@@ -374,6 +479,7 @@ def compare_row_security(
         dropped = upgrade_ops.ops[index]
         if isinstance(dropped, DropTableOp) and dropped.schema is None:
             upgrade_ops.ops[index:index] = take_apart(dropped.table_name, catalog)
-    upgrade_ops.ops += [ops.EnsureRoleOp(role) for role in ensured_roles(changes, catalog)]
+    upgrade_ops.ops += role_ops(catalog)
+    upgrade_ops.ops += [_ensure(role) for role in ensured_roles(changes, catalog)]
     upgrade_ops.ops += changes
     return PriorityDispatchResult.CONTINUE

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import get_args
 
 from alembic.util import CommandError
@@ -22,13 +23,17 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from models.security import (
-    CURRENT_USER_ID,
+    FUNCTIONS,
+    IDENTITY,
     PUBLIC,
     ROLES,
     ROW_SECURITY,
     Command,
+    Function,
     Privilege,
     RowSecurity,
+    ThroughParent,
+    declared_role,
     own_row_policies,
 )
 
@@ -50,6 +55,8 @@ COMPARE_OPTION = "compare_row_security"
 POLICY_COMMANDS = get_args(Command)
 #: Table privileges, as ``GRANT`` spells them.
 TABLE_PRIVILEGES = get_args(Privilege)
+#: The privileges PostgreSQL grants per column.
+COLUMN_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "REFERENCES"})
 
 
 class DeclarationError(CommandError):
@@ -73,11 +80,11 @@ def row_security(table: Table) -> RowSecurity | None:
     declaration = declared(table)
     if declaration is None or declaration.through is None:
         return declaration
-    column, role = declaration.through.column, declaration.through.role
+    through = declaration.through
     policies = own_row_policies(
-        role,
-        mine=_owned_through(table, column, role, seen=(table.name,), per_row=False),
-        written=_owned_through(table, column, role, seen=(table.name,), per_row=True),
+        through.role,
+        mine=_owned_through(table, through, seen=(table.name,), per_row=False),
+        written=_owned_through(table, through, seen=(table.name,), per_row=True),
     )
     return declaration + RowSecurity(policies=policies)
 
@@ -90,7 +97,7 @@ def declared_row_security(metadata: MetaData) -> Iterator[tuple[Table, RowSecuri
 
 
 def _owned_through(
-    table: Table, column_name: str, role: str, *, seen: tuple[str, ...], per_row: bool
+    table: Table, through: ThroughParent, *, seen: tuple[str, ...], per_row: bool
 ) -> str:
     """The condition that a row of `table` belongs to the current user through the
     parent row its `column_name` references. Every name is qualified, so that no column
@@ -106,6 +113,7 @@ def _owned_through(
       row, ``EXISTS (SELECT 1 ... WHERE key = col ...)``, found through the parent's key
       whatever the number of parent rows the user has.
     """
+    column_name, role = through.column, through.role
     column = table.columns.get(column_name)
     where = f"{table.name!r} is owned through {column_name!r}"
     if column is None:
@@ -139,15 +147,13 @@ def _owned_through(
         )
     name = _quote(parent.name)
     if parent_security.owner_column:
-        parent_is_mine = f"{name}.{_quote(parent_security.owner_column)} = {CURRENT_USER_ID}"
+        owner = f"{name}.{_quote(parent_security.owner_column)}"
+        parent_is_mine = through.identity.owns(owner)
     else:
         assert parent_security.through is not None
+        grandparent = ThroughParent(parent_security.through.column, role, through.identity)
         parent_is_mine = _owned_through(
-            parent,
-            parent_security.through.column,
-            role,
-            seen=(*seen, parent.name),
-            per_row=per_row,
+            parent, grandparent, seen=(*seen, parent.name), per_row=per_row
         )
     key = f"{name}.{_quote(parent_column.name)}"
     reference = f"{_quote(table.name)}.{_quote(column.name)}"
@@ -159,6 +165,14 @@ def _owned_through(
 def check_declarations(tables: Iterable[Table]) -> None:
     """Raise :class:`DeclarationError` naming every problem with the declarations."""
     problems = [problem for table in tables for problem in _problems(table)]
+    problems += [
+        f"role {role!r} is declared a member of {group!r}, which is not declared in ROLES "
+        "(models/security.py)"
+        for role in ROLES
+        for group in declared_role(role).member_of
+        if group not in ROLES
+    ]
+    problems += [problem for function in FUNCTIONS for problem in _function_problems(function)]
     if problems:
         raise DeclarationError("; ".join(problems))
 
@@ -176,15 +190,8 @@ def _problems(table: Table) -> Iterator[str]:
         yield f"table {name} declares no row-level security: add {HOW_TO_DECLARE}"
         return
     yield from _undeclared_roles(name, declaration)
-    for policy in declaration.policies:
-        if policy.command not in POLICY_COMMANDS:
-            yield (
-                f"policy {policy.name!r} on {name} is for {policy.command!r}: "
-                f"write one of {', '.join(POLICY_COMMANDS)}"
-            )
-    for grant in declaration.grants:
-        if unknown := sorted(set(grant.privileges) - set(TABLE_PRIVILEGES)):
-            yield f"table {name} grants {grant.role!r} {unknown}: write them as {TABLE_PRIVILEGES}"
+    yield from _spelling_problems(name, declaration)
+    yield from _column_grant_problems(table, declaration)
     names = [policy.name for policy in declaration.policies]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         yield f"table {name} declares policy {duplicate!r} twice"
@@ -198,6 +205,30 @@ def _problems(table: Table) -> Iterator[str]:
             )
         if declaration.policies:
             yield f"table {name} declares policies but disables row-level security"
+
+
+def _spelling_problems(name: str, declaration: RowSecurity) -> Iterator[str]:
+    for policy in declaration.policies:
+        if policy.command not in POLICY_COMMANDS:
+            yield (
+                f"policy {policy.name!r} on {name} is for {policy.command!r}: "
+                f"write one of {', '.join(POLICY_COMMANDS)}"
+            )
+    for grant in declaration.grants:
+        if unknown := sorted(set(grant.privileges) - set(TABLE_PRIVILEGES)):
+            yield f"table {name} grants {grant.role!r} {unknown}: write them as {TABLE_PRIVILEGES}"
+
+
+def _column_grant_problems(table: Table, declaration: RowSecurity) -> Iterator[str]:
+    name = repr(table.name)
+    for grant in declaration.grants:
+        if grant.columns is None:
+            continue
+        if unknown := sorted(set(grant.columns) - set(table.columns.keys())):
+            yield f"table {name} grants {grant.role!r} columns it does not have: {unknown}"
+        if per_table := sorted(set(grant.privileges) - COLUMN_PRIVILEGES):
+            allowed = ", ".join(sorted(COLUMN_PRIVILEGES))
+            yield f"table {name} grants {per_table} on columns; only {allowed} can be"
 
 
 def _undeclared_roles(name: str, declaration: RowSecurity) -> Iterator[str]:
@@ -259,3 +290,44 @@ def _cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
         if start not in state and (found := visit(start)):
             return found
     return None
+
+
+def declared_functions(tables: Iterable[Table]) -> tuple[Function, ...]:
+    """The declared functions as the revisions make them: each executable by its
+    declared executors and by every role whose policies call it, or call another
+    function of the same identity (a role that must prove whom it acts for must be able
+    to bind a session too, not only to have it checked)."""
+    callers: dict[str, set[str]] = defaultdict(set)
+    for table in tables:
+        declaration = row_security(table)
+        for policy in declaration.policies if declaration else ():
+            expressions = f"{policy.using or ''} {policy.with_check or ''}"
+            for function in FUNCTIONS:
+                if f"{function.schema}.{function.name}(" in expressions:
+                    callers[function.signature] |= set(policy.roles)
+    for identity_functions in (IDENTITY.functions,):
+        together = set().union(*(callers[f.signature] for f in identity_functions))
+        for function in identity_functions:
+            callers[function.signature] |= together
+    return tuple(
+        replace(
+            function,
+            executors=tuple(
+                dict.fromkeys([*function.executors, *sorted(callers[function.signature])])
+            ),
+        )
+        for function in FUNCTIONS
+    )
+
+
+def _function_problems(function: Function) -> Iterator[str]:
+    name = repr(function.signature)
+    known = {*ROLES, PUBLIC}
+    for role in (function.owner, *function.executors):
+        if role is not None and role not in known:
+            yield f"function {name} names role {role!r}, which is not declared in ROLES"
+    if function.security_definer and function.search_path is None:
+        yield (
+            f"function {name} is SECURITY DEFINER without a pinned search_path: a caller "
+            'could make it run their objects as its owner (declare search_path="")'
+        )

@@ -17,15 +17,15 @@ every one renders in offline (``--sql``) mode because it only ever executes SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
-from models.security import Policy
+from models.security import Policy, declared_role
 
 #: Table privileges in the order GRANT statements list them (MAINTAIN: PostgreSQL 17+).
 PRIVILEGES = (
@@ -60,21 +60,57 @@ def _roles_sql(operations: Operations, roles: Sequence[str]) -> str:
 # --- roles --------------------------------------------------------------------------
 
 
+#: pg_roles' column for each role attribute (``models.security.ROLE_ATTRIBUTES``).
+ROLE_COLUMNS = {
+    "login": "rolcanlogin",
+    "superuser": "rolsuper",
+    "createdb": "rolcreatedb",
+    "createrole": "rolcreaterole",
+    "inherit": "rolinherit",
+    "replication": "rolreplication",
+    "bypassrls": "rolbypassrls",
+}
+#: What a role is when nothing else is declared.
+DEFAULT_ATTRIBUTES = declared_role("").attributes()
+
+
+def role_clause(attributes: Mapping[str, bool]) -> str:
+    """``LOGIN NOBYPASSRLS ...``: `attributes` as CREATE and ALTER ROLE write them."""
+    return " ".join(f"{'' if value else 'NO'}{name.upper()}" for name, value in attributes.items())
+
+
 @Operations.register_operation("ensure_role")
 @dataclass
 class EnsureRoleOp(MigrateOperation):
-    """Create a NOLOGIN role unless it exists.
+    """Create a role as declared unless it exists; refuse one that exists otherwise.
 
     Roles are cluster-wide: every database on the server (test databases, Neon
     branches of one compute) shares them, so creating is idempotent and safe under
-    concurrent migrations of several databases.
+    concurrent migrations of several databases. An existing role whose attributes or
+    memberships differ from the declaration (someone made the API's role BYPASSRLS, or
+    a member of the auth role) fails the revision, naming the difference: nothing is
+    changed behind the back of whoever changed it, and nothing runs on top of it.
     """
 
     name: str
+    attributes: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+    member_of: tuple[str, ...] = ()
 
     @classmethod
-    def ensure_role(cls, operations: Operations, name: str) -> None:
-        operations.invoke(cls(name))
+    def ensure_role(
+        cls,
+        operations: Operations,
+        name: str,
+        *,
+        member_of: Sequence[str] = (),
+        **attributes: bool,
+    ) -> None:
+        """``op.ensure_role("todo_app")``, attributes other than the defaults as
+        keywords (``login=True``), and the roles it is a member of."""
+        unknown = set(attributes) - set(DEFAULT_ATTRIBUTES)
+        if unknown:
+            raise TypeError(f"ensure_role: no such role attribute: {', '.join(sorted(unknown))}")
+        operations.invoke(cls(name, {**DEFAULT_ATTRIBUTES, **attributes}, tuple(member_of)))
 
     def reverse(self) -> DropRoleIfUnusedOp:
         return DropRoleIfUnusedOp(self.name)
@@ -103,20 +139,127 @@ class DropRoleIfUnusedOp(MigrateOperation):
         return ("drop_role_if_unused", self.name)
 
 
+@Operations.register_operation("alter_role")
+@dataclass
+class AlterRoleOp(MigrateOperation):
+    """``ALTER ROLE``: a managed role's attributes put back as declared (a repair of
+    drift that ``alembic check`` reports). Cluster-wide, like the role itself."""
+
+    name: str
+    attributes: dict[str, bool]
+    previous: dict[str, bool]
+
+    @classmethod
+    def alter_role(cls, operations: Operations, name: str, **attributes: bool) -> None:
+        # The previous attributes matter only to reverse(); revisions pass the new ones.
+        operations.invoke(cls(name, attributes, attributes))
+
+    def reverse(self) -> AlterRoleOp:
+        return AlterRoleOp(self.name, self.previous, self.attributes)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("alter_role", self.name, tuple(sorted(self.attributes.items())))
+
+
+@dataclass
+class _MembershipOp(MigrateOperation):
+    """``GRANT group TO member`` or ``REVOKE group FROM member``; each the other's reverse."""
+
+    group: str
+    member: str
+
+    operation_name: ClassVar[str] = ""
+    opposite: ClassVar[type[_MembershipOp]]
+
+    @classmethod
+    def membership(cls, operations: Operations, group: str, member: str) -> None:
+        operations.invoke(cls(group, member))
+
+    def reverse(self) -> _MembershipOp:
+        return self.opposite(self.group, self.member)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.operation_name, self.group, self.member)
+
+
+@Operations.register_operation("grant_role", "membership")
+class GrantRoleOp(_MembershipOp):
+    operation_name = "grant_role"
+
+
+@Operations.register_operation("revoke_role", "membership")
+class RevokeRoleOp(_MembershipOp):
+    operation_name = "revoke_role"
+
+
+GrantRoleOp.opposite = RevokeRoleOp
+RevokeRoleOp.opposite = GrantRoleOp
+
+
 @Operations.implementation_for(EnsureRoleOp)
 def _ensure_role(operations: Operations, operation: EnsureRoleOp) -> None:
-    role = _quote(operations, operation.name)
+    role, name = _quote(operations, operation.name), _literal(operation.name)
+    declared = operation.attributes
+    # Each attribute that differs, as "BYPASSRLS (declared NOBYPASSRLS)".
+    differences = ", ".join(
+        f"CASE WHEN {ROLE_COLUMNS[attribute]} <> {str(value).lower()} THEN "
+        f"'{role_clause({attribute: not value})} (declared {role_clause({attribute: value})})' END"
+        for attribute, value in declared.items()
+    )
+    groups = "ARRAY[" + ", ".join(_literal(g) for g in sorted(operation.member_of)) + "]::text[]"
+    grants = "".join(
+        f"\n        GRANT {_quote(operations, group)} TO {role};"
+        for group in sorted(operation.member_of)
+    )
     operations.execute(
         f"""DO $$
+DECLARE
+    differences text;
+    found_groups text[];
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(operation.name)}) THEN
-        CREATE ROLE {role} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN
+        CREATE ROLE {role} {role_clause(declared)};{grants}
+        RETURN;
+    END IF;
+    SELECT nullif(concat_ws(', ', {differences}), '') INTO differences
+    FROM pg_roles WHERE rolname = {name};
+    SELECT coalesce(array_agg(g.rolname::text ORDER BY g.rolname), '{{}}') INTO found_groups
+    FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+    WHERE m.member = {name}::regrole;
+    IF differences IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE =
+            'role ' || {name} || ' exists, but is ' || differences
+            || ': ALTER ROLE it back, or change its declaration in models/security.py';
+    END IF;
+    IF found_groups IS DISTINCT FROM {groups} THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE =
+            'role ' || {name} || ' is a member of ' || found_groups::text
+            || ', but is declared a member of ' || {groups}::text
+            || ': GRANT or REVOKE it back, or change its declaration in models/security.py';
     END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;  -- created by a concurrent migration of another database
 END
 $$"""
     )
+
+
+@Operations.implementation_for(AlterRoleOp)
+def _alter_role(operations: Operations, operation: AlterRoleOp) -> None:
+    role = _quote(operations, operation.name)
+    operations.execute(f"ALTER ROLE {role} {role_clause(operation.attributes)}")
+
+
+def _change_membership(operations: Operations, operation: _MembershipOp) -> None:
+    group, member = _quote(operations, operation.group), _quote(operations, operation.member)
+    if isinstance(operation, GrantRoleOp):
+        operations.execute(f"GRANT {group} TO {member}")
+    else:
+        operations.execute(f"REVOKE {group} FROM {member}")
+
+
+for _membership in (GrantRoleOp, RevokeRoleOp):
+    Operations.implementation_for(_membership)(_change_membership)
 
 
 @Operations.implementation_for(DropRoleIfUnusedOp)
@@ -354,13 +497,15 @@ class _PrivilegesOp(MigrateOperation):
     """Grant or revoke table privileges; each is the other's reverse.
 
     `grant_option` is WITH GRANT OPTION on a grant, and on a revoke GRANT OPTION FOR:
-    only the right to pass the privileges on."""
+    only the right to pass the privileges on. With `columns`, the privileges are on
+    those columns only (``GRANT SELECT (id, name) ON ...``)."""
 
     table_name: str
     role: str
     privileges: tuple[str, ...]
     schema: str | None = None
     grant_option: bool = False
+    columns: tuple[str, ...] = ()
 
     #: GRANT and REVOKE change the catalog, not the table: no lock to take up front
     #: (:mod:`migrations.online`).
@@ -376,17 +521,24 @@ class _PrivilegesOp(MigrateOperation):
 
     def reverse(self) -> _PrivilegesOp:
         return self.opposite(
-            self.table_name, self.role, self.privileges, self.schema, self.grant_option
+            self.table_name,
+            self.role,
+            self.privileges,
+            self.schema,
+            self.grant_option,
+            self.columns,
         )
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         only_option = ("grant option",) if self.grant_option else ()
+        on_columns = (self.columns,) if self.columns else ()
         return (
             self.operation_name,
             self.schema,
             self.table_name,
             self.role,
             self.privileges,
+            *on_columns,
             *only_option,
         )
 
@@ -406,8 +558,11 @@ class GrantPrivilegesOp(_PrivilegesOp):
         *,
         schema: str | None = None,
         with_grant_option: bool = False,
+        columns: Sequence[str] = (),
     ) -> None:
-        operations.invoke(cls(table_name, role, tuple(privileges), schema, with_grant_option))
+        operations.invoke(
+            cls(table_name, role, tuple(privileges), schema, with_grant_option, tuple(columns))
+        )
 
     def statement(self, privileges: str, table: str, role: str) -> str:
         option = " WITH GRANT OPTION" if self.grant_option else ""
@@ -429,8 +584,11 @@ class RevokePrivilegesOp(_PrivilegesOp):
         *,
         schema: str | None = None,
         grant_option: bool = False,
+        columns: Sequence[str] = (),
     ) -> None:
-        operations.invoke(cls(table_name, role, tuple(privileges), schema, grant_option))
+        operations.invoke(
+            cls(table_name, role, tuple(privileges), schema, grant_option, tuple(columns))
+        )
 
     def statement(self, privileges: str, table: str, role: str) -> str:
         option = "GRANT OPTION FOR " if self.grant_option else ""
@@ -444,7 +602,11 @@ RevokePrivilegesOp.opposite = GrantPrivilegesOp
 def _change_privileges(operations: Operations, operation: _PrivilegesOp) -> None:
     table = _table(operations, operation.table_name, operation.schema)
     role = _roles_sql(operations, [operation.role])
-    operations.execute(operation.statement(", ".join(operation.privileges), table, role))
+    privileges = ", ".join(operation.privileges)
+    if operation.columns:
+        columns = ", ".join(_quote(operations, column) for column in operation.columns)
+        privileges = ", ".join(f"{privilege} ({columns})" for privilege in operation.privileges)
+    operations.execute(operation.statement(privileges, table, role))
 
 
 for _privileges in (GrantPrivilegesOp, RevokePrivilegesOp):
@@ -526,9 +688,19 @@ TABLE_OPERATIONS = (
 # --- rendering into revision files ----------------------------------------------------
 
 
+def _plain(value: Any) -> Any:
+    """`value` as a revision writes it: a declared ``Role`` as its name, so that a
+    revision never depends on how the models spell a role today."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
 def _call(name: str, *args: Any, **kwargs: Any) -> str:
-    rendered = [repr(arg) for arg in args]
-    rendered += [f"{key}={value!r}" for key, value in kwargs.items() if value is not None]
+    rendered = [repr(_plain(arg)) for arg in args]
+    rendered += [f"{key}={_plain(value)!r}" for key, value in kwargs.items() if value is not None]
     return f"op.{name}({', '.join(rendered)})"
 
 
@@ -544,7 +716,19 @@ def _policy_kwargs(policy: Policy) -> dict[str, Any]:
 
 @renderers.dispatch_for(EnsureRoleOp)
 def _render_ensure_role(context: AutogenContext, operation: EnsureRoleOp) -> str:
-    return _call("ensure_role", operation.name)
+    changed = {k: v for k, v in operation.attributes.items() if DEFAULT_ATTRIBUTES.get(k) != v}
+    member_of = sorted(operation.member_of) or None
+    return _call("ensure_role", operation.name, member_of=member_of, **changed)
+
+
+@renderers.dispatch_for(AlterRoleOp)
+def _render_alter_role(context: AutogenContext, operation: AlterRoleOp) -> str:
+    return _call("alter_role", operation.name, **operation.attributes)
+
+
+@renderers.dispatch_for(_MembershipOp)
+def _render_membership(context: AutogenContext, operation: _MembershipOp) -> str:
+    return _call(operation.operation_name, operation.group, operation.member)
 
 
 @renderers.dispatch_for(DropRoleIfUnusedOp)
@@ -597,6 +781,7 @@ def _render_privileges(context: AutogenContext, operation: _PrivilegesOp) -> str
         operation.role,
         list(operation.privileges),
         schema=operation.schema,
+        columns=list(operation.columns) or None,
         **{operation.option_keyword: operation.grant_option or None},
     )
 
@@ -605,6 +790,7 @@ __all__ = [
     "PRIVILEGES",
     "TABLE_OPERATIONS",
     "AlterPolicyOp",
+    "AlterRoleOp",
     "CreatePolicyOp",
     "DisableRowSecurityOp",
     "DropPolicyOp",
@@ -613,8 +799,10 @@ __all__ = [
     "EnsureRoleOp",
     "ForceRowSecurityOp",
     "GrantPrivilegesOp",
+    "GrantRoleOp",
     "GrantSequenceUsageOp",
     "NoForceRowSecurityOp",
     "RevokePrivilegesOp",
+    "RevokeRoleOp",
     "RevokeSequenceUsageOp",
 ]

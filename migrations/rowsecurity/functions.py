@@ -1,0 +1,454 @@
+"""The functions the policies call: Alembic operations, their rendering, the catalog
+and its comparison with the declarations (``models.security.FUNCTIONS``).
+
+A function is compared as PostgreSQL holds it: its declared twin is created in
+``pg_temp`` (:mod:`migrations.deparse`) and both are read from ``pg_proc``: arguments
+and result as ``pg_get_function_arguments``/``_result`` print them, the body as
+stored, the language, volatility, SECURITY DEFINER and settings, then the owner and
+who may execute it. Every function of the schema that no extension owns is managed:
+one the declarations lack is dropped (and its downgrade recreates it).
+
+The revision writes a new function whole, its owner and executors included::
+
+    op.create_function("bind_session", arguments="token text", returns="text", ...,
+                       owner="todo_identity", executors=["todo_app"])
+
+and changes to an existing one as ``op.replace_function``, ``op.alter_function_owner``,
+``op.grant_execute`` and ``op.revoke_execute``.
+
+A body is stored as written less its common indentation (:func:`stored_body`): the
+revision file indents it with the code around it, and the body PostgreSQL keeps must
+not depend on that.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations import MigrateOperation, Operations
+from sqlalchemy.engine import Connection
+
+from models.security import PUBLIC, ROLES, Function
+
+_VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
+
+
+def _quote(operations: Operations, name: str) -> str:
+    return str(operations.impl.dialect.identifier_preparer.quote(name))
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _dollar_quoted(body: str) -> str:
+    tag = "$function$"
+    while tag in body:
+        tag = tag[:-1] + "_$"
+    return f"{tag}{body}{tag}"
+
+
+def stored_body(body: str) -> str:
+    """`body` as PostgreSQL is given it: without the indentation all its lines share,
+    on lines of its own."""
+    return "\n" + textwrap.dedent(body).strip("\n") + "\n"
+
+
+def definition_sql(
+    function: Function, *, schema: str | None = None, or_replace: bool = False
+) -> str:
+    """``CREATE [OR REPLACE] FUNCTION ...``: the whole definition, in `schema` (by
+    default the function's own)."""
+    name = f"{schema or function.schema}.{function.name}"
+    clauses = [
+        f"CREATE {'OR REPLACE ' if or_replace else ''}FUNCTION {name}({function.arguments})",
+        f"RETURNS {function.returns}",
+        f"LANGUAGE {function.language}",
+        function.volatility,
+    ]
+    if function.security_definer:
+        clauses.append("SECURITY DEFINER")
+    if function.search_path is not None:
+        clauses.append(f"SET search_path = {_literal(function.search_path)}")
+    clauses.append(f"AS {_dollar_quoted(stored_body(function.body))}")
+    return "\n".join(clauses)
+
+
+# --- what the database holds --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A function as ``pg_proc`` describes it: what decides whether two are the same."""
+
+    arguments: str
+    result: str
+    body: str
+    language: str
+    volatility: str
+    security_definer: bool
+    settings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A function of the database: its shape, owner, and who may execute it."""
+
+    name: str
+    identity: str
+    shape: Shape
+    owner: str
+    executors: frozenset[str]
+
+    def declaration(self, schema: str = "public") -> Function:
+        """The function as a declaration, for an operation's reverse."""
+        search_path = None
+        for setting in self.shape.settings:
+            if setting.startswith("search_path="):
+                search_path = setting.removeprefix("search_path=").strip('"')
+        return Function(
+            name=self.name,
+            returns=self.shape.result,
+            body=self.shape.body,
+            arguments=self.shape.arguments,
+            language=self.shape.language,  # type: ignore[arg-type]
+            volatility=_VOLATILITY[self.shape.volatility],  # type: ignore[arg-type]
+            security_definer=self.shape.security_definer,
+            search_path=search_path,
+            owner=self.owner,
+            # The owner may always execute; it is not one of the declared executors.
+            executors=tuple(sorted(self.executors - {self.owner})),
+            schema=schema,
+        )
+
+
+#: Functions of a schema (``%(schema)s`` an oid) that no extension owns.
+FUNCTIONS_IN = """
+    SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+           pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc,
+           l.lanname, p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{}'),
+           pg_get_userbyid(p.proowner),
+           ARRAY(SELECT coalesce(g.rolname::text, 'public')
+                 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+                 LEFT JOIN pg_roles g ON g.oid = x.grantee
+                 WHERE x.privilege_type = 'EXECUTE')
+    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+    WHERE p.pronamespace = %(schema)s AND p.prokind = 'f'
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+"""
+
+
+def read_functions(connection: Connection, schema_oid_sql: str) -> dict[tuple[str, str], Held]:
+    """The functions of the schema whose oid `schema_oid_sql` (SQL) yields, by
+    (name, identity arguments)."""
+    schema = connection.exec_driver_sql(f"SELECT ({schema_oid_sql})::oid").scalar()
+    found = {}
+    for (
+        name,
+        identity,
+        arguments,
+        result,
+        body,
+        language,
+        volatility,
+        definer,
+        settings,
+        owner,
+        executors,
+    ) in connection.exec_driver_sql(FUNCTIONS_IN, {"schema": schema}):
+        shape = Shape(arguments, result, body, language, volatility, definer, tuple(settings))
+        found[(name, identity)] = Held(name, identity, shape, owner, frozenset(executors))
+    return found
+
+
+# --- operations ---------------------------------------------------------------------
+
+
+@Operations.register_operation("create_function", "from_definition")
+@dataclass
+class CreateFunctionOp(MigrateOperation):
+    """``CREATE FUNCTION``, the whole definition; then its owner, and EXECUTE taken from
+    PUBLIC (which PostgreSQL lets call any new function) and given to its executors.
+    Its reverse drops it."""
+
+    function: Function
+
+    operation_name: ClassVar[str] = "create_function"
+
+    @classmethod
+    def from_definition(
+        cls,
+        operations: Operations,
+        name: str,
+        *,
+        returns: str,
+        body: str,
+        arguments: str = "",
+        language: str = "plpgsql",
+        volatility: str = "VOLATILE",
+        security_definer: bool = False,
+        search_path: str | None = None,
+        owner: str | None = None,
+        executors: Sequence[str] = (),
+        schema: str = "public",
+    ) -> None:
+        """``op.create_function(...)``; ``op.drop_function(...)`` and
+        ``op.replace_function(...)`` take the same."""
+        function = Function(
+            name,
+            returns,
+            body,
+            arguments,
+            language,  # type: ignore[arg-type]
+            volatility,  # type: ignore[arg-type]
+            security_definer,
+            search_path,
+            owner,
+            tuple(executors),
+            schema,
+        )
+        operations.invoke(cls(function))
+
+    def reverse(self) -> MigrateOperation:
+        return DropFunctionOp(self.function)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.operation_name, self.function.signature)
+
+
+@Operations.register_operation("drop_function", "from_definition")
+class DropFunctionOp(CreateFunctionOp):
+    """``DROP FUNCTION``; carries the whole definition, so its reverse recreates it."""
+
+    operation_name = "drop_function"
+
+    def reverse(self) -> MigrateOperation:
+        return CreateFunctionOp(self.function)
+
+
+@Operations.register_operation("replace_function", "from_definition")
+class ReplaceFunctionOp(CreateFunctionOp):
+    """``CREATE OR REPLACE FUNCTION``: a new body or attributes, the same signature and
+    result (PostgreSQL changes a result type only by dropping the function)."""
+
+    operation_name = "replace_function"
+    previous: Function | None = None
+
+    def __init__(self, function: Function, previous: Function | None = None) -> None:
+        super().__init__(function)
+        self.previous = previous
+
+    def reverse(self) -> MigrateOperation:
+        # Revisions pass only the new definition: its reverse then replaces it by itself.
+        return ReplaceFunctionOp(self.previous or self.function, self.function)
+
+
+@Operations.implementation_for(CreateFunctionOp)
+def _create_function(operations: Operations, operation: CreateFunctionOp) -> None:
+    function = operation.function
+    operations.execute(definition_sql(function))
+    if function.owner is not None:
+        _alter_function_owner(operations, FunctionOwnerOp(function.signature, function.owner))
+    if PUBLIC not in function.executors:
+        _change_execute(operations, RevokeExecuteOp(function.signature, PUBLIC))
+    for role in function.executors:
+        _change_execute(operations, GrantExecuteOp(function.signature, role))
+
+
+@Operations.implementation_for(ReplaceFunctionOp)
+def _replace_function(operations: Operations, operation: ReplaceFunctionOp) -> None:
+    # Owner and EXECUTE are kept by CREATE OR REPLACE; they change in their own ops.
+    operations.execute(definition_sql(operation.function, or_replace=True))
+
+
+@Operations.implementation_for(DropFunctionOp)
+def _drop_function(operations: Operations, operation: DropFunctionOp) -> None:
+    operations.execute(f"DROP FUNCTION {operation.function.signature}")
+
+
+@Operations.register_operation("alter_function_owner")
+@dataclass
+class FunctionOwnerOp(MigrateOperation):
+    """``ALTER FUNCTION ... OWNER TO``: a SECURITY DEFINER function runs as its owner.
+
+    The migration role must be able to act as the new owner: it is made a member of
+    it first when it is not (a role it created; Neon's owner role may, a superuser is
+    one already)."""
+
+    signature: str
+    owner: str
+    previous: str | None = None
+
+    @classmethod
+    def alter_function_owner(cls, operations: Operations, signature: str, owner: str) -> None:
+        operations.invoke(cls(signature, owner))
+
+    def reverse(self) -> FunctionOwnerOp:
+        return FunctionOwnerOp(self.signature, self.previous or self.owner, self.owner)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("alter_function_owner", self.signature, self.owner)
+
+
+@Operations.implementation_for(FunctionOwnerOp)
+def _alter_function_owner(operations: Operations, operation: FunctionOwnerOp) -> None:
+    owner = _quote(operations, operation.owner)
+    operations.execute(
+        f"""DO $$
+BEGIN
+    IF NOT pg_has_role(current_user, {_literal(operation.owner)}, 'MEMBER') THEN
+        EXECUTE 'GRANT ' || {_literal(owner)} || ' TO ' || quote_ident(current_user);
+    END IF;
+    ALTER FUNCTION {operation.signature} OWNER TO {owner};
+END
+$$"""
+    )
+
+
+@dataclass
+class _ExecuteOp(MigrateOperation):
+    """``GRANT`` or ``REVOKE EXECUTE ON FUNCTION``; each the other's reverse."""
+
+    signature: str
+    role: str
+
+    operation_name: ClassVar[str] = ""
+    opposite: ClassVar[type[_ExecuteOp]]
+
+    @classmethod
+    def execute_privilege(cls, operations: Operations, signature: str, role: str) -> None:
+        operations.invoke(cls(signature, role))
+
+    def reverse(self) -> _ExecuteOp:
+        return self.opposite(self.signature, self.role)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.operation_name, self.signature, self.role)
+
+
+@Operations.register_operation("grant_execute", "execute_privilege")
+class GrantExecuteOp(_ExecuteOp):
+    operation_name = "grant_execute"
+
+
+@Operations.register_operation("revoke_execute", "execute_privilege")
+class RevokeExecuteOp(_ExecuteOp):
+    operation_name = "revoke_execute"
+
+
+GrantExecuteOp.opposite = RevokeExecuteOp
+RevokeExecuteOp.opposite = GrantExecuteOp
+
+
+def _change_execute(operations: Operations, operation: _ExecuteOp) -> None:
+    role = "PUBLIC" if operation.role == PUBLIC else _quote(operations, operation.role)
+    if isinstance(operation, GrantExecuteOp):
+        operations.execute(f"GRANT EXECUTE ON FUNCTION {operation.signature} TO {role}")
+    else:
+        operations.execute(f"REVOKE EXECUTE ON FUNCTION {operation.signature} FROM {role}")
+
+
+for _execute in (GrantExecuteOp, RevokeExecuteOp):
+    Operations.implementation_for(_execute)(_change_execute)
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def _body(body: str) -> str:
+    """A function body as the revision writes it: triple-quoted, as it reads."""
+    if '"""' in body or "\\" in body or not body.startswith("\n"):
+        return repr(body)
+    return f'"""{body}"""'
+
+
+@renderers.dispatch_for(CreateFunctionOp)
+def _render_function(context: AutogenContext, operation: CreateFunctionOp) -> str:
+    function = operation.function
+    arguments = [repr(function.name)]
+    options: Mapping[str, object] = {
+        "arguments": function.arguments or None,
+        "returns": function.returns,
+        "language": function.language,
+        "volatility": function.volatility,
+        "security_definer": function.security_definer or None,
+        "search_path": function.search_path,
+        "schema": None if function.schema == "public" else function.schema,
+    }
+    if not isinstance(operation, ReplaceFunctionOp):
+        options = {
+            **options,
+            "owner": None if function.owner is None else str(function.owner),
+            "executors": sorted(str(role) for role in function.executors) or None,
+        }
+    arguments += [f"{key}={value!r}" for key, value in options.items() if value is not None]
+    arguments.append(f"body={_body(function.body)}")
+    return f"op.{operation.operation_name}({', '.join(arguments)})"
+
+
+@renderers.dispatch_for(FunctionOwnerOp)
+def _render_owner(context: AutogenContext, operation: FunctionOwnerOp) -> str:
+    return f"op.alter_function_owner({operation.signature!r}, {str(operation.owner)!r})"
+
+
+@renderers.dispatch_for(_ExecuteOp)
+def _render_execute(context: AutogenContext, operation: _ExecuteOp) -> str:
+    return f"op.{operation.operation_name}({operation.signature!r}, {str(operation.role)!r})"
+
+
+# --- comparison ---------------------------------------------------------------------
+
+
+def diff_functions(
+    declared: Iterable[Function],
+    twins: Mapping[tuple[str, str], Held],
+    held: Mapping[tuple[str, str], Held],
+) -> list[MigrateOperation]:
+    """Operations that bring the schema's functions to the declarations. `twins` are
+    the declared functions as PostgreSQL made them in ``pg_temp``."""
+    result: list[MigrateOperation] = []
+    by_name = {function.name: function for function in declared}
+    wanted = {key: twin for key, twin in twins.items() if key[0] in by_name}
+    for key, undeclared in sorted(held.items()):
+        if key not in wanted:
+            result.append(DropFunctionOp(undeclared.declaration()))
+    for key, twin in sorted(wanted.items()):
+        function = by_name[key[0]]
+        current = held.get(key)
+        if current is None:
+            result.append(CreateFunctionOp(function))
+            continue
+        if current.shape != twin.shape:
+            result.append(ReplaceFunctionOp(function, current.declaration()))
+        signature = function.signature
+        if function.owner is not None and current.owner != function.owner:
+            result.append(FunctionOwnerOp(signature, str(function.owner), current.owner))
+        # The owner may always execute its function: not a grant to manage.
+        have = current.executors - {current.owner, function.owner}
+        want = {str(role) for role in function.executors}
+        for role in sorted({*ROLES, PUBLIC} & (have - want)):
+            result.append(RevokeExecuteOp(signature, role))
+        for role in sorted(want - have):
+            result.append(GrantExecuteOp(signature, role))
+    return result
+
+
+__all__ = [
+    "CreateFunctionOp",
+    "DropFunctionOp",
+    "FunctionOwnerOp",
+    "GrantExecuteOp",
+    "Held",
+    "ReplaceFunctionOp",
+    "RevokeExecuteOp",
+    "Shape",
+    "definition_sql",
+    "diff_functions",
+    "read_functions",
+]

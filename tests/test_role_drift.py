@@ -1,0 +1,135 @@
+"""The managed roles are managed whole: their attributes and their memberships among
+managed roles are declared (``models.security.ROLES``), and a role that differs is
+reported by ``alembic check``, repaired by the revision autogenerate writes, and
+refused, in one line, by a migration that would build on it.
+
+Roles are cluster-wide, so these tests change them on a cluster of their own
+(:mod:`tests.private_server`), never on the shared test server, where a
+``todo_app`` made BYPASSRLS would switch isolation off for every test beside it. They
+act on the declared roles the chain creates, by name: the point is what happens to
+*those* roles when someone changes them by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from migrations import database
+from models.security import APP_ROLE, AUTH_ROLE, IDENTITY_ROLE
+from tests.evolution import Project
+from tests.private_server import private_server
+
+#: (what someone does to a managed role, what ``alembic check`` then reports, the SQL
+#: that undoes it).
+DRIFTS = [
+    pytest.param(
+        f"ALTER ROLE {APP_ROLE} BYPASSRLS",
+        "alter_role",
+        f"ALTER ROLE {APP_ROLE} NOBYPASSRLS",
+        id="bypassrls",
+    ),
+    pytest.param(
+        f"ALTER ROLE {APP_ROLE} LOGIN", "alter_role", f"ALTER ROLE {APP_ROLE} NOLOGIN", id="login"
+    ),
+    pytest.param(
+        f"ALTER ROLE {IDENTITY_ROLE} CREATEROLE",
+        "alter_role",
+        f"ALTER ROLE {IDENTITY_ROLE} NOCREATEROLE",
+        id="createrole",
+    ),
+    pytest.param(
+        f"ALTER ROLE {APP_ROLE} NOINHERIT",
+        "alter_role",
+        f"ALTER ROLE {APP_ROLE} INHERIT",
+        id="noinherit",
+    ),
+    pytest.param(
+        f"GRANT {AUTH_ROLE} TO {APP_ROLE}",
+        "revoke_role",
+        f"REVOKE {AUTH_ROLE} FROM {APP_ROLE}",
+        id="member-of-auth",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[URL]:
+    with private_server() as admin:
+        yield admin
+
+
+def execute(admin: URL, database_name: str, statement: str) -> None:
+    url = admin.set(database=database_name, drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute(statement.encode())
+
+
+@pytest.fixture(scope="module")
+def project(cluster: URL, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A copy of the repository whose database, on the private cluster, is at head."""
+    url = database.create_database(cluster, "roles_at_head")
+    project = Project.copy(
+        Path(tmp_path_factory.mktemp("roles")) / "project", url.render_as_string(False)
+    )
+    project.succeed(["upgrade", "head"])
+    return project
+
+
+def failed_line(output: str) -> str:
+    (line,) = [line for line in output.splitlines() if line.startswith("FAILED:")]
+    assert "Traceback" not in output, output
+    return line
+
+
+@pytest.mark.parametrize(("drift", "repair", "undo"), DRIFTS)
+def test_role_drift_is_reported_and_repaired(
+    cluster: URL, project: Project, drift: str, repair: str, undo: str
+) -> None:
+    """Changed by hand, the role is reported by ``alembic check``; the revision
+    autogenerate writes puts it back, and its downgrade restores the drift."""
+    before = project.revision_files()
+    (head,) = project.succeed(["heads"])
+    execute(cluster, "roles_at_head", drift)
+    try:
+        (checked,) = project.alembic(["check"])
+        assert checked.code != 0, checked
+        assert repair in failed_line(checked.output), checked
+
+        project.succeed(["revision", "--autogenerate", "-m", "put the role back"])
+        (written,) = project.revision_files() - before
+        assert f"op.{repair}(" in written.read_text()
+        project.succeed(["upgrade", "head"], ["check"])
+        project.succeed(["downgrade", "-1"])
+        written.unlink()  # the models are unchanged: at the revision before, it drifts again
+        (after_downgrade,) = project.alembic(["check"])
+        assert repair in failed_line(after_downgrade.output), after_downgrade
+    finally:
+        execute(cluster, "roles_at_head", undo)
+        project.succeed(["stamp", "--purge", head.stdout.split()[0]])
+        for path in project.revision_files() - before:
+            path.unlink()
+    project.succeed(["check"])
+
+
+def test_a_fresh_database_refuses_a_role_that_differs(cluster: URL, project: Project) -> None:
+    """A new database on a cluster where someone made the API's role BYPASSRLS: the
+    revision that would grant to it fails in one line naming the difference, the
+    database stays at the revision before it, and once the role is put back a rerun
+    continues."""
+    fresh = database.create_database(cluster, "roles_fresh").render_as_string(False)
+    execute(cluster, "postgres", f"ALTER ROLE {APP_ROLE} BYPASSRLS")
+    try:
+        (upgrade,) = project.alembic(["upgrade", "head"], database_url=fresh)
+        assert upgrade.code != 0, upgrade
+        line = failed_line(upgrade.output)
+        assert f"role {APP_ROLE} exists, but is BYPASSRLS (declared NOBYPASSRLS)" in line
+        (current,) = project.succeed(["current"], database_url=fresh)
+        assert "(head)" not in current.output
+    finally:
+        execute(cluster, "postgres", f"ALTER ROLE {APP_ROLE} NOBYPASSRLS")
+    project.succeed(["upgrade", "head"], ["check"], database_url=fresh)
