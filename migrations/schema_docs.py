@@ -4,11 +4,15 @@ catalog, rendered as Markdown.
 * :func:`throwaway_database` and :func:`migrate` build a schema the way a deploy
   does (``alembic upgrade`` by a tree's own ``alembic.ini``, ``env.py`` and revisions)
   on a database of its own, named ``todo_review_*`` and always dropped afterwards;
-* :func:`read_schema` reads tables, columns, indexes, constraints and row security
-  (:func:`migrations.rowsecurity.compare.read_catalog`) from the catalog;
+* :func:`read_schema` reads tables, columns, indexes, constraints, row security
+  (:func:`migrations.rowsecurity.compare.read_catalog`) and the schema's functions
+  from the catalog;
 * :func:`er_diagram` renders a Mermaid ``erDiagram``, ownership marked;
 * :func:`security_matrix` renders role x table x command with the policy
-  expressions, and marks what changed when given the schema before;
+  expressions and column-level privileges, and marks what changed when given the
+  schema before;
+* :func:`function_reference` renders each function: its signature, attributes,
+  owner, who may execute it and which policies call it;
 * :func:`render` is the whole reference, ``specs/001-database-layer/schema.md``.
 
 ``python -m migrations.schema_docs`` (``make docs``) writes that file from a database
@@ -23,6 +27,7 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import MetaData, pool
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import URL, Connection
 
 import models
@@ -158,6 +164,27 @@ class Table:
     row_security: tuple[bool, bool]
 
 
+@dataclass(frozen=True)
+class Routine:
+    """A function (or procedure) of the schema, as ``pg_proc`` describes it."""
+
+    #: ``schema.name(arguments)``, the arguments as PostgreSQL prints them (defaults too).
+    signature: str
+    kind: str
+    returns: str
+    language: str
+    volatility: str
+    security_definer: bool
+    #: Its own settings (``proconfig``), as stored: ``search_path=""``.
+    settings: tuple[str, ...]
+    owner: str
+    #: Every grantee that may execute it (:data:`PUBLIC` included), owner too.
+    executors: tuple[str, ...]
+    #: The policies whose expressions call it: (table, policy).
+    policies: tuple[tuple[str, str], ...]
+    body: str
+
+
 @dataclass
 class Schema:
     """What a database holds in its current schema (``alembic_version`` aside)."""
@@ -166,6 +193,8 @@ class Schema:
     security: Catalog = field(default_factory=Catalog)
     #: The revision the database is at, when it has one.
     revision: str | None = None
+    #: The schema's functions that no extension brought, by signature.
+    functions: dict[str, Routine] = field(default_factory=dict)
 
 
 _TABLES = """
@@ -207,11 +236,40 @@ _CONSTRAINTS = """
     WHERE t.relnamespace = current_schema()::regnamespace
       AND con.contype IN ('p', 'u', 'f', 'c', 'x')
 """
+# An extension's functions belong to the extension, not to this schema's design.
+# A policy calling a function twice (USING and WITH CHECK) depends on it twice.
+_FUNCTIONS = """
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname)
+               || '(' || pg_get_function_arguments(p.oid) || ')',
+           p.prokind::text, pg_get_function_result(p.oid), l.lanname, p.provolatile::text,
+           p.prosecdef, coalesce(p.proconfig, '{}'), pg_get_userbyid(p.proowner),
+           ARRAY(SELECT DISTINCT coalesce(r.rolname::text, 'public')
+                 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+                 LEFT JOIN pg_roles r ON r.oid = x.grantee
+                 WHERE x.privilege_type = 'EXECUTE'),
+           (SELECT coalesce(json_agg(json_build_array(c.relname, pol.polname)
+                                     ORDER BY c.relname, pol.polname), '[]')
+            FROM (SELECT DISTINCT d.objid FROM pg_depend d
+                  WHERE d.classid = 'pg_policy'::regclass
+                    AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid) called
+            JOIN pg_policy pol ON pol.oid = called.objid
+            JOIN pg_class c ON c.oid = pol.polrelid),
+           p.prosrc
+    FROM pg_proc p
+    JOIN pg_namespace n ON n.oid = p.pronamespace
+    JOIN pg_language l ON l.oid = p.prolang
+    WHERE p.pronamespace = current_schema()::regnamespace AND p.prokind IN ('f', 'p')
+      AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+                      AND e.objid = p.oid AND e.deptype = 'e')
+"""
+_KINDS = {"f": "function", "p": "procedure"}
+_VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 _VERSION = "SELECT version_num FROM alembic_version"
 
 
 def read_schema(connection: Connection) -> Schema:
-    """The tables, columns, indexes, constraints and row security `connection` sees."""
+    """The tables, columns, indexes, constraints, row security and functions
+    `connection` sees."""
     switches = {
         name: (bool(enabled), bool(forced))
         for name, enabled, forced in connection.exec_driver_sql(_TABLES)
@@ -257,7 +315,40 @@ def read_schema(connection: Connection) -> Schema:
         },
         security=read_catalog(connection),
         revision=revision,
+        functions=read_functions(connection),
     )
+
+
+def read_functions(connection: Connection) -> dict[str, Routine]:
+    """The functions and procedures of the current schema, by signature."""
+    found = {}
+    for (
+        signature,
+        kind,
+        returns,
+        language,
+        volatility,
+        definer,
+        settings,
+        owner,
+        executors,
+        policies,
+        body,
+    ) in connection.exec_driver_sql(_FUNCTIONS):
+        found[signature] = Routine(
+            signature,
+            _KINDS[kind],
+            returns or "",
+            language,
+            _VOLATILITY[volatility],
+            bool(definer),
+            tuple(settings),
+            owner,
+            tuple(sorted(executors, key=lambda r: (r != owner, r == PUBLIC, r))),
+            tuple((table, policy) for table, policy in policies),
+            body,
+        )
+    return dict(sorted(found.items()))
 
 
 def read_database(url: URL) -> Schema:
@@ -410,15 +501,19 @@ class Access:
     row_security: bool
     using: tuple[Clause, ...] = ()
     check: tuple[Clause, ...] = ()
+    #: When the privilege is held on some columns only: it, as SQL grants it
+    #: (``SELECT (id, name)``); the other columns are out of reach whatever the policies.
+    on_columns: str | None = None
 
     def verdict(self) -> str:
         if not self.granted:
             return "not granted"
+        granted = "granted" if self.on_columns is None else f"granted {self.on_columns}"
         if not self.row_security:
-            return "granted, RLS off: ⚠️ every row"
+            return f"{granted}, RLS off: ⚠️ every row"
         if not any(clause.permissive for clause in (*self.using, *self.check)):
-            return "granted, no policy: no row"
-        return "granted"
+            return f"{granted}, no policy: no row"
+        return granted
 
     def describe(self) -> str:
         parts = [self.verdict()]
@@ -436,6 +531,60 @@ def render_clauses(clauses: Sequence[Clause]) -> str:
 
 
 AccessKey = tuple[str, str, str]
+
+#: Privileges in the order ``GRANT`` lists them.
+PRIVILEGES = (
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+    "MAINTAIN",
+)
+
+# Column names as PostgreSQL's own GRANT needs them: "userId", "user" quoted.
+_quote = PGDialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+
+def on_columns(privilege: str, columns: Iterable[str]) -> str:
+    """`privilege` on `columns` as SQL grants it: ``SELECT (id, image, name)``."""
+    return f"{privilege} ({', '.join(_quote(column) for column in sorted(columns))})"
+
+
+def held_privileges(security: Catalog, table: str, role: str) -> list[str]:
+    """What `role` itself holds on `table`, each as SQL grants it: a table privilege
+    by name (``INSERT``), a column privilege with its columns (``SELECT (id, name)``);
+    a column privilege that the table privilege covers is left out."""
+    whole = security.grants.get((table, role), frozenset())
+    columns = {
+        privilege: held
+        for privilege, held in security.column_grants.get((table, role), {}).items()
+        if privilege not in whole and held
+    }
+    ranked = sorted({*whole, *columns}, key=lambda p: (_rank(p), p))
+    return [on_columns(p, columns[p]) if p in columns else p for p in ranked]
+
+
+def describe_privileges(security: Catalog, table: str, role: str) -> str:
+    """:func:`held_privileges` in one line, ``nothing`` when there are none."""
+    return ", ".join(held_privileges(security, table, role)) or "nothing"
+
+
+def _rank(privilege: str) -> int:
+    return PRIVILEGES.index(privilege) if privilege in PRIVILEGES else len(PRIVILEGES)
+
+
+def grantees(security: Catalog, table: str) -> list[str]:
+    """The roles (and PUBLIC, last) holding a privilege on `table` or on its columns."""
+    found = {role for (name, role), held in security.grants.items() if name == table and held}
+    found |= {
+        role
+        for (name, role), held in security.column_grants.items()
+        if name == table and any(held.values())
+    }
+    return sorted(found, key=lambda r: (r == PUBLIC, r))
 
 
 def _applies(policy: Policy, role: str, command: str) -> bool:
@@ -456,13 +605,17 @@ def access_matrix(schema: Schema) -> dict[AccessKey, Access]:
     for table in schema.tables.values():
         enabled = table.row_security[0]
         policies = sorted(security.policies.get(table.name, {}).values(), key=lambda p: p.name)
-        roles = {*ROLES}
-        roles |= {role for (name, role) in security.grants if name == table.name}
+        roles = {*ROLES, *grantees(security, table.name)}
         roles |= {role for policy in policies for role in policy.roles}
         public_privileges = security.grants.get((table.name, PUBLIC), frozenset())
+        public_columns = security.column_grants.get((table.name, PUBLIC), {})
         for role in sorted(roles, key=lambda r: (r == PUBLIC, r)):
             privileges = security.grants.get((table.name, role), frozenset()) | public_privileges
+            own_columns = security.column_grants.get((table.name, role), {})
             for command in COMMANDS:
+                columns = own_columns.get(command, frozenset()) | public_columns.get(
+                    command, frozenset()
+                )
                 applying = [p for p in policies if _applies(p, role, command)]
                 using = tuple(
                     Clause(p.name, p.using, p.permissive)
@@ -476,8 +629,11 @@ def access_matrix(schema: Schema) -> dict[AccessKey, Access]:
                     and (expression := _check_expression(p)) is not None
                 )
                 granted = command in privileges
-                if granted or applying:
-                    matrix[(table.name, role, command)] = Access(granted, enabled, using, check)
+                partly = None if granted or not columns else on_columns(command, columns)
+                if granted or partly or applying:
+                    matrix[(table.name, role, command)] = Access(
+                        granted or partly is not None, enabled, using, check, partly
+                    )
     return matrix
 
 
@@ -550,10 +706,86 @@ def row_security_summary(schema: Schema) -> list[str]:
     return lines
 
 
+# --- functions ----------------------------------------------------------------------
+
+
+def _grantee(role: str) -> str:
+    return "PUBLIC" if role == PUBLIC else code(role)
+
+
+def function_reference(function: Routine) -> list[str]:
+    """One function: what it is, whose rights it runs with, who may call it, which
+    policies call it, and its body."""
+    executors = [
+        _grantee(role)
+        + (" (owner)" if role == function.owner else "")
+        + (" (every role)" if role == PUBLIC else "")
+        for role in function.executors
+    ]
+    security = (
+        f"SECURITY DEFINER: runs with the rights of its owner, {code(function.owner)}"
+        if function.security_definer
+        else "SECURITY INVOKER: runs with the rights of its caller"
+    )
+    properties = [
+        ["kind", function.kind],
+        ["returns", code(function.returns) if function.returns else "—"],
+        ["language", function.language],
+        ["volatility", function.volatility],
+        ["security", security],
+        ["settings", ", ".join(code(s) for s in function.settings) or "none"],
+        ["owner", code(function.owner)],
+        ["EXECUTE", ", ".join(executors) or "nobody but superusers"],
+        [
+            "called by policies",
+            ", ".join(f"{code(policy)} on {code(table)}" for table, policy in function.policies)
+            or "none",
+        ],
+    ]
+    fence = "```"
+    while fence in function.body:
+        fence += "`"
+    body = textwrap.dedent(function.body.strip("\n")).strip()
+    return [
+        f"### {code(function.signature)}",
+        "",
+        *table_rows(["property", "value"], properties),
+        "",
+        # GitHub highlights no plpgsql: its bodies read well as SQL.
+        fence + ("sql" if function.language in ("sql", "plpgsql") else ""),
+        *body.splitlines(),
+        fence,
+    ]
+
+
+def functions_section(schema: Schema) -> list[str]:
+    """Every function of the schema, or a line saying there is none."""
+    if not schema.functions:
+        return ["No functions of its own."]
+    lines = [
+        "Functions and procedures of the schema (not those of extensions), as the catalog",
+        "has them. EXECUTE lists every role that may call one (superusers always may).",
+    ]
+    for function in schema.functions.values():
+        lines += ["", *function_reference(function)]
+    return lines
+
+
 # --- the reference ------------------------------------------------------------------
 
 
-def table_reference(table: Table, owner: str | None) -> list[str]:
+def privileges_reference(security: Catalog, table: str) -> list[str]:
+    """Who holds which privilege on `table`, column-level ones with their columns."""
+    rows = [
+        [_grantee(role), ", ".join(held_privileges(security, table, role))]
+        for role in grantees(security, table)
+    ]
+    if not rows:
+        return ["Privileges: none granted to any managed role or PUBLIC."]
+    return ["Privileges:", "", *table_rows(["grantee", "privileges"], rows)]
+
+
+def table_reference(table: Table, owner: str | None, security: Catalog | None = None) -> list[str]:
     enabled, forced = table.row_security
     rls = "enabled and forced" if enabled and forced else "enabled" if enabled else "disabled"
     lines = [f"### {code(table.name)}", "", f"Row-level security: {rls}."]
@@ -580,11 +812,14 @@ def table_reference(table: Table, owner: str | None) -> list[str]:
             ["constraint", "kind", "definition"],
             [[code(c.name), c.kind, code(c.definition)] for c in table.constraints.values()],
         )
+    if security is not None:
+        lines += ["", *privileges_reference(security, table.name)]
     return lines
 
 
 def render(schema: Schema, owners: Mapping[str, str]) -> str:
-    """The whole reference: diagram, row-security matrix, a section per table."""
+    """The whole reference: diagram, row-security matrix, functions, a section per
+    table."""
     lines = [
         "# Database schema",
         "",
@@ -606,14 +841,19 @@ def render(schema: Schema, owners: Mapping[str, str]) -> str:
         "",
         "What each role may do, command by command. Permissive policies combine with OR,",
         "restrictive ones with AND; a role without the privilege gets nothing whatever the",
-        "policies say.",
+        "policies say, and a role holding it on some columns only (`SELECT (id, name)`)",
+        "reaches those columns alone.",
         "",
         *security_matrix(schema),
+        "",
+        "## Functions",
+        "",
+        *functions_section(schema),
         "",
         "## Tables",
     ]
     for table in schema.tables.values():
-        lines += ["", *table_reference(table, owners.get(table.name))]
+        lines += ["", *table_reference(table, owners.get(table.name), schema.security)]
     return "\n".join(lines) + "\n"
 
 
@@ -633,7 +873,7 @@ def build_docs(root: Path = database.PROJECT_ROOT, admin: URL | None = None) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m migrations.schema_docs",
-        description="Write the schema reference (diagram, row-security matrix, tables).",
+        description="Write the schema reference (diagram, row-security matrix, functions, tables).",
     )
     parser.add_argument("--output", type=Path, default=DOCS_PATH, help="default: %(default)s")
     args = parser.parse_args(argv)

@@ -1,7 +1,9 @@
 """The generated schema reference is up to date, and what it renders means what it says.
 
 ``specs/001-database-layer/schema.md`` is regenerated here from a database at head
-(a copy of the session's migrated template) and compared with the committed file.
+(a copy of the session's migrated template) and compared with the committed file. What
+the reference reads from the catalog (column privileges, functions, the policies that
+call them) is checked on objects each test makes itself, not on today's schema.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import difflib
 
 import pytest
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
 import models
 from migrations import schema_docs
@@ -17,6 +19,7 @@ from migrations.database import PROJECT_ROOT
 from migrations.rowsecurity.compare import Catalog
 from migrations.schema_docs import Column, Constraint, Schema, Table
 from models.security import Policy
+from tests.conftest import new_engine
 
 
 def test_schema_reference_is_up_to_date(head_engine: Engine) -> None:
@@ -135,3 +138,113 @@ def test_code_spans_survive_table_cells() -> None:
 def test_a_bad_admin_url_names_its_variable() -> None:
     with pytest.raises(schema_docs.DocsError, match=r"^REVIEW_DATABASE_URL has unsupported scheme"):
         schema_docs.admin_url({"REVIEW_DATABASE_URL": "mysql://root@localhost/x"})
+
+
+def test_the_matrix_shows_privileges_held_on_some_columns() -> None:
+    schema = small_schema(policies=[MINE])
+    security = schema.security
+    security.column_grants[("note", "todo_app")] = {
+        "UPDATE": frozenset({"written at", "owner_id"}),
+        "SELECT": frozenset({"id"}),  # the table-wide SELECT covers it already
+    }
+    security.column_grants[("note", "public")] = {"SELECT": frozenset({"id"})}
+    matrix = schema_docs.access_matrix(schema)
+    update = matrix[("note", "todo_app", "UPDATE")]
+    assert update.verdict() == 'granted UPDATE (owner_id, "written at")'
+    assert [clause.policy for clause in update.using] == ["mine"]
+    assert matrix[("note", "todo_app", "SELECT")].verdict() == "granted"
+    # PUBLIC's column privileges reach every role, as its table privileges do.
+    assert matrix[("note", "todo_auth", "SELECT")].verdict() == (
+        "granted SELECT (id), no policy: no row"
+    )
+    assert schema_docs.describe_privileges(security, "note", "todo_app") == (
+        'SELECT, INSERT, UPDATE (owner_id, "written at")'
+    )
+    assert schema_docs.describe_privileges(security, "user", "todo_app") == "nothing"
+    reference = "\n".join(schema_docs.privileges_reference(security, "note"))
+    assert '| `todo_app` | SELECT, INSERT, UPDATE (owner_id, "written at") |' in reference
+    assert "| PUBLIC | SELECT (id) |" in reference
+    text = schema_docs.render(schema, {})
+    assert "## Functions\n\nNo functions of its own.\n" in text
+
+
+#: A table, two functions and a policy calling one of them: what the reference must read
+#: back from the catalog, whatever the models say.
+OWN_OBJECTS = """
+CREATE TABLE note (id integer PRIMARY KEY, owner_id text NOT NULL, "Body" text);
+ALTER TABLE note ENABLE ROW LEVEL SECURITY;
+CREATE FUNCTION public.note_owner() RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = '' AS $$ SELECT 'me'::text $$;
+REVOKE EXECUTE ON FUNCTION public.note_owner() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.note_owner() TO todo_app;
+CREATE FUNCTION public.plus(a integer, b integer DEFAULT 1) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RETURN a + b; END $$;
+CREATE POLICY mine ON note FOR UPDATE TO todo_app
+    USING (owner_id = (SELECT public.note_owner()))
+    WITH CHECK (owner_id = (SELECT public.note_owner()));
+GRANT SELECT (id, "Body") ON note TO todo_app;
+GRANT UPDATE ("Body") ON note TO todo_app;
+"""
+
+
+def test_functions_and_column_grants_come_from_the_catalog(empty_url: URL) -> None:
+    engine = new_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(OWN_OBJECTS)
+            me = str(connection.exec_driver_sql("SELECT current_user").scalar())
+            superuser = connection.exec_driver_sql(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).scalar()
+            if superuser:  # only an extension's owner may add to it
+                connection.exec_driver_sql(
+                    "CREATE FUNCTION public.from_extension() RETURNS int LANGUAGE sql "
+                    "AS $$ SELECT 1 $$; "
+                    "ALTER EXTENSION plpgsql ADD FUNCTION public.from_extension()"
+                )
+        with engine.connect() as connection:
+            schema = schema_docs.read_schema(connection)
+    finally:
+        engine.dispose()
+
+    assert list(schema.functions) == [
+        "public.note_owner()",
+        "public.plus(a integer, b integer DEFAULT 1)",
+    ]
+    owner_of_note = schema.functions["public.note_owner()"]
+    assert (owner_of_note.language, owner_of_note.volatility) == ("sql", "STABLE")
+    assert owner_of_note.security_definer
+    assert owner_of_note.settings == ('search_path=""',)
+    assert owner_of_note.executors == (me, "todo_app")
+    # USING and WITH CHECK both call it: one policy, listed once.
+    assert owner_of_note.policies == (("note", "mine"),)
+    plus = schema.functions["public.plus(a integer, b integer DEFAULT 1)"]
+    assert (plus.returns, plus.security_definer, plus.policies) == ("integer", False, ())
+    assert plus.executors == (me, "public")
+
+    text = schema_docs.render(schema, {})
+    functions = text.split("## Functions", 1)[1].split("## Tables", 1)[0]
+    note_owner, plus_text = functions.split("### `public.note_owner()`", 1)[1].split(
+        "### `public.plus(", 1
+    )
+    assert f"| security | SECURITY DEFINER: runs with the rights of its owner, `{me}` |" in (
+        note_owner
+    )
+    assert '| settings | `search_path=""` |' in note_owner
+    assert f"| EXECUTE | `{me}` (owner), `todo_app` |" in note_owner
+    assert "PUBLIC" not in note_owner
+    assert "| called by policies | `mine` on `note` |" in note_owner
+    assert "```sql\nSELECT 'me'::text\n```" in note_owner
+    assert f"| EXECUTE | `{me}` (owner), PUBLIC (every role) |" in plus_text
+    assert "| settings | none |" in plus_text
+    assert "| called by policies | none |" in plus_text
+    assert "from_extension" not in text
+
+    matrix = schema_docs.access_matrix(schema)
+    assert matrix[("note", "todo_app", "SELECT")].verdict() == (
+        'granted SELECT ("Body", id), no policy: no row'
+    )
+    update = matrix[("note", "todo_app", "UPDATE")]
+    assert update.verdict() == 'granted UPDATE ("Body")'
+    assert [clause.policy for clause in update.using] == ["mine"]
+    assert '| `todo_app` | SELECT ("Body", id), UPDATE ("Body") |' in text
