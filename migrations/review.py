@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -382,12 +382,6 @@ def describe_policy(policy: Policy) -> str:
     return text
 
 
-def _privileges(privileges: Iterable[str]) -> str:
-    order = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
-    ranked = sorted(privileges, key=lambda p: (order.index(p) if p in order else len(order), p))
-    return ", ".join(ranked) or "nothing"
-
-
 def _switches(state: tuple[bool, bool]) -> str:
     enabled, forced = state
     return "disabled" if not enabled else "enabled, forced" if forced else "enabled, not forced"
@@ -457,17 +451,24 @@ def compare(before: Schema, after: Schema) -> list[Change]:
             after.security.policies.get(name, {}),
             describe=describe_policy,
         )
-    grants_before, grants_after = before.security.grants, after.security.grants
-    for name, role in sorted({*grants_before, *grants_after}):
+    grantees = {
+        *before.security.grants,
+        *before.security.column_grants,
+        *after.security.grants,
+        *after.security.column_grants,
+    }
+    for name, role in sorted(grantees):
         if name == "alembic_version":
             continue
         shown = "PUBLIC" if role == PUBLIC else role
+        held_before = schema_docs.held_privileges(before.security, name, role)
+        held_after = schema_docs.held_privileges(after.security, name, role)
         inner += _compare_named(
             "grant",
             name,
-            {shown: grants_before[(name, role)]} if (name, role) in grants_before else {},
-            {shown: grants_after[(name, role)]} if (name, role) in grants_after else {},
-            describe=_privileges,
+            {shown: tuple(held_before)} if held_before else {},
+            {shown: tuple(held_after)} if held_after else {},
+            describe=lambda held: ", ".join(held) or "nothing",
         )
     order = ("column", "index", "constraint", "row security", "policy", "grant")
     inner.sort(key=lambda c: (c.table, order.index(c.kind), c.name))
