@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+import session_binding
 from migrations.rowsecurity.declarations import declared_functions, row_security
 from models import metadata
 from models.security import APP_ROLE, BIND_SESSION, ROLES, RowSecurity
@@ -415,11 +416,12 @@ def may_bind_sessions() -> frozenset[str]:
 
 
 def bind(connection: Connection, token: str) -> str | None:
-    """``SELECT public.bind_session(<token>)``, as the API begins every transaction: the
-    user whose live session `token` is, or None (nobody)."""
-    function = f"{BIND_SESSION.schema}.{BIND_SESSION.name}"
-    bound = connection.execute(sa.text(f"SELECT {function}(:token)"), {"token": token}).scalar()
-    return None if bound is None else str(bound)
+    """Bind `token` as the API does (:func:`session_binding.bind`): the user whose live
+    session `token` is, or None (nobody) for any other token."""
+    try:
+        return session_binding.bind(connection, token)
+    except session_binding.InvalidSessionError:
+        return None
 
 
 @contextmanager
