@@ -133,3 +133,65 @@ def test_a_fresh_database_refuses_a_role_that_differs(cluster: URL, project: Pro
     finally:
         execute(cluster, "postgres", f"ALTER ROLE {APP_ROLE} NOBYPASSRLS")
     project.succeed(["upgrade", "head"], ["check"], database_url=fresh)
+
+
+def acl(admin: URL, database_name: str, table: str) -> list[str]:
+    url = admin.set(database=database_name, drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as connection:
+        row = connection.execute(
+            "SELECT coalesce(relacl::text[], '{}') FROM pg_class WHERE relname = %s", [table]
+        ).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def test_a_role_taken_out_of_the_declarations_loses_its_grants(
+    cluster: URL, project: Project
+) -> None:
+    """A role retired from ROLES (its grant removed with it) has its privileges revoked
+    by the next revision, like a grant made by hand to a role nobody declared; the
+    downgrade gives them back."""
+    retired = "todo_retired_reader"
+    models = project.models()
+    before = project.revision_files()
+    (head,) = project.succeed(["heads"])
+    project.replace(
+        "models/security.py",
+        "ROLES: tuple[str, ...] = (APP_ROLE, AUTH_ROLE, IDENTITY_ROLE)",
+        f'ROLES: tuple[str, ...] = (APP_ROLE, AUTH_ROLE, IDENTITY_ROLE, "{retired}")',
+    )
+    project.replace(
+        "models/todo.py",
+        '{"info": {ROW_SECURITY: owned_by("user_id")}}',
+        '{"info": {ROW_SECURITY: owned_by("user_id")'
+        f' + RowSecurity(grants=(Grant("{retired}", READ_ONLY),))}}}}',
+    )
+    project.replace(
+        "models/todo.py",
+        "from models.security import ROW_SECURITY, owned_by",
+        "from models.security import READ_ONLY, ROW_SECURITY, Grant, RowSecurity, owned_by",
+    )
+    try:
+        project.succeed(["revision", "--autogenerate", "-m", "a reader"], ["upgrade", "head"])
+        assert f"{retired}=r/" in " ".join(acl(cluster, "roles_at_head", "todo"))
+
+        project.restore_models(models)
+        project.succeed(["revision", "--autogenerate", "-m", "no reader"])
+        (written,) = {p for p in project.revision_files() - before if "no_reader" in p.name}
+        assert f'op.revoke_privileges("todo", "{retired}", ["SELECT"])' in written.read_text()
+        project.succeed(["upgrade", "head"], ["check"])
+        assert retired not in " ".join(acl(cluster, "roles_at_head", "todo"))
+        project.succeed(["downgrade", "-1"])
+        assert f"{retired}=r/" in " ".join(acl(cluster, "roles_at_head", "todo"))
+
+        # The same for a grant made by hand to a role nobody declared.
+        project.succeed(["upgrade", "head"])
+        execute(cluster, "roles_at_head", f"GRANT SELECT ON todo TO {retired}")
+        (checked,) = project.alembic(["check"])
+        assert "revoke_privileges" in failed_line(checked.output), checked
+    finally:
+        project.restore_models(models)
+        execute(cluster, "roles_at_head", f"REVOKE ALL ON todo FROM {retired}")
+        project.succeed(["stamp", "--purge", head.stdout.split()[0]])
+        for path in project.revision_files() - before:
+            path.unlink()

@@ -40,6 +40,7 @@ from migrations.rowsecurity import declarations
 from migrations.rowsecurity import functions as routines
 from migrations.rowsecurity import operations as ops
 from migrations.rowsecurity.declarations import declared_row_security
+from migrations.rowsecurity.grantees import managed_grantee
 from models.security import PUBLIC, ROLES, Policy, RowSecurity, declared_role
 
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
@@ -100,23 +101,22 @@ _POLICIES = """
     SELECT tablename, policyname, cmd, roles::text[], qual, with_check, permissive = 'PERMISSIVE'
     FROM pg_policies WHERE schemaname = current_schema()
 """
-# PUBLIC is grantee 0, which pg_roles does not list: it is managed too (nothing for it).
-_GRANTS = """
+_GRANTS = f"""
     SELECT c.relname, coalesce(r.rolname, 'public'), a.privilege_type, a.is_grantable
     FROM pg_class c
     CROSS JOIN LATERAL aclexplode(c.relacl) a
     LEFT JOIN pg_roles r ON r.oid = a.grantee
     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-      AND (a.grantee = 0 OR r.rolname = ANY(%(roles)s))
+      AND {managed_grantee("a.grantee", "c.relowner")}
 """
 
 
 # Sequences a serial column owns (deptype 'a'; identity columns' are 'i' and need no grant).
-_SEQUENCES = """
+_SEQUENCES = f"""
     SELECT t.relname, a.attname,
            ARRAY(SELECT coalesce(r.rolname::text, 'public') FROM aclexplode(s.relacl) x
                  LEFT JOIN pg_roles r ON r.oid = x.grantee
-                 WHERE x.privilege_type = 'USAGE' AND (x.grantee = 0 OR r.rolname = ANY(%(roles)s)))
+                 WHERE x.privilege_type = 'USAGE' AND {managed_grantee("x.grantee", "s.relowner")})
     FROM pg_class s
     JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
                     AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
@@ -134,14 +134,14 @@ _POLICY_COLUMNS = """
     JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
     WHERE c.relnamespace = current_schema()::regnamespace
 """
-_COLUMN_GRANTS = """
+_COLUMN_GRANTS = f"""
     SELECT c.relname, a.attname, coalesce(r.rolname, 'public'), x.privilege_type, x.is_grantable
     FROM pg_class c
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     CROSS JOIN LATERAL aclexplode(a.attacl) x
     LEFT JOIN pg_roles r ON r.oid = x.grantee
     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-      AND (x.grantee = 0 OR r.rolname = ANY(%(roles)s))
+      AND {managed_grantee("x.grantee", "c.relowner")}
 """
 
 
@@ -224,7 +224,7 @@ def sequence_ops(
     result: list[MigrateOperation] = []
     for column in columns:
         have = catalog.sequence_usage.get((table, column), set())
-        for role in sorted({*ROLES, PUBLIC} & (have - inserting)):
+        for role in sorted(have - inserting):
             result.append(ops.RevokeSequenceUsageOp(table, column, role))
         for role in sorted(inserting - have):
             result.append(ops.GrantSequenceUsageOp(table, column, role))
@@ -293,7 +293,7 @@ def _policy_ops(
 
 
 def _grant_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[MigrateOperation]:
-    """Managed grantees (the declared roles and PUBLIC) hold exactly what is declared,
+    """Managed grantees (:func:`managed_grantee`) hold exactly what is declared,
     on the table and on its columns, and never the right to pass it on."""
     wanted: dict[str, frozenset[str]] = {}
     wanted_columns: dict[str, dict[str, frozenset[str]]] = defaultdict(dict)
@@ -305,7 +305,8 @@ def _grant_ops(table: str, declaration: RowSecurity, catalog: Catalog) -> list[M
             held = wanted_columns[grant.role].get(privilege, frozenset())
             wanted_columns[grant.role][privilege] = held | grant.columns
     result: list[MigrateOperation] = []
-    for role in sorted({*ROLES, PUBLIC, *wanted, *wanted_columns}):
+    granted = {role for (name, role) in (*catalog.grants, *catalog.column_grants) if name == table}
+    for role in sorted({*ROLES, PUBLIC, *wanted, *wanted_columns, *granted}):
         want = wanted.get(role, frozenset())
         have = catalog.grants.get((table, role), frozenset())
         if passable := catalog.grant_options.get((table, role), frozenset()) & want:

@@ -33,6 +33,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.engine import Connection
 
+from migrations.rowsecurity.grantees import managed_grantee
 from models.security import PUBLIC, ROLES, Function
 
 _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
@@ -128,15 +129,16 @@ class Held:
 
 
 #: Functions of a schema (``%(schema)s`` an oid) that no extension owns.
-FUNCTIONS_IN = """
+FUNCTIONS_IN = f"""
     SELECT p.proname, pg_get_function_identity_arguments(p.oid),
            pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc,
-           l.lanname, p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{}'),
+           l.lanname, p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{{}}'),
            pg_get_userbyid(p.proowner),
            ARRAY(SELECT coalesce(g.rolname::text, 'public')
                  FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
                  LEFT JOIN pg_roles g ON g.oid = x.grantee
-                 WHERE x.privilege_type = 'EXECUTE')
+                 WHERE x.privilege_type = 'EXECUTE'
+                   AND {managed_grantee("x.grantee", "p.proowner")})
     FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
     WHERE p.pronamespace = %(schema)s AND p.prokind = 'f'
       AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
@@ -161,7 +163,7 @@ def read_functions(connection: Connection, schema_oid_sql: str) -> dict[tuple[st
         settings,
         owner,
         executors,
-    ) in connection.exec_driver_sql(FUNCTIONS_IN, {"schema": schema}):
+    ) in connection.exec_driver_sql(FUNCTIONS_IN, {"schema": schema, "roles": list(ROLES)}):
         shape = Shape(arguments, result, body, language, volatility, definer, tuple(settings))
         found[(name, identity)] = Held(name, identity, shape, owner, frozenset(executors))
     return found
@@ -432,7 +434,7 @@ def diff_functions(
         # The owner may always execute its function: not a grant to manage.
         have = current.executors - {current.owner, function.owner}
         want = {str(role) for role in function.executors}
-        for role in sorted({*ROLES, PUBLIC} & (have - want)):
+        for role in sorted(have - want):
             result.append(RevokeExecuteOp(signature, role))
         for role in sorted(want - have):
             result.append(GrantExecuteOp(signature, role))
