@@ -36,6 +36,7 @@ from alembic.util import CommandError, DispatchPriority, PriorityDispatchResult
 from sqlalchemy.engine import Connection
 
 from migrations import deparse
+from migrations.online import AutocommitBlockOp
 
 
 def _literal(value: str) -> str:
@@ -86,12 +87,19 @@ class AddEnumValueOp(MigrateOperation):
     name: str
     value: str
     before: str | None = None
+    after: str | None = None
 
     @classmethod
     def add_enum_value(
-        cls, operations: Operations, name: str, value: str, *, before: str | None = None
+        cls,
+        operations: Operations,
+        name: str,
+        value: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
     ) -> None:
-        operations.invoke(cls(name, value, before))
+        operations.invoke(cls(name, value, before, after))
 
     def reverse(self) -> MigrateOperation:
         return _NothingOp(f"{self.name} keeps {self.value!r}: PostgreSQL cannot drop a value")
@@ -130,6 +138,8 @@ def _drop_enum(operations: Operations, operation: DropEnumOp) -> None:
 @Operations.implementation_for(AddEnumValueOp)
 def _add_enum_value(operations: Operations, operation: AddEnumValueOp) -> None:
     where = f" BEFORE {_literal(operation.before)}" if operation.before else ""
+    if operation.after:
+        where = f" AFTER {_literal(operation.after)}"
     name = _quote(operations, operation.name)
     # IF NOT EXISTS: a downgrade leaves the value, and the upgrade that follows meets it.
     value = _literal(operation.value)
@@ -143,8 +153,10 @@ def _render_enum_type(context: AutogenContext, operation: _EnumTypeOp) -> str:
 
 @renderers.dispatch_for(AddEnumValueOp)
 def _render_add_enum_value(context: AutogenContext, operation: AddEnumValueOp) -> str:
-    before = f", before={operation.before!r}" if operation.before else ""
-    return f"op.add_enum_value({operation.name!r}, {operation.value!r}{before})"
+    where = f", before={operation.before!r}" if operation.before else ""
+    if operation.after:
+        where = f", after={operation.after!r}"
+    return f"op.add_enum_value({operation.name!r}, {operation.value!r}{where})"
 
 
 def render_enum(type_: sa.Enum, autogen_context: AutogenContext) -> str:
@@ -196,7 +208,10 @@ def additions(name: str, have: tuple[str, ...], want: tuple[str, ...]) -> list[A
     for index, value in enumerate(want):
         if value not in have:
             following = next((v for v in want[index + 1 :] if v in have), None)
-            added.append(AddEnumValueOp(name, value, following))
+            # Appended: after the last value, said so (squawk's
+            # require-enum-value-ordering asks for a place either way).
+            preceding = None if following else (want[index - 1] if index else None)
+            added.append(AddEnumValueOp(name, value, following, preceding))
     return added
 
 
@@ -213,8 +228,10 @@ def compare_enum_types(
     for name, values in sorted(want.items()):
         if name not in have:
             first.append(CreateEnumOp(name, values))
-        else:
-            first += additions(name, have[name], values)
+        elif added := additions(name, have[name], values):
+            # Committed before the revision's transaction: PostgreSQL refuses to use a
+            # value in the transaction that added it ("unsafe use of new value").
+            first.append(AutocommitBlockOp(list(added), [], first=True))
     last = [DropEnumOp(name, values) for name, values in sorted(have.items()) if name not in want]
     upgrade_ops.ops[:0] = first
     upgrade_ops.ops += last

@@ -13,7 +13,9 @@ one reason for one decision. Advisory, shown by the review and failing nothing: 
 rules that prefer one column type to another (``prefer-bigint-over-int``...), which say
 nothing about what a deploy does to a live table, and ``ban-drop-constraint``: dropping
 a CHECK or a foreign key loosens a rule the models no longer declare, loses no row, and
-waits for its lock no longer than ``lock_timeout``.
+waits for its lock no longer than ``lock_timeout``; ``ban-drop-type``: PostgreSQL drops
+a type only once no column uses it, so the data went with the column or table, whose
+drop asks for the acknowledgement.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ DESTRUCTIVE_ACKNOWLEDGED = "destructive_acknowledged"
 DESTROYING_RULES = frozenset(
     {"ban-drop-column", "ban-drop-table", "ban-drop-database", "ban-truncate-cascade"}
 )
-#: Rules about the choice of a column's type, or about loosening a rule the models no
-#: longer declare, not about long locks or lost data: advisory.
+#: Rules about the choice of a column's type, or about loosening a rule or dropping a
+#: type the models no longer declare, not about long locks or lost data: advisory.
 ADVISORY_RULES = frozenset(
     {
         "ban-char-field",
         "ban-drop-constraint",
+        "ban-drop-type",
         "prefer-bigint-over-int",
         "prefer-bigint-over-smallint",
         "prefer-identity",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
@@ -159,6 +159,58 @@ $$"""
     )
 
 
+@Operations.register_operation("drop_constraint_left_by_an_earlier_run")
+@dataclass
+class DropConstraintLeftOp(MigrateOperation):
+    """Drop `constraint_name` if an earlier, interrupted run of this revision left it,
+    NOT VALID or already validated by its online step, so that the revision, which
+    adds it again, can be rerun. It takes the table's lock only then: the first run
+    locks nothing it would not lock anyway.
+
+    (``op.drop_constraint_if_not_valid``, which revisions wrote before, left a validated
+    constraint in place, and the rerun failed on adding it again.)"""
+
+    table_name: str
+    constraint_name: str
+
+    #: No lock on a first run (the constraint is not there): nothing to take up front.
+    takes_no_table_lock: ClassVar[bool] = True
+
+    @classmethod
+    def drop_constraint_left_by_an_earlier_run(
+        cls, operations: Operations, table_name: str, constraint_name: str
+    ) -> None:
+        operations.invoke(cls(table_name, constraint_name))
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("drop_constraint_left_by_an_earlier_run", self.table_name, self.constraint_name)
+
+
+@Operations.implementation_for(DropConstraintLeftOp)
+def _drop_constraint_left(operations: Operations, operation: DropConstraintLeftOp) -> None:
+    quote = operations.impl.dialect.identifier_preparer.quote
+    table, constraint = quote(operation.table_name), quote(operation.constraint_name)
+    literal = "'" + constraint.replace("'", "''") + "'"
+    operations.execute(
+        f"""DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass
+               AND conname = {literal}) THEN
+        ALTER TABLE {table} DROP CONSTRAINT {constraint};
+    END IF;
+END
+$$"""
+    )
+
+
+@renderers.dispatch_for(DropConstraintLeftOp)
+def _render_drop_constraint_left(context: AutogenContext, operation: DropConstraintLeftOp) -> str:
+    return (
+        f"op.drop_constraint_left_by_an_earlier_run({operation.table_name!r}, "
+        f"{operation.constraint_name!r})"
+    )
+
+
 @renderers.dispatch_for(DropConstraintIfNotValidOp)
 def _render_drop_constraint_if_not_valid(
     context: AutogenContext, operation: DropConstraintIfNotValidOp
@@ -208,13 +260,16 @@ def _render_validate_constraint(context: AutogenContext, operation: ValidateCons
 @dataclass
 class AutocommitBlockOp(MigrateOperation):
     """Operations that must run outside a transaction, rendered inside
-    ``op.get_context().autocommit_block()``."""
+    ``op.get_context().autocommit_block()``: after the revision's transaction (online
+    steps), or, `first`, before it (what the transaction needs committed, such as an
+    enum value it uses)."""
 
     ops: list[MigrateOperation]
     reversed_ops: list[MigrateOperation]
+    first: bool = False
 
     def reverse(self) -> AutocommitBlockOp:
-        return AutocommitBlockOp(self.reversed_ops, self.ops)
+        return AutocommitBlockOp(self.reversed_ops, self.ops, self.first)
 
 
 @renderers.dispatch_for(AutocommitBlockOp)
@@ -266,7 +321,7 @@ def _not_valid_then_validate(
     name = str(op.constraint_name)
     op.kw["postgresql_not_valid"] = True
     return [
-        DropConstraintIfNotValidOp(table, name),
+        DropConstraintLeftOp(table, name),
         op,
         AutocommitBlockOp([ValidateConstraintOp(table, name)], []),
     ]
@@ -292,14 +347,16 @@ def add_check_not_valid(
 
 def _online_steps_last(container: OpContainer) -> None:
     """Move every autocommit block, in order, to the end of `container`: the
-    revision's transaction runs whole first, its online steps after it commits."""
+    revision's transaction runs whole first, its online steps after it commits; but
+    the blocks that must come `first`, to its start."""
     steps: list[MigrateOperation] = []
+    first: list[MigrateOperation] = []
 
     def keep(operations: list[MigrateOperation]) -> list[MigrateOperation]:
         kept: list[MigrateOperation] = []
         for operation in operations:
             if isinstance(operation, AutocommitBlockOp):
-                steps.extend(operation.ops)
+                (first if operation.first else steps).extend(operation.ops)
             elif isinstance(operation, ops.ModifyTableOps):
                 operation.ops = keep(operation.ops)
                 if operation.ops:
@@ -311,6 +368,8 @@ def _online_steps_last(container: OpContainer) -> None:
     container.ops = keep(container.ops)
     if steps:
         container.ops.append(AutocommitBlockOp(steps, []))
+    if first:
+        container.ops.insert(0, AutocommitBlockOp(first, [], first=True))
 
 
 def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
@@ -468,4 +527,14 @@ def lock_up_front(context: MigrationContext, script: MigrationScript) -> None:
                     ):
                         strongest[table] = mode
             if len(strongest) >= 2:
-                container.ops.insert(0, LockTablesOp(tuple(sorted(strongest.items()))))
+                # After the blocks that commit before the transaction: a lock taken
+                # before them would be released by their COMMIT.
+                start = next(
+                    (
+                        i
+                        for i, operation in enumerate(container.ops)
+                        if not (isinstance(operation, AutocommitBlockOp) and operation.first)
+                    ),
+                    len(container.ops),
+                )
+                container.ops.insert(start, LockTablesOp(tuple(sorted(strongest.items()))))

@@ -170,6 +170,10 @@ class Identity:
     user_id: str
     claimed_user_id: str | None = None
     functions: tuple[Function, ...] = ()
+    #: A condition without columns (SQL) that holds only when the identity is proven:
+    #: what a table owned through a parent row, which has no owner column to compare
+    #: twice, gates its scans on.
+    proven: str | None = None
 
     def owns(self, column: str) -> str:
         """The condition "`column` holds the current user's id"."""
@@ -320,6 +324,7 @@ VERIFIED_SESSION = Identity(
     user_id="(SELECT public.verified_user_id())",
     claimed_user_id=CURRENT_USER_ID,
     functions=(BIND_SESSION, VERIFIED_USER_ID),
+    proven="public.verified_user_id() = NULLIF(current_setting('app.user_id', true), '')",
 )
 #: The user id as the connection sets it (``set_config('app.user_id', ...)``), taken
 #: on trust: only for a table whose only reader is a trusted job, never the API's.

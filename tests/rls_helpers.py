@@ -13,6 +13,7 @@ without a test of its own. When rows for such a table cannot be made generically
 from __future__ import annotations
 
 import decimal
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -122,6 +123,9 @@ class OwnedTable:
     commands: frozenset[str]
     #: The table and column `owner_column` references, when owned through a parent row.
     parent: tuple[str, str] | None = None
+    #: The commands a restrictive policy narrows further for the role (a user may, say,
+    #: delete only completed todos): on those, the user's own rows are an upper bound.
+    narrowed: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -168,11 +172,18 @@ def owned_tables(role: str = APP_ROLE) -> tuple[OwnedTable, ...]:
         if security is None or not any(role in policy.roles for policy in security.policies):
             continue
         commands = granted_commands(security, role)
+        narrowed = frozenset(
+            command
+            for policy in security.policies
+            if role in policy.roles and not policy.permissive
+            for command in (COMMANDS if policy.command == "ALL" else (policy.command,))
+        )
         if security.through is not None and security.through.role == role:
             column = security.through.column
-            found.append(OwnedTable(table, column, commands, _parent_of(table, column)))
+            parent = _parent_of(table, column)
+            found.append(OwnedTable(table, column, commands, parent, narrowed))
         elif security.owner_column is not None and role in security.owner_roles:
-            found.append(OwnedTable(table, security.owner_column, commands))
+            found.append(OwnedTable(table, security.owner_column, commands, None, narrowed))
     return tuple(found)
 
 
@@ -310,14 +321,43 @@ def generic_row(owned: OwnedTable, owner: str, n: int, seeded: Seeded) -> dict[s
             row[column.name] = target
             continue
         row[column.name] = _generic_value(table, column, owner, n)
-    return row
+    return _with_an_unused_key(owned, row, owner, n, seeded)
+
+
+def _with_an_unused_key(
+    owned: OwnedTable, row: dict[str, object], owner: str, n: int, seeded: Seeded
+) -> dict[str, object]:
+    """`row`, its foreign keys repointed when its primary key is made of them and the
+    rows already made hold it (a link table whose key is two references): the `n`-th
+    combination of `owner`'s rows no seeded row uses."""
+    key = [column for column in owned.table.primary_key.columns]
+    if not key or not all(column.foreign_keys and column.name in row for column in key):
+        return row
+    taken = {
+        tuple(existing.values[column.name] for column in key)
+        for existing in seeded.rows.get(owned.name, [])
+    }
+    choices = []
+    for column in key:
+        (reference,) = column.foreign_keys
+        target = reference.column
+        choices.append([r.values[target.name] for r in seeded.of(target.table.name, owner)])
+    free = [combination for combination in itertools.product(*choices) if combination not in taken]
+    if not free:
+        raise NoRowFactoryError(
+            f"owned table {owned.name!r}: every combination of {owner}'s rows its primary key "
+            f"({', '.join(c.name for c in key)}) can reference is taken; seed more rows "
+            "(ROWS_PER_USER) or add a factory to ROW_FACTORIES in tests/rls_helpers.py"
+        )
+    combination = free[n % len(free)]
+    return {**row, **{column.name: value for column, value in zip(key, combination, strict=True)}}
 
 
 def new_row(owned: OwnedTable, owner: str, n: int, seeded: Seeded) -> dict[str, object]:
     """Values by column name for a new row of `owned` belonging to `owner`."""
     factory = ROW_FACTORIES.get(owned.name)
     row = generic_row(owned, owner, n, seeded) if factory is None else factory(owner, n)
-    if row.get(owned.owner_column) != seeded.owner_value(owned, owner, n):
+    if seeded.owner_of(owned, row.get(owned.owner_column)) != owner:
         raise NoRowFactoryError(
             f"ROW_FACTORIES[{owned.name!r}] must put the owner in {owned.owner_column!r}"
         )
