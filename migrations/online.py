@@ -283,6 +283,151 @@ def _render_autocommit_block(context: AutogenContext, operation: AutocommitBlock
     return lines
 
 
+# --- reruns after a failed online step ------------------------------------------------
+#
+# The online steps run after the revision's transaction has committed, and Alembic
+# records the revision only after them: when one fails (a VALIDATE meets a row that
+# breaks the CHECK, a concurrent build is cancelled), the database holds the
+# transaction's changes under the previous revision. A rerun must not apply them again
+# (a DROP CONSTRAINT of a constraint already gone fails), so the transaction leaves a
+# mark, committed with it, and a rerun that finds the mark runs only the online steps.
+# The mark is the comment on Alembic's version table, so it needs no table of its own.
+
+
+def _mark(direction: str, revision: str) -> str:
+    return f"todo-migrations: the transaction of {direction} {revision} has committed"
+
+
+def _version_table(operations: Operations) -> str:
+    context = operations.get_context()
+    quote = operations.impl.dialect.identifier_preparer.quote
+    schema = context.version_table_schema
+    table = quote(context.version_table)
+    return f"{quote(schema)}.{table}" if schema else table
+
+
+@Operations.register_operation("transaction_committed_before")
+@dataclass
+class CommittedBeforeOp(MigrateOperation):
+    """Whether an earlier run of this `direction` of `revision` got as far as
+    committing its transaction (its online steps then failed). Offline, never: the SQL
+    is for a database that has not run it."""
+
+    direction: str
+    revision: str
+
+    @classmethod
+    def transaction_committed_before(
+        cls, operations: Operations, direction: str, revision: str
+    ) -> bool:
+        return bool(operations.invoke(cls(direction, revision)))
+
+
+@Operations.implementation_for(CommittedBeforeOp)
+def _committed_before(operations: Operations, operation: CommittedBeforeOp) -> bool:
+    if operations.get_context().as_sql:
+        return False
+    table = _version_table(operations)
+    found = operations.get_bind().exec_driver_sql(
+        f"SELECT obj_description('{table}'::regclass, 'pg_class')"
+    )
+    return bool(found.scalar() == _mark(operation.direction, operation.revision))
+
+
+@Operations.register_operation("mark_transaction_committed")
+@dataclass
+class MarkCommittedOp(MigrateOperation):
+    """The mark :class:`CommittedBeforeOp` looks for, set last in the transaction (so it
+    commits with it), or cleared (`cleared`) once the online steps are done, in the
+    transaction that records the revision."""
+
+    direction: str
+    revision: str
+    cleared: bool = False
+
+    @classmethod
+    def mark_transaction_committed(
+        cls, operations: Operations, direction: str, revision: str, *, cleared: bool = False
+    ) -> None:
+        operations.invoke(cls(direction, revision, cleared))
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("mark_transaction_committed", self.direction, self.revision, self.cleared)
+
+
+@Operations.implementation_for(MarkCommittedOp)
+def _mark_committed(operations: Operations, operation: MarkCommittedOp) -> None:
+    table = _version_table(operations)
+    mark = "'" + _mark(operation.direction, operation.revision).replace("'", "''") + "'"
+    if not operation.cleared:
+        operations.execute(f"COMMENT ON TABLE {table} IS {mark}")
+        return
+    # Only this mark: another direction's, left by its own failed run, must stay.
+    operations.execute(
+        f"""DO $$
+BEGIN
+    IF obj_description('{table}'::regclass, 'pg_class') = {mark} THEN
+        COMMENT ON TABLE {table} IS NULL;
+    END IF;
+END
+$$"""
+    )
+
+
+class TransactionOnceOp(OpContainer):
+    """The revision's transaction, skipped by a rerun that finds it committed:
+    ``if not op.transaction_committed_before(...):``, its operations, the mark."""
+
+    def __init__(self, direction: str, revision: str, operations: list[MigrateOperation]):
+        super().__init__(operations)
+        self.direction, self.revision = direction, revision
+
+
+@renderers.dispatch_for(TransactionOnceOp)
+def _render_transaction_once(context: AutogenContext, operation: TransactionOnceOp) -> list[str]:
+    where = f"{operation.direction!r}, {operation.revision!r}"
+    lines = [
+        "# A rerun after its online steps failed finds this transaction committed already.",
+        f"if not op.transaction_committed_before({where}):",
+    ]
+    for inner in operation.ops:
+        lines.extend(render_op(context, inner))
+    lines += [f"op.mark_transaction_committed({where})", ""]
+    return lines
+
+
+@renderers.dispatch_for(MarkCommittedOp)
+def _render_mark(context: AutogenContext, operation: MarkCommittedOp) -> str:
+    where = f"{operation.direction!r}, {operation.revision!r}"
+    return f"op.mark_transaction_committed({where}{', cleared=True' if operation.cleared else ''})"
+
+
+def _commits_first(operation: MigrateOperation) -> bool:
+    return isinstance(operation, AutocommitBlockOp) and operation.first
+
+
+def _rerunnable(container: OpContainer, direction: str, revision: str) -> bool:
+    """Wrap the transaction of `container` (after :func:`_online_steps_last` and the
+    up-front locks) in a :class:`TransactionOnceOp` when online steps follow it;
+    whether it did."""
+    operations = list(container.ops)
+    if not operations or not isinstance(operations[-1], AutocommitBlockOp):
+        return False
+    start = 0
+    while start < len(operations) and _commits_first(operations[start]):
+        start += 1
+    transaction = operations[start:-1]
+    if not transaction:
+        return False
+    container.ops = [
+        *operations[:start],
+        TransactionOnceOp(direction, revision, transaction),
+        operations[-1],
+        MarkCommittedOp(direction, revision, cleared=True),
+    ]
+    return True
+
+
 def _create_concurrently(op: ops.CreateIndexOp) -> list[MigrateOperation]:
     op.kw["postgresql_concurrently"] = True
     op.if_not_exists = True
@@ -385,6 +530,16 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
         for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
             _online_steps_last(container)
         lock_up_front(context, script)
+        revision_id = str(script.rev_id)
+        for upgrade, downgrade in zip(
+            script.upgrade_ops_list, script.downgrade_ops_list, strict=True
+        ):
+            wrapped = _rerunnable(upgrade, "upgrade", revision_id)
+            _rerunnable(downgrade, "downgrade", revision_id)
+            if wrapped:
+                # Backing out of a failed upgrade (stamp, then downgrade) must not leave
+                # its mark for the next upgrade to skip its transaction by.
+                downgrade.ops.insert(0, MarkCommittedOp("upgrade", revision_id, cleared=True))
 
 
 # --- locks up front ----------------------------------------------------------------------

@@ -23,7 +23,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from models.security import own_row_policies
@@ -182,12 +184,17 @@ def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Pr
 
 
 def calls(text: str, name: str) -> list[str]:
-    """The ``op.<name>(...)`` calls in a revision's text, one string each (up to the next
-    statement)."""
-    return [
-        match.group(0)
-        for match in re.finditer(rf"op\.{name}\(.*?(?=\n\s*(?:op\.|with |#|$))", text, re.S)
-    ]
+    """The ``op.<name>(...)`` calls in a revision's text, one string each, up to the
+    closing parenthesis (the SQL in a revision's strings holds its parentheses in pairs)."""
+    found = []
+    for match in re.finditer(rf"\bop\.{name}\(", text):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        found.append(text[match.start() : end + 1])
+    return found
 
 
 def upgrade_part(revision: str) -> str:
@@ -608,11 +615,18 @@ def add_status(p: Project) -> None:
     p.replace("models/evolution_task.py", "DateTime, ForeignKey", "DateTime, Enum, ForeignKey")
 
 
-def add_status_value(p: Project) -> None:
+def add_status_values(p: Project) -> None:
+    """Enum values, one in the middle and one at the end, the new one the default at
+    once: PostgreSQL refuses to use a value in the transaction that added it."""
     p.replace(
         "models/evolution_task.py",
         '    BLOCKED = "blocked"',
-        '    WAITING = "waiting"\n    BLOCKED = "blocked"',
+        '    WAITING = "waiting"\n    BLOCKED = "blocked"\n    DONE = "done"',
+    )
+    p.replace(
+        "models/evolution_task.py",
+        "server_default=text(\"'OPEN'\")",
+        "server_default=text(\"'WAITING'\")",
     )
 
 
@@ -682,9 +696,13 @@ def test_changes_to_live_tables(project: Project, new_database: NewDatabase) -> 
     assert down.index("op.drop_column(") < down.index("op.drop_enum(")
     written.append(status)
 
-    value = evolve(project, "evolution task status waiting", add_status_value)
-    assert 'op.add_enum_value("evolution_task_status", "WAITING", before="BLOCKED")' in value
-    written.append(value)
+    values = evolve(project, "evolution task status waiting by default", add_status_values)
+    up = upgrade_part(values)
+    committed_first = up.split("op.alter_column(", 1)[0]
+    assert "autocommit_block()" in committed_first
+    assert 'op.add_enum_value("evolution_task_status", "WAITING", before="BLOCKED")' in up
+    assert 'op.add_enum_value("evolution_task_status", "DONE", after="BLOCKED")' in up
+    written.append(values)
 
     # A type change of a column a policy reads, and a foreign key between live tables
     # dropped with its column.
@@ -703,6 +721,28 @@ def test_changes_to_live_tables(project: Project, new_database: NewDatabase) -> 
 
     replayed_on_an_empty_database(project, new_database)
     linted_as_generated(project, [revision_id(text) for text in written])
+
+
+def test_a_validation_that_fails_on_live_rows_reruns_once_they_are_fixed(
+    project: Project,
+) -> None:
+    """Two CHECKs added to a live table with rows, one of them violated: the upgrade
+    stops at that one's VALIDATE in one line (the other already validated), and once
+    the rows are fixed a plain rerun of ``upgrade head`` completes and checks clean."""
+    evolve(project, "evolution tasks", add_tasks)
+    url = sa.make_url(project.database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
+        db.execute(
+            "INSERT INTO evolution_task (user_id, title) VALUES ('ada', repeat('x', 400))"
+        )
+    change_checks(project)
+    project.succeed(["revision", "--autogenerate", "-m", "evolution task checks"])
+    (failed,) = project.alembic(["upgrade", "head"])
+    (line,) = failed.failed_lines()
+    assert "VALIDATE CONSTRAINT evolution_task_title_length_check" in line, line
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
+        db.execute("UPDATE evolution_task SET title = 'short'")
+    project.succeed(["upgrade", "head"], ["check"])
 
 
 # --- what cannot be migrated ----------------------------------------------------------
