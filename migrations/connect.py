@@ -23,8 +23,12 @@ log = logging.getLogger("migrations")
 
 
 @contextmanager
-def migration_connection(config: Config) -> Iterator[Connection]:
-    """Yield the connection to migrate through; failures become one-line errors."""
+def migration_connection(
+    config: Config, settings: deploy.Settings | None = None
+) -> Iterator[Connection]:
+    """Yield the connection to migrate through; failures become one-line errors. A
+    connection of its own keeps TCP keepalives (`settings`), so that a deployer whose
+    server vanished stops waiting for it."""
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
         yield given
@@ -40,7 +44,8 @@ def migration_connection(config: Config) -> Iterator[Connection]:
         raise CommandError(str(exc)) from None
     deploy.refuse_pooled_host(target.url.host)
     log.info("Using database %s", target.describe())
-    engine = database.create_engine(target.url, poolclass=pool.NullPool)
+    keepalives = (settings or deploy.Settings()).libpq_keepalives()
+    engine = database.create_engine(target.url, keepalives=keepalives, poolclass=pool.NullPool)
     try:
         try:
             connection = engine.connect()

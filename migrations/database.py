@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import psycopg
 import sqlalchemy as sa
@@ -68,14 +70,60 @@ class Database:
         return f"{self.display} (from {self.source})"
 
 
+#: A query parameter (or a ``-c name=value`` in ``options``) that may carry a secret:
+#: libpq's ``password`` and ``sslpassword``, and whatever a proxy or a person adds.
+_SECRET_NAME = re.compile(r"password|passwd|secret|token|key", re.IGNORECASE)
+_SECRET_SETTING = re.compile(
+    r"(?P<name>[\w.-]*(?:password|passwd|secret|token|key)[\w.-]*)=(?P<value>\S+)", re.IGNORECASE
+)
+_HIDDEN = "***"
+
+
 def mask(url: URL | str) -> str:
-    """Render `url` for people: the password, if any, becomes ``***``."""
+    """Render `url` for people: every secret it can carry becomes ``***``: the password
+    of its userinfo, a query parameter named like a secret (``?password=``,
+    ``sslpassword``, ``token``...), and such a setting inside ``options``."""
     if isinstance(url, str):
         try:
             url = sa.make_url(url)
         except ArgumentError:
             return "<unparseable URL>"
-    return url.render_as_string(hide_password=True)
+    query = {
+        name: tuple(_masked_parameter(name, value) for value in values)
+        for name, values in url.normalized_query.items()
+    }
+    rendered = url.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace(quote_plus(_HIDDEN), _HIDDEN)
+
+
+def _masked_parameter(name: str, value: str) -> str:
+    if _SECRET_NAME.search(name):
+        return _HIDDEN
+    if name == "options":
+        return _SECRET_SETTING.sub(lambda match: f"{match['name']}={_HIDDEN}", value)
+    return value
+
+
+def secrets_of(url: URL) -> list[str]:
+    """Every secret value `url` carries (what :func:`mask` hides), longest first."""
+    found = [str(url.password)] if url.password else []
+    for name, values in url.normalized_query.items():
+        for value in values:
+            if _SECRET_NAME.search(name):
+                found.append(value)
+            elif name == "options":
+                found.extend(match["value"] for match in _SECRET_SETTING.finditer(value))
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def redact(text: str, url: URL | None) -> str:
+    """`text` with every secret of `url` in it, as given or URL-encoded, replaced by ``***``."""
+    if url is None:
+        return text
+    for secret in secrets_of(url):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, _HIDDEN)
+    return text
 
 
 def parse_url(raw: str) -> URL:
@@ -210,9 +258,17 @@ def stop_embedded(pgdata: Path = EMBEDDED_PGDATA) -> bool:
         return True
 
 
-def create_engine(url: URL, **kwargs: object) -> Engine:
-    """An engine that connects within :data:`CONNECT_TIMEOUT_S` and names itself."""
+def create_engine(
+    url: URL, *, keepalives: Mapping[str, int] | None = None, **kwargs: object
+) -> Engine:
+    """An engine that connects within :data:`CONNECT_TIMEOUT_S` and names itself.
+
+    `keepalives` are libpq's TCP keepalive parameters (``keepalives_idle``...), for a
+    connection that must notice a vanished server; the ones the URL sets itself win."""
     connect_args: dict[str, object] = {"application_name": APPLICATION_NAME}
+    connect_args.update(
+        (name, value) for name, value in (keepalives or {}).items() if name not in url.query
+    )
     given = url.query.get("connect_timeout")
     timeout = CONNECT_TIMEOUT_S
     if isinstance(given, str) and given.isdigit() and 0 < int(given) < CONNECT_TIMEOUT_S:
@@ -240,9 +296,7 @@ def explain_connect_error(exc: BaseException, url: URL) -> DatabaseError:
         reason = "unknown host name"
     else:
         reason = _last_meaningful_line(text)
-    if url.password:
-        reason = reason.replace(url.password, "***")
-    return DatabaseError(f"cannot connect to {target}: {reason}")
+    return DatabaseError(f"cannot connect to {target}: {redact(reason, url)}")
 
 
 def first_line(exc: BaseException) -> str:

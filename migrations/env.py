@@ -4,6 +4,7 @@ The story of a run: load the revisions (one line for a file that does not import
 resolve the database (or take the connection a test or tool hands in); for a run
 that changes the schema, check the revisions, take the deploy lock, bound every lock
 wait; configure the comparison; run the revisions, each in its own transaction.
+Whatever ends a run early (a lost connection, a signal) ends it in one line.
 A plain ``alembic revision`` (no ``--autogenerate``) needs no database at all.
 """
 
@@ -109,7 +110,10 @@ def run_migrations() -> None:
 
 
 def run_online() -> None:
-    with migration_connection(config) as connection:
+    with (
+        deploy.failures_in_one_line(settings, deploying=changes_schema()),
+        migration_connection(config, settings) as connection,
+    ):
         configure_online(connection)
         if not changes_schema() or connection.in_transaction():
             # A read-only command, or a caller (a test) that owns the transaction.
@@ -117,10 +121,7 @@ def run_online() -> None:
             return
 
         deploy.check_single_head(context.script)
-        with (
-            connection.engine.connect() as lock_connection,
-            deploy.deploy_lock(lock_connection, settings) as watch,
-        ):
+        with deploy.deploy_lock(connection, settings) as watch:
             current = current_revisions()
             if not getattr(config.cmd_opts, "purge", False):  # stamp --purge: the way out
                 deploy.check_known_revisions(context.script, current)
@@ -134,7 +135,7 @@ def run_online() -> None:
                 connection.exec_driver_sql(statement)
             connection.commit()
             watch.watch(connection)
-            deploy.run_with_retries(run_migrations, settings, watch, current_revisions)
+            deploy.run_with_retries(run_migrations, settings, watch, connection)
 
 
 deploy.load_revisions(context.script)

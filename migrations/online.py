@@ -295,7 +295,21 @@ def _render_autocommit_block(context: AutogenContext, operation: AutocommitBlock
 
 
 def _mark(direction: str, revision: str) -> str:
-    return f"todo-migrations: the transaction of {direction} {revision} has committed"
+    return f"{MARK_PREFIX}{direction} {revision} has committed"
+
+
+#: How every mark begins (:func:`committed_mark` reads one back).
+MARK_PREFIX = "todo-migrations: the transaction of "
+#: The mark on the version table, if any (SQL).
+READ_MARK = "SELECT obj_description(to_regclass('alembic_version'), 'pg_class')"
+
+
+def committed_mark(comment: str | None) -> tuple[str, str] | None:
+    """(direction, revision) of the mark `comment` (the version table's) holds."""
+    if not comment or not comment.startswith(MARK_PREFIX):
+        return None
+    direction, revision, *_ = comment.removeprefix(MARK_PREFIX).split()
+    return direction, revision
 
 
 def _version_table(operations: Operations) -> str:

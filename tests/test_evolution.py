@@ -732,14 +732,13 @@ def test_a_validation_that_fails_on_live_rows_reruns_once_they_are_fixed(
     evolve(project, "evolution tasks", add_tasks)
     url = sa.make_url(project.database_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
-        db.execute(
-            "INSERT INTO evolution_task (user_id, title) VALUES ('ada', repeat('x', 400))"
-        )
+        db.execute("INSERT INTO evolution_task (user_id, title) VALUES ('ada', repeat('x', 400))")
     change_checks(project)
     project.succeed(["revision", "--autogenerate", "-m", "evolution task checks"])
     (failed,) = project.alembic(["upgrade", "head"])
     (line,) = failed.failed_lines()
     assert "VALIDATE CONSTRAINT evolution_task_title_length_check" in line, line
+    assert "skips the committed transaction and runs the online steps again" in line, line
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
         db.execute("UPDATE evolution_task SET title = 'short'")
     project.succeed(["upgrade", "head"], ["check"])

@@ -4,7 +4,7 @@ reported by ``alembic check``, repaired by the revision autogenerate writes, and
 refused, in one line, by a migration that would build on it.
 
 Roles are cluster-wide, so these tests change them on a cluster of their own
-(:mod:`tests.private_server`), never on the shared test server, where a
+(:mod:`tests.own_server`), never on the shared test server, where a
 ``todo_app`` made BYPASSRLS would switch isolation off for every test beside it. They
 act on the declared roles the chain creates, by name: the point is what happens to
 *those* roles when someone changes them by hand.
@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from migrations import database
 from models.security import APP_ROLE, AUTH_ROLE, IDENTITY_ROLE
 from tests.evolution import Project
-from tests.private_server import private_server
+from tests.own_server import own_server
 
 #: (what someone does to a managed role, what ``alembic check`` then reports, the SQL
 #: that undoes it).
@@ -59,8 +59,8 @@ DRIFTS = [
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[URL]:
-    with private_server() as admin:
-        yield admin
+    with own_server() as server:
+        yield server.url()
 
 
 def execute(admin: URL, database_name: str, statement: str) -> None:

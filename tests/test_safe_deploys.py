@@ -196,7 +196,12 @@ def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> Non
     assert result.returncode != 0
     assert "Waiting for the migration lock" in result.stderr
     assert "todo-test-deployer" in result.stdout + result.stderr
-    assert "FAILED: another deploy held the migration lock" in result.stdout
+    (failed,) = [line for line in result.stdout.splitlines() if line.startswith("FAILED:")]
+    assert failed.startswith("FAILED: another deploy held the migration lock")
+    # who, from where, since when, doing what, and how to end it if it is gone
+    assert re.search(r"pid (\d+) \(todo-test-deployer\), from (local socket|[\d.]+:\d+)", failed)
+    assert re.search(r"connected [\d-]+ [\d:]+ UTC, idle for \d+ s \(since [\d:]+ UTC\)", failed)
+    assert re.search(r"`SELECT pg_terminate_backend\(\d+\)`", failed)
 
 
 def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
