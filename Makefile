@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 
 base ?= origin/main
 
-.PHONY: help install migrate test revision check sql lint format psql bench db-stop clean review docs
+.PHONY: help install migrate test test-slow revision check sql lint format psql bench db-stop clean review docs
 
 help: ## Show every target with one line on what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,7 +39,10 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 	$(BIN)/alembic upgrade head
 
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
-	$(BIN)/pytest -n auto $(args)
+	$(BIN)/pytest -n auto -m "not slow" $(args)
+
+test-slow: $(STAMP) $(NODE_STAMP) ## The tests that wait seconds by design (CI runs them too)
+	$(BIN)/pytest -n auto -m slow $(args)
 
 revision: $(STAMP) ## Autogenerate a revision from the models, then refresh schema.md: make revision m="add due date"
 	@test -n "$(m)" || { echo 'usage: make revision m="what the revision does"'; exit 2; }

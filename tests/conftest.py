@@ -216,3 +216,4 @@ def child_url(url: URL) -> str:
 def scalar(engine: Engine, statement: str, **params: object) -> object:
     with engine.connect() as connection:
         return connection.execute(sa.text(statement), params).scalar()
+

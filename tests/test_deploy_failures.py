@@ -163,6 +163,7 @@ def test_ctrl_c_during_a_downgrade_is_one_line(project: Project, head_url: URL) 
     assert version(head_url) == PROBE
 
 
+@pytest.mark.slow  # seconds of waiting by design: the slow tier (make test-slow)
 def test_a_lost_lock_session_is_said_and_the_revision_goes_on(
     project: Project, head_url: URL
 ) -> None:
@@ -310,6 +311,7 @@ def test_a_server_restart_during_a_revision_is_one_line(
     assert_rerun_continues(project, own_url)
 
 
+@pytest.mark.slow  # seconds of waiting by design: the slow tier (make test-slow)
 def test_a_server_that_stays_down_is_one_line_too(
     project: Project, server: OwnServer, own_url: URL
 ) -> None:
@@ -332,6 +334,7 @@ def test_a_server_that_stays_down_is_one_line_too(
     assert_rerun_continues(project, own_url)
 
 
+@pytest.mark.slow  # seconds of waiting by design: the slow tier (make test-slow)
 def test_a_vanished_deployers_lock_is_released_by_the_server(
     project: Project,
     vanishing: vanishing_host.VanishingHost | None,

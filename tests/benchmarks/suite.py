@@ -104,7 +104,16 @@ def run(server: Server, options: Options) -> list[Table]:
     environment = server.env()
     if not server.embedded:
         environment["TEST_DATABASE_URL"] = server.admin.render_as_string(hide_password=False)
-    command = [str(BIN / "pytest"), "-q", "-n", "auto", "-p", "no:cacheprovider"]  # as `make test`
+    command = [
+        str(BIN / "pytest"),
+        "-q",
+        "-n",
+        "auto",
+        "-m",
+        "not slow",
+        "-p",
+        "no:cacheprovider",
+    ]  # as `make test`
 
     cold: list[float] = []
     warm: list[float] = []
