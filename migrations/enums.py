@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import comparators, renderers
@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 
 from migrations import deparse
 from migrations.online import AutocommitBlockOp
+from migrations.opposites import OppositeOp, opposites
 
 
 def _literal(value: str) -> str:
@@ -44,24 +45,15 @@ def _literal(value: str) -> str:
 
 
 @dataclass
-class _EnumTypeOp(MigrateOperation):
+class _EnumTypeOp(OppositeOp):
     """``CREATE TYPE ... AS ENUM`` or ``DROP TYPE``, each the other's reverse."""
 
     name: str
     values: tuple[str, ...]
 
-    operation_name: ClassVar[str] = ""
-    opposite: ClassVar[type[_EnumTypeOp]]
-
     @classmethod
     def enum_type(cls, operations: Operations, name: str, values: Sequence[str]) -> None:
         operations.invoke(cls(name, tuple(values)))
-
-    def reverse(self) -> _EnumTypeOp:
-        return self.opposite(self.name, self.values)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return (self.operation_name, self.name, self.values)
 
 
 @Operations.register_operation("create_enum", "enum_type")
@@ -74,8 +66,7 @@ class DropEnumOp(_EnumTypeOp):
     operation_name = "drop_enum"
 
 
-CreateEnumOp.opposite = DropEnumOp
-DropEnumOp.opposite = CreateEnumOp
+opposites(CreateEnumOp, DropEnumOp)
 
 
 @Operations.register_operation("add_enum_value")

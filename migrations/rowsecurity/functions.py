@@ -33,6 +33,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.engine import Connection
 
+from migrations.opposites import OppositeOp, opposites
 from migrations.rowsecurity.grantees import managed_grantee
 from models.security import PUBLIC, ROLES, Function
 
@@ -314,24 +315,15 @@ $$"""
 
 
 @dataclass
-class _ExecuteOp(MigrateOperation):
+class _ExecuteOp(OppositeOp):
     """``GRANT`` or ``REVOKE EXECUTE ON FUNCTION``; each the other's reverse."""
 
     signature: str
     role: str
 
-    operation_name: ClassVar[str] = ""
-    opposite: ClassVar[type[_ExecuteOp]]
-
     @classmethod
     def execute_privilege(cls, operations: Operations, signature: str, role: str) -> None:
         operations.invoke(cls(signature, role))
-
-    def reverse(self) -> _ExecuteOp:
-        return self.opposite(self.signature, self.role)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return (self.operation_name, self.signature, self.role)
 
 
 @Operations.register_operation("grant_execute", "execute_privilege")
@@ -344,8 +336,7 @@ class RevokeExecuteOp(_ExecuteOp):
     operation_name = "revoke_execute"
 
 
-GrantExecuteOp.opposite = RevokeExecuteOp
-RevokeExecuteOp.opposite = GrantExecuteOp
+opposites(GrantExecuteOp, RevokeExecuteOp)
 
 
 def _change_execute(operations: Operations, operation: _ExecuteOp) -> None:

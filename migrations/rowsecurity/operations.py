@@ -25,6 +25,7 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
+from migrations.opposites import OppositeOp, opposites
 from models.security import Policy, declared_role
 
 #: Table privileges in the order GRANT statements list them (MAINTAIN: PostgreSQL 17+).
@@ -162,24 +163,15 @@ class AlterRoleOp(MigrateOperation):
 
 
 @dataclass
-class _MembershipOp(MigrateOperation):
+class _MembershipOp(OppositeOp):
     """``GRANT group TO member`` or ``REVOKE group FROM member``; each the other's reverse."""
 
     group: str
     member: str
 
-    operation_name: ClassVar[str] = ""
-    opposite: ClassVar[type[_MembershipOp]]
-
     @classmethod
     def membership(cls, operations: Operations, group: str, member: str) -> None:
         operations.invoke(cls(group, member))
-
-    def reverse(self) -> _MembershipOp:
-        return self.opposite(self.group, self.member)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return (self.operation_name, self.group, self.member)
 
 
 @Operations.register_operation("grant_role", "membership")
@@ -192,8 +184,7 @@ class RevokeRoleOp(_MembershipOp):
     operation_name = "revoke_role"
 
 
-GrantRoleOp.opposite = RevokeRoleOp
-RevokeRoleOp.opposite = GrantRoleOp
+opposites(GrantRoleOp, RevokeRoleOp)
 
 
 @Operations.implementation_for(EnsureRoleOp)
@@ -284,7 +275,7 @@ $$"""
 
 
 @dataclass
-class _TableSwitchOp(MigrateOperation):
+class _TableSwitchOp(OppositeOp):
     """``ALTER TABLE <table> <clause>``: one of four switches, each the reverse of another."""
 
     table_name: str
@@ -292,17 +283,11 @@ class _TableSwitchOp(MigrateOperation):
 
     #: What follows ``ALTER TABLE <table>``.
     clause: ClassVar[str] = ""
-    #: The name of the ``op.`` method, also the first item of the diff tuple.
-    operation_name: ClassVar[str] = ""
-    opposite: ClassVar[type[_TableSwitchOp]]
 
     @classmethod
     def switch(cls, operations: Operations, table_name: str, schema: str | None = None) -> None:
         """``op.<operation_name>(table_name, schema=None)``: every switch's entry point."""
         operations.invoke(cls(table_name, schema))
-
-    def reverse(self) -> _TableSwitchOp:
-        return self.opposite(self.table_name, self.schema)
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         return (self.operation_name, self.schema, self.table_name)
@@ -332,10 +317,8 @@ class NoForceRowSecurityOp(_TableSwitchOp):
     operation_name = "no_force_row_security"
 
 
-EnableRowSecurityOp.opposite = DisableRowSecurityOp
-DisableRowSecurityOp.opposite = EnableRowSecurityOp
-ForceRowSecurityOp.opposite = NoForceRowSecurityOp
-NoForceRowSecurityOp.opposite = ForceRowSecurityOp
+opposites(EnableRowSecurityOp, DisableRowSecurityOp)
+opposites(ForceRowSecurityOp, NoForceRowSecurityOp)
 
 
 def _switch_table(operations: Operations, operation: _TableSwitchOp) -> None:
@@ -376,17 +359,13 @@ def policy_clauses(policy: Policy) -> str:
 
 
 @dataclass
-class _PolicyDefinitionOp(MigrateOperation):
+class _PolicyDefinitionOp(OppositeOp):
     """Create or drop a policy. Both carry the whole definition: each is the other's
     reverse, and a drop must be able to recreate what it dropped."""
 
     table_name: str
     policy: Policy
     schema: str | None = None
-
-    #: The name of the ``op.`` method, also the first item of the diff tuple.
-    operation_name: ClassVar[str] = ""
-    opposite: ClassVar[type[_PolicyDefinitionOp]]
 
     @classmethod
     def from_definition(
@@ -406,9 +385,6 @@ class _PolicyDefinitionOp(MigrateOperation):
         policy = Policy(name, command, tuple(roles), using, with_check, permissive)  # type: ignore[arg-type]
         operations.invoke(cls(table_name, policy, schema))
 
-    def reverse(self) -> _PolicyDefinitionOp:
-        return self.opposite(self.table_name, self.policy, self.schema)
-
     def to_diff_tuple(self) -> tuple[Any, ...]:
         return (self.operation_name, self.schema, self.table_name, self.policy.name)
 
@@ -423,8 +399,7 @@ class DropPolicyOp(_PolicyDefinitionOp):
     operation_name = "drop_policy"
 
 
-CreatePolicyOp.opposite = DropPolicyOp
-DropPolicyOp.opposite = CreatePolicyOp
+opposites(CreatePolicyOp, DropPolicyOp)
 
 
 @Operations.register_operation("alter_policy")
@@ -493,7 +468,7 @@ def _alter_policy(operations: Operations, operation: AlterPolicyOp) -> None:
 
 
 @dataclass
-class _PrivilegesOp(MigrateOperation):
+class _PrivilegesOp(OppositeOp):
     """Grant or revoke table privileges; each is the other's reverse.
 
     `grant_option` is WITH GRANT OPTION on a grant, and on a revoke GRANT OPTION FOR:
@@ -510,24 +485,11 @@ class _PrivilegesOp(MigrateOperation):
     #: GRANT and REVOKE change the catalog, not the table: no lock to take up front
     #: (:mod:`migrations.online`).
     takes_no_table_lock: ClassVar[bool] = True
-    #: The name of the ``op.`` method, also the first item of the diff tuple.
-    operation_name: ClassVar[str] = ""
     #: The ``op.`` method's keyword for `grant_option`.
     option_keyword: ClassVar[str] = ""
-    opposite: ClassVar[type[_PrivilegesOp]]
 
     def statement(self, privileges: str, table: str, role: str) -> str:
         raise NotImplementedError
-
-    def reverse(self) -> _PrivilegesOp:
-        return self.opposite(
-            self.table_name,
-            self.role,
-            self.privileges,
-            self.schema,
-            self.grant_option,
-            self.columns,
-        )
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         only_option = ("grant option",) if self.grant_option else ()
@@ -595,8 +557,7 @@ class RevokePrivilegesOp(_PrivilegesOp):
         return f"REVOKE {option}{privileges} ON {table} FROM {role}"
 
 
-GrantPrivilegesOp.opposite = RevokePrivilegesOp
-RevokePrivilegesOp.opposite = GrantPrivilegesOp
+opposites(GrantPrivilegesOp, RevokePrivilegesOp)
 
 
 def _change_privileges(operations: Operations, operation: _PrivilegesOp) -> None:
@@ -614,7 +575,7 @@ for _privileges in (GrantPrivilegesOp, RevokePrivilegesOp):
 
 
 @dataclass
-class _SequenceUsageOp(MigrateOperation):
+class _SequenceUsageOp(OppositeOp):
     """``GRANT`` or ``REVOKE USAGE`` on the sequence behind a serial column (an integer
     primary key): a role that may insert rows needs it to draw the next id. Found at
     run time (``pg_get_serial_sequence``), so it works on a table the same revision
@@ -625,20 +586,12 @@ class _SequenceUsageOp(MigrateOperation):
     role: str
 
     takes_no_table_lock: ClassVar[bool] = True
-    operation_name: ClassVar[str] = ""
-    opposite: ClassVar[type[_SequenceUsageOp]]
 
     @classmethod
     def sequence_usage(
         cls, operations: Operations, table_name: str, column_name: str, role: str
     ) -> None:
         operations.invoke(cls(table_name, column_name, role))
-
-    def reverse(self) -> _SequenceUsageOp:
-        return self.opposite(self.table_name, self.column_name, self.role)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return (self.operation_name, self.table_name, self.column_name, self.role)
 
 
 @Operations.register_operation("grant_sequence_usage", "sequence_usage")
@@ -651,8 +604,7 @@ class RevokeSequenceUsageOp(_SequenceUsageOp):
     operation_name = "revoke_sequence_usage"
 
 
-GrantSequenceUsageOp.opposite = RevokeSequenceUsageOp
-RevokeSequenceUsageOp.opposite = GrantSequenceUsageOp
+opposites(GrantSequenceUsageOp, RevokeSequenceUsageOp)
 
 
 def _change_sequence_usage(operations: Operations, operation: _SequenceUsageOp) -> None:
