@@ -2,8 +2,9 @@
 
 The story of a run: load the revisions (one line for a file that does not import);
 resolve the database (or take the connection a test or tool hands in); for a run
-that changes the schema, check the revisions, take the deploy lock, bound every lock
-wait; configure the comparison; run the revisions, each in its own transaction.
+that changes the schema, check the revisions, take the deploy lock, make a restore
+point when revisions that destroy data are to run on Neon, bound every lock wait;
+configure the comparison; run the revisions, each in its own transaction.
 Whatever ends a run early (a lost connection, a signal) ends it in one line.
 A plain ``alembic revision`` (no ``--autogenerate``) needs no database at all.
 """
@@ -27,7 +28,7 @@ models = deploy.import_models()
 import migrations.constraints  # noqa: E402
 import migrations.enums  # noqa: E402
 import migrations.rowsecurity.compare  # noqa: E402, F401
-from migrations import autogen  # noqa: E402
+from migrations import autogen, restore_point  # noqa: E402
 from migrations.connect import migration_connection  # noqa: E402
 
 config = context.config
@@ -42,6 +43,7 @@ if (
 
 x_arguments = context.get_x_argument(as_dictionary=True)
 settings = deploy.Settings.from_config(config, x_arguments)
+restore_settings = restore_point.Settings.from_config(config, x_arguments)
 
 
 def command_name() -> str | None:
@@ -81,6 +83,7 @@ def run_offline() -> None:
     deploy.check_single_head(context.script)
     for statement in settings.session_statements():
         context.execute(statement)
+    restore_point.comment_offline(context.get_context())
     with context.begin_transaction():
         context.run_migrations()
 
@@ -131,6 +134,7 @@ def run_online() -> None:
                 deploy.check_downgrade_floor(
                     context.script, current, destination, settings.downgrade_floor
                 )
+            restore_point.make_before_data_is_lost(context.get_context(), restore_settings)
             for statement in settings.session_statements():
                 connection.exec_driver_sql(statement)
             connection.commit()

