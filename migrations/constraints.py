@@ -11,7 +11,8 @@ as PostgreSQL prints both sides (:mod:`migrations.deparse`):
 * a CHECK constraint added, dropped or changed (a change is a drop and an add);
 * an index whose definition differs in anything but its name (drop and create; the
   online rewriter makes both concurrent on a live table);
-* a primary key on other columns (drop and add);
+* a primary key added, or moved to other columns (one operation, which
+  :mod:`migrations.online_unique` swaps in one statement on the live table);
 * a CHECK or foreign key left NOT VALID in the database, by an online change that
   stopped before its VALIDATE step: validated.
 
@@ -36,6 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import conv
 
 from migrations import deparse, online
+from migrations.online_unique import ReplacePrimaryKeyOp
 
 # SQLAlchemy's PostgreSQL reflection hands a NOT VALID CHECK's dialect_options to the
 # constraint as a keyword it then cannot validate, and warns on every run that meets
@@ -162,9 +164,19 @@ def compare_declared_constraints(  # noqa: PLR0917  (the signature Alembic calls
 
     declared_key = [column.name for column in metadata_table.primary_key.columns]
     live_key = [column.name for column in conn_table.primary_key.columns]
-    if declared_key and live_key and declared_key != live_key:
-        drops.append(ops.DropConstraintOp.from_constraint(conn_table.primary_key))
+    if declared_key and declared_key != live_key and not live_key:
         adds.append(ops.CreatePrimaryKeyOp.from_constraint(metadata_table.primary_key))
+    elif declared_key and declared_key != live_key:
+        # Not a drop and an add: the table would go without a key for the new one's build.
+        adds.append(
+            ReplacePrimaryKeyOp(
+                table_name,
+                str(metadata_table.primary_key.name),
+                declared_key,
+                str(conn_table.primary_key.name),
+                live_key,
+            )
+        )
 
     replaced = {str(getattr(op, "constraint_name", "")) for op in drops}
     adds += [

@@ -707,3 +707,7 @@ def lock_up_front(context: MigrationContext, script: MigrationScript) -> None:
                     len(container.ops),
                 )
                 container.ops.insert(start, LockTablesOp(tuple(sorted(strongest.items()))))
+
+
+# The rewrites of other modules, registered on `rewriter` when they are imported.
+from migrations import online_unique  # noqa: E402, F401  (UNIQUE and primary keys online)
