@@ -216,4 +216,3 @@ def child_url(url: URL) -> str:
 def scalar(engine: Engine, statement: str, **params: object) -> object:
     with engine.connect() as connection:
         return connection.execute(sa.text(statement), params).scalar()
-

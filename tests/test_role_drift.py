@@ -90,7 +90,9 @@ def test_role_drift_is_reported_and_repaired(cluster: URL, project: Project) -> 
     """Changed by hand, every way at once, the roles are reported by ``alembic check``;
     the revision autogenerate writes puts each back, and its downgrade restores the
     drift."""
-    drifts = [param.values for param in DRIFTS]
+    drifts = [
+        (str(drift), str(repair), str(undo)) for drift, repair, undo in (p.values for p in DRIFTS)
+    ]
     before = project.revision_files()
     (head,) = project.succeed(["heads"])
     for drift, _, _ in drifts:
