@@ -7,7 +7,8 @@ story and so tools and tests can use the same filters:
 * :func:`render_item`: the modules of the models' own column types imported;
 * :func:`process_revision_directives`: table ``info`` kept out of the revision, no
   row-level work on a table the same step drops, the online rewrites and up-front
-  locks (:mod:`migrations.online`), and no file for an empty
+  locks (:mod:`migrations.online`, :mod:`migrations.online_columns`, which also fills
+  the template's account of the steps), and no file for an empty
   ``revision --autogenerate``;
 * the ``verify_revision`` post-write hook (``alembic.ini``): a revision just written
   must import, render its upgrade and downgrade SQL, and upgrade, downgrade and
@@ -42,7 +43,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database, deploy, enums, online
+from migrations import database, deploy, enums, online, online_columns
 from migrations.rowsecurity import operations as row_level
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,9 @@ def process_revision_directives(*, drop_empty: bool) -> Any:
             _without_table_info(script)
             for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
                 _without_work_on_dropped_tables(container)
+        online_columns.prepare(directives)
         online.rewrite(context, revision, directives)
+        online_columns.finish(context, directives)
         if drop_empty and all(
             ops_.is_empty() for script in directives for ops_ in script.upgrade_ops_list
         ):

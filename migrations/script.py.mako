@@ -1,6 +1,6 @@
 """${message}
 
-Revision ID: ${up_revision}
+${context.get("steps", "")}Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 """
@@ -16,6 +16,11 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+% if context.get("squawk_acknowledged"):
+
+# Written by make revision, from what PostgreSQL said or the models accept.
+squawk_acknowledged = ${repr(context.get("squawk_acknowledged"))}
+% endif
 
 
 def upgrade() -> None:
