@@ -43,7 +43,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database, deploy, enums, online, online_columns
+from migrations import database, deploy, enums, online, online_columns, renames
 from migrations.rowsecurity import operations as row_level
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def process_revision_directives(*, drop_empty: bool) -> Any:
                 _without_work_on_dropped_tables(container)
         online_columns.prepare(directives)
         online.rewrite(context, revision, directives)
+        renames.rewrite(context, revision, directives)
         online_columns.finish(context, directives)
         if drop_empty and all(
             ops_.is_empty() for script in directives for ops_ in script.upgrade_ops_list

@@ -16,11 +16,18 @@ a CHECK or a foreign key loosens a rule the models no longer declare, loses no r
 waits for its lock no longer than ``lock_timeout``; ``ban-drop-type``: PostgreSQL drops
 a type only once no column uses it, so the data went with the column or table, whose
 drop asks for the acknowledgement.
+
+Renames: squawk's ``renaming-table``, ``renaming-column`` and ``renaming-object`` are
+answered by the models' own declaration (``renamed_from``, :mod:`migrations.renames`),
+which the generated upgrade lists in its docstring: a rename statement the list holds
+is acknowledged; any other rename needs its ``squawk_acknowledged`` reason.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +70,16 @@ ADVISORY_RULES = frozenset(
 )
 
 
+#: Rules against renaming a table, a column, an index, a constraint or a sequence: for
+#: the renames the models declare, answered by that declaration (:func:`listed_renames`).
+RENAMING_RULES = frozenset({"renaming-column", "renaming-object", "renaming-table"})
+#: The first line of the docstring in which an upgrade lists the renames the models
+#: declared (written by :mod:`migrations.renames`), one :meth:`Rename.listed` a line.
+RENAMES_LISTED = "Renames declared in the models (renamed_from); the rows stay."
+#: The reason shown for a rename the upgrade lists.
+DECLARED_RENAME = "declared in the models (renamed_from), listed in the upgrade's docstring"
+
+
 class LintError(Exception):
     """SQL that could not be rendered or linted, explained in one line."""
 
@@ -76,9 +93,102 @@ class Finding:
     message: str
     help: str = ""
     level: str = "Warning"
+    #: The statement squawk points at (from its line to its semicolon).
+    statement: str = ""
 
     def describe(self) -> str:
         return f"line {self.line}: {self.rule}: {self.message} ({self.help})"
+
+
+@dataclass(frozen=True, order=True)
+class Rename:
+    """One thing a statement renames: a ``table``, ``column``, ``constraint``, ``index``
+    or ``sequence``; `table` is the table a column or constraint is on."""
+
+    kind: str
+    old: str
+    new: str
+    table: str | None = None
+
+    def listed(self) -> str:
+        """As an upgrade's docstring lists it: ``column task.name → title``."""
+        on = f"{self.table}." if self.table else ""
+        return f"{self.kind} {on}{self.old} → {self.new}"
+
+
+_LISTED = re.compile(r"^(table|column|constraint|index|sequence) (?:(\S+)\.)?(\S+) → (\S+)$")
+
+_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_NAME = rf"{_IDENTIFIER}(?:\s*\.\s*{_IDENTIFIER})?"
+_ALTER = r"^\s*ALTER\s+{what}\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<name>" + _NAME + r")\s+RENAME\s+"
+_RENAMES = (
+    (
+        "table",
+        re.compile(_ALTER.format(what="TABLE") + rf"TO\s+(?P<new>{_IDENTIFIER})", re.I | re.M),
+    ),
+    (
+        "constraint",
+        re.compile(
+            _ALTER.format(what="TABLE")
+            + rf"CONSTRAINT\s+(?P<old>{_IDENTIFIER})\s+TO\s+(?P<new>{_IDENTIFIER})",
+            re.I | re.M,
+        ),
+    ),
+    (
+        "column",
+        re.compile(
+            _ALTER.format(what="TABLE")
+            + rf"(?:COLUMN\s+)?(?P<old>{_IDENTIFIER})\s+TO\s+(?P<new>{_IDENTIFIER})",
+            re.I | re.M,
+        ),
+    ),
+    (
+        "index",
+        re.compile(_ALTER.format(what="INDEX") + rf"TO\s+(?P<new>{_IDENTIFIER})", re.I | re.M),
+    ),
+    (
+        "sequence",
+        re.compile(_ALTER.format(what="SEQUENCE") + rf"TO\s+(?P<new>{_IDENTIFIER})", re.I | re.M),
+    ),
+)
+
+
+def _unquoted(name: str) -> str:
+    """``public."user"`` -> ``user``; unquoted names fold to lower case, as in SQL."""
+    last: str = re.findall(_IDENTIFIER, name)[-1]
+    return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
+
+
+def renames_in(sql: str) -> list[Rename]:
+    """What `sql`'s statements rename, in order (comments skipped)."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    found: list[tuple[int, Rename]] = []
+    for kind, pattern in _RENAMES:
+        for match in pattern.finditer(sql):
+            groups = match.groupdict()
+            name, new = _unquoted(groups["name"]), _unquoted(groups["new"])
+            if kind in ("column", "constraint"):
+                if kind == "column" and groups["old"].upper() in ("CONSTRAINT", "COLUMN"):
+                    continue
+                found.append((match.start(), Rename(kind, _unquoted(groups["old"]), new, name)))
+            else:
+                found.append((match.start(), Rename(kind, name, new)))
+    return [rename for _, rename in sorted(found)]
+
+
+def listed_renames(module: ModuleType) -> set[Rename]:
+    """The renames `module` (a revision) lists in its upgrade's docstring: those the
+    models declared when it was written."""
+    doc = inspect.getdoc(getattr(module, "upgrade", None)) or ""
+    lines = doc.splitlines()
+    if not lines or lines[0].strip() != RENAMES_LISTED:
+        return set()
+    found = set()
+    for line in lines[1:]:
+        if match := _LISTED.match(line.strip()):
+            kind, table, old, new = match.groups()
+            found.add(Rename(kind, old, new, table))
+    return found
 
 
 def start_of(revision: Script) -> str:
@@ -114,6 +224,7 @@ def squawk(sql_file: Path, root: Path = PROJECT_ROOT) -> list[Finding]:
     )
     if not result.stdout.strip():
         raise LintError(f"squawk gave no report: {result.stderr.strip() or 'no output'}")
+    lines = sql_file.read_text().splitlines()
     return [
         Finding(
             line=int(violation["line"]),
@@ -121,9 +232,20 @@ def squawk(sql_file: Path, root: Path = PROJECT_ROOT) -> list[Finding]:
             message=str(violation["message"]),
             help=str(violation.get("help") or ""),
             level=str(violation.get("level") or "Warning"),
+            statement=_statement_at(lines, int(violation["line"])),
         )
         for violation in json.loads(result.stdout)
     ]
+
+
+def _statement_at(lines: list[str], line: int) -> str:
+    """The statement that starts at `line` (squawk counts from 0), up to its semicolon."""
+    taken = []
+    for text in lines[line:]:
+        taken.append(text)
+        if ";" in text:
+            break
+    return "\n".join(taken)
 
 
 def squawk_sql(sql: str, root: Path = PROJECT_ROOT, *, name: str = "revision") -> list[Finding]:
@@ -152,6 +274,10 @@ def reason_for(module: ModuleType, finding: Finding) -> str | None:
     """The reason `module` gives for `finding`, if it gives one."""
     if finding.rule in DESTROYING_RULES and (reason := destructive_reason(module)):
         return reason
+    if finding.rule in RENAMING_RULES:
+        renamed = set(renames_in(finding.statement))
+        if renamed and renamed <= listed_renames(module):
+            return DECLARED_RENAME
     return acknowledged(module).get(finding.rule, "").strip() or None
 
 

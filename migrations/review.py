@@ -16,8 +16,15 @@ The working tree is compared with a base commit (``origin/main`` unless ``--base
 * the **row-security matrix** after the change, what changed marked, and the
   **entity-relationship diagram** of the schema after it (:mod:`migrations.schema_docs`);
 * **warnings** a reviewer must not miss: data lost on upgrade or on downgrade, a
-  destructive revision that does not acknowledge it, a table without row-level
-  security, squawk findings not acknowledged, released revisions edited or deleted.
+  destructive revision that does not acknowledge it, a table or column renamed (code
+  reading the old name breaks), a table without row-level security, squawk findings
+  not acknowledged, released revisions edited or deleted.
+
+A rename (``ALTER TABLE ... RENAME``, of a table, a column, a constraint, an index or a
+sequence, in a new revision's SQL; :mod:`migrations.renames` writes them for what the
+models declare) is shown as one: the schema before is compared under the new names, so
+the renamed table or column is neither dropped nor added, and what else changed in it
+shows as usual.
 
 Why the base is built by its own files rather than by the working tree's revisions up
 to the base's head: revisions are append-only, so on an honest change both give the
@@ -44,11 +51,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -60,7 +67,8 @@ from sqlalchemy.engine import URL
 import models
 from migrations import database, lint, schema_docs
 from migrations.rowsecurity import declarations
-from migrations.schema_docs import Column, Schema, code
+from migrations.rowsecurity.compare import Catalog
+from migrations.schema_docs import Column, Constraint, Index, Schema, Table, code
 from models.security import PUBLIC, Policy
 
 DEFAULT_BASE = "origin/main"
@@ -326,6 +334,11 @@ class RevisionReview:
         return data_losses(self.upgrade_sql)
 
     @property
+    def renames(self) -> list[lint.Rename]:
+        """What the upgrade renames, in order."""
+        return lint.renames_in(self.upgrade_sql)
+
+    @property
     def downgrade_losses(self) -> list[Loss]:
         return data_losses(self.downgrade_sql)
 
@@ -369,7 +382,7 @@ COUNTED = {
     "policy": "policies",
     "grant": "grants",
 }
-ACTIONS = ("added", "changed", "dropped")
+ACTIONS = ("added", "changed", "renamed", "dropped")
 
 
 def describe_policy(policy: Policy) -> str:
@@ -411,9 +424,19 @@ def _compare_named(
     return changes
 
 
-def compare(before: Schema, after: Schema) -> list[Change]:
-    """Every difference between two schemas, tables first, then what is inside them."""
-    changes: list[Change] = []
+def compare(before: Schema, after: Schema, renames: Iterable[lint.Rename] = ()) -> list[Change]:
+    """Every difference between two schemas, tables first, then what is inside them;
+    what `renames` renamed (in order) shows as renamed, `before` read under the new
+    names (:func:`under_new_names`)."""
+    renamed: list[Change] = []
+    for rename in renames:
+        if (change := _renamed_change(before, rename)) is None:
+            continue
+        if rename.kind == "table":  # what was renamed in it before is shown in it now
+            renamed = [_in_renamed_table(c, rename.old, rename.new) for c in renamed]
+        renamed.append(change)
+        before = under_new_names(before, rename)
+    changes: list[Change] = [c for c in renamed if c.kind == "table"]
     for name in sorted(after.tables.keys() - before.tables.keys()):
         table = after.tables[name]
         detail = (
@@ -470,7 +493,8 @@ def compare(before: Schema, after: Schema) -> list[Change]:
             {shown: tuple(held_after)} if held_after else {},
             describe=lambda held: ", ".join(held) or "nothing",
         )
-    order = ("column", "index", "constraint", "row security", "policy", "grant")
+    inner += [c for c in renamed if c.kind != "table"]
+    order = ("column", "index", "constraint", "sequence", "row security", "policy", "grant")
     inner.sort(key=lambda c: (c.table, order.index(c.kind), c.name))
     for name in sorted(before.tables.keys() & after.tables.keys()):
         touched = Counter(f"{c.kind} {c.action}" for c in inner if c.table == name)
@@ -478,6 +502,264 @@ def compare(before: Schema, after: Schema) -> list[Change]:
             detail = ", ".join(f"{count} {what}" for what, count in sorted(touched.items()))
             changes.append(Change("table", "changed", name, name, detail))
     return changes + inner
+
+
+# --- renames ------------------------------------------------------------------------
+
+
+def _table_of(schema: Schema, rename: lint.Rename) -> str | None:
+    """The table `rename` happens on in `schema`, when `schema` has what it renames."""
+    if rename.kind == "table":
+        return rename.old if rename.old in schema.tables else None
+    if rename.kind == "sequence":
+        sequence = f"'{rename.old}'"
+        for table in schema.tables.values():
+            if any(sequence in (column.default or "") for column in table.columns.values()):
+                return table.name
+        return None
+    for table in schema.tables.values():
+        if rename.table not in (None, table.name):
+            continue
+        if rename.kind == "column":
+            held: Mapping[str, object] = table.columns
+        elif rename.kind == "index":
+            held = table.indexes
+        else:
+            held = table.constraints
+        if rename.old in held:
+            return table.name
+    return None
+
+
+def _renamed_change(before: Schema, rename: lint.Rename) -> Change | None:
+    table = _table_of(before, rename)
+    if table is None:
+        return None  # made by the same change: it shows as added, under its last name
+    if rename.kind == "table":
+        return Change("table", "renamed", rename.new, rename.new, f"from {code(rename.old)}")
+    name = f"{table}.{rename.new}" if rename.kind == "column" else rename.new
+    return Change(rename.kind, "renamed", table, name, f"from {code(rename.old)}")
+
+
+def _in_renamed_table(change: Change, old: str, new: str) -> Change:
+    if change.table != old:
+        return change
+    name = f"{new}.{change.name.split('.', 1)[1]}" if change.kind == "column" else change.name
+    return replace(change, table=new, name=name)
+
+
+def _swap(
+    text: str, old: str, new: str, *, qualified_by: str | None = None, column: bool = False
+) -> str:
+    """`text` (SQL as PostgreSQL prints it) with the identifier `old` written `new`:
+    quoted or bare (a `column` never followed by a parenthesis: that is a function of
+    the same name), or, given `qualified_by`, only after it and a dot; a sequence's name
+    in a ``'...'::regclass`` literal too."""
+    quoted = '"' + old.replace('"', '""') + '"'
+    written_new = (
+        new if re.fullmatch(r"[a-z_][a-z0-9_$]*", new) else '"' + new.replace('"', '""') + '"'
+    )
+    before = rf"(?<={re.escape(qualified_by)}\.)" if qualified_by else r'(?<![\w$"])'
+    text = re.sub(before + re.escape(quoted), written_new, text)
+    after = r'(?![\w$"]|\s*\()' if column else r'(?![\w$"])'
+    text = re.sub(before + re.escape(old) + after, written_new, text)
+    return text.replace(f"'{old}'::regclass", f"'{new}'::regclass")
+
+
+def _text_everywhere(schema: Schema, change: Callable[[str], str]) -> Schema:
+    """`schema` with `change` applied to every definition, default and policy text."""
+    tables = {
+        name: replace(
+            table,
+            columns={
+                key: replace(column, default=change(column.default) if column.default else None)
+                for key, column in table.columns.items()
+            },
+            indexes={
+                key: replace(index, definition=change(index.definition))
+                for key, index in table.indexes.items()
+            },
+            constraints={
+                key: replace(constraint, definition=change(constraint.definition))
+                for key, constraint in table.constraints.items()
+            },
+        )
+        for name, table in schema.tables.items()
+    }
+    security = replace(schema.security, policies=defaultdict(dict))
+    for table, policies in schema.security.policies.items():
+        security.policies[table] = {
+            name: replace(
+                policy,
+                using=change(policy.using) if policy.using else policy.using,
+                with_check=change(policy.with_check) if policy.with_check else policy.with_check,
+            )
+            for name, policy in policies.items()
+        }
+    return replace(schema, tables=tables, security=security)
+
+
+def _keys_moved(security: Catalog, old: str, new: str) -> Catalog:
+    """`security` with what it holds by table name `old` held by `new`."""
+
+    def move(key: str) -> str:
+        return new if key == old else key
+
+    def move_pair(key: tuple[str, str]) -> tuple[str, str]:
+        return (move(key[0]), key[1])
+
+    return replace(
+        security,
+        switches={move(k): v for k, v in security.switches.items()},
+        policies=defaultdict(dict, {move(k): v for k, v in security.policies.items()}),
+        grants={move_pair(k): v for k, v in security.grants.items()},
+        grant_options={move_pair(k): v for k, v in security.grant_options.items()},
+        column_grants=defaultdict(
+            dict, {move_pair(k): v for k, v in security.column_grants.items()}
+        ),
+        column_grant_options=defaultdict(
+            dict, {move_pair(k): v for k, v in security.column_grant_options.items()}
+        ),
+        sequence_usage={move_pair(k): v for k, v in security.sequence_usage.items()},
+        policy_columns=defaultdict(
+            set,
+            {
+                move_pair(k): {move_pair(read) for read in v}
+                for k, v in security.policy_columns.items()
+            },
+        ),
+    )
+
+
+def _column_moved(schema: Schema, table: str, old: str, new: str) -> Schema:
+    """`schema` with column `old` of `table` called `new` wherever it is named: in the
+    table's own definitions and policies, in foreign keys to it, and qualified
+    (``table.old``) in other tables' policies."""
+
+    def rename(columns: Iterable[str]) -> tuple[str, ...]:
+        return tuple(new if column == old else column for column in columns)
+
+    def in_own(text: str) -> str:
+        return _swap(text, old, new, column=True)
+
+    def in_others(text: str) -> str:
+        return _swap(text, old, new, qualified_by=table, column=True)
+
+    def in_reference(definition: str) -> str:
+        return re.sub(
+            rf"(REFERENCES {re.escape(table)}\()([^)]*)",
+            lambda match: match[1] + _swap(match[2], old, new, column=True),
+            definition,
+        )
+
+    tables = {}
+    for name, held in schema.tables.items():
+        constraints = {}
+        for key, constraint in held.constraints.items():
+            moved = constraint
+            if name == table:
+                moved = replace(
+                    moved, columns=rename(moved.columns), definition=in_own(moved.definition)
+                )
+            if moved.referred_table == table:
+                moved = replace(
+                    moved,
+                    referred_columns=rename(moved.referred_columns),
+                    definition=in_reference(moved.definition),
+                )
+            constraints[key] = moved
+        columns, indexes = held.columns, held.indexes
+        if name == table:
+            columns = {
+                (new if key == old else key): (replace(column, name=new) if key == old else column)
+                for key, column in held.columns.items()
+            }
+            indexes = {
+                key: replace(index, definition=in_own(index.definition))
+                for key, index in held.indexes.items()
+            }
+        tables[name] = replace(held, columns=columns, indexes=indexes, constraints=constraints)
+    security = schema.security
+    policies: dict[str, dict[str, Policy]] = defaultdict(dict)
+    for name, held_policies in security.policies.items():
+        change = in_own if name == table else in_others
+        for policy_name, policy in held_policies.items():
+            policies[name][policy_name] = replace(
+                policy,
+                using=change(policy.using) if policy.using else policy.using,
+                with_check=change(policy.with_check) if policy.with_check else policy.with_check,
+            )
+    column_grants: dict[tuple[str, str], dict[str, frozenset[str]]] = defaultdict(dict)
+    for grantee, held_grants in security.column_grants.items():
+        column_grants[grantee] = {
+            privilege: frozenset(rename(columns)) if grantee[0] == table else columns
+            for privilege, columns in held_grants.items()
+        }
+    security = replace(
+        security,
+        policies=policies,
+        column_grants=column_grants,
+        sequence_usage={
+            (key[0], new if key == (table, old) else key[1]): users
+            for key, users in security.sequence_usage.items()
+        },
+    )
+    return replace(schema, tables=tables, security=security)
+
+
+def _named_moved(schema: Schema, table: str, rename: lint.Rename) -> Schema:
+    """`schema` with `table`'s index or constraint (and the index that backs it) renamed."""
+    old, new = rename.old, rename.new
+    held = schema.tables[table]
+    constraints: dict[str, Constraint] = {
+        (new if key == old and rename.kind == "constraint" else key): (
+            replace(c, name=new) if key == old and rename.kind == "constraint" else c
+        )
+        for key, c in held.constraints.items()
+    }
+    indexes: dict[str, Index] = {
+        (new if key == old else key): (
+            replace(i, name=new, definition=_swap(i.definition, old, new)) if key == old else i
+        )
+        for key, i in held.indexes.items()
+    }
+    tables = dict(schema.tables)
+    tables[table] = replace(held, indexes=indexes, constraints=constraints)
+    return replace(schema, tables=tables)
+
+
+def under_new_names(schema: Schema, rename: lint.Rename) -> Schema:
+    """`schema` as it reads once `rename` has run, so that comparing it with the schema
+    after the change shows what else changed."""
+    table = _table_of(schema, rename)
+    if table is None:
+        return schema
+    if rename.kind == "table":
+        moved = _text_everywhere(schema, lambda text: _swap(text, rename.old, rename.new))
+        tables: dict[str, Table] = {
+            (rename.new if name == rename.old else name): (
+                replace(held, name=rename.new) if name == rename.old else held
+            )
+            for name, held in moved.tables.items()
+        }
+        for name, held in tables.items():
+            tables[name] = replace(
+                held,
+                constraints={
+                    key: replace(c, referred_table=rename.new)
+                    if c.referred_table == rename.old
+                    else c
+                    for key, c in held.constraints.items()
+                },
+            )
+        return replace(
+            moved, tables=tables, security=_keys_moved(moved.security, rename.old, rename.new)
+        )
+    if rename.kind == "column":
+        return _column_moved(schema, table, rename.old, rename.new)
+    if rename.kind == "sequence":
+        return _text_everywhere(schema, lambda text: _swap(text, rename.old, rename.new))
+    return _named_moved(schema, table, rename)
 
 
 # --- warnings -----------------------------------------------------------------------
@@ -514,6 +796,19 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
         what = ", ".join(loss.describe() for loss in losses)
         text = f"Downgrading {name} drops {what}: the data written there is lost"
         found.append(Alert(ATTENTION, text))
+    for rename in revision.renames:
+        if rename.kind in ("table", "column"):
+            old = f"{rename.table}.{rename.old}" if rename.table else rename.old
+            declared = rename in lint.listed_renames(revision.script.module)
+            text = (
+                f"{name} renames {rename.kind} {code(old)} to {code(rename.new)}"
+                f"{' (declared in the models)' if declared else ''}: "
+                f"code still reading {code(rename.old)} fails once it has run. Deploy the "
+                "readers of the new name with it, or, if they cannot be deployed at the same "
+                "time, expand and contract: keep a view or a column under the old name until "
+                "they are"
+            )
+            found.append(Alert(ATTENTION, text))
     for finding in revision.unacknowledged:
         text = (
             f"{name} breaks squawk rule {code(finding.rule)} (line {finding.line} of its SQL) "
@@ -679,7 +974,7 @@ class Review:
         lines += ["### Schema changes", ""]
         if not self.changes:
             lines.append("None: both heads build the same schema.")
-        marks = {"added": "🆕", "changed": "✏️", "dropped": "🗑️"}
+        marks = {"added": "🆕", "changed": "✏️", "renamed": "🔀", "dropped": "🗑️"}
         for change in self.changes:
             if change.kind == "table" and change.action == "changed":
                 continue  # its changes are listed one by one
@@ -844,7 +1139,10 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
         before = schema_docs.read_database(base_url) if base_url is not None else Schema()
         revisions = [future.result() for future in reviewed]
 
-    changes = compare(before, after)
+    renames = [rename for revision in revisions for rename in revision.renames]
+    changes = compare(before, after, renames)
+    for rename in renames:
+        before = under_new_names(before, rename)  # the matrix, too, under the new names
     explained = {loss for revision in revisions for loss in revision.upgrade_losses}
     return Review(
         base=base,

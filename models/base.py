@@ -20,3 +20,16 @@ NAMING_CONVENTION = {
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 metadata = SQLModel.metadata
+
+#: The ``info`` key of a table or column that names what it was called before, so that
+#: ``make revision`` renames it (keeping its rows) rather than dropping it and adding a
+#: new one. Left in the model once the rename has run, it does nothing.
+RENAMED_FROM = "renamed_from"
+
+
+def renamed_from(old_name: str) -> dict[str, str]:
+    """The ``info`` of a column that was called `old_name`:
+    ``Column("title", Text, info=renamed_from("name"))``, or
+    ``Field(sa_column_kwargs={"info": renamed_from("name")})``. A table says it in its
+    own ``info``: ``{"info": {ROW_SECURITY: ..., RENAMED_FROM: "todo_item"}}``."""
+    return {RENAMED_FROM: old_name}
