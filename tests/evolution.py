@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL
 
 from migrations.autogen import VERIFY_VARIABLE
 from tests import alembic_batch
-from tests.conftest import PROJECT_ROOT, child_url
+from tests.conftest import PROJECT_ROOT, child_url, new_engine
 
 #: What a schema change needs of the repository (and ``tests``, to run its own suite).
 COPIED = ("alembic.ini", ".squawk.toml", "pyproject.toml", "migrations", "models")
@@ -109,6 +109,21 @@ class Project:
     def revision_files(self) -> set[Path]:
         return set(self.versions.glob("*.py"))
 
+    def checked_without(self, revision: Path, previous: dict[Path, str]) -> None:
+        """Downgraded past `revision`, the database checks clean against the `previous`
+        models with the revision set aside; then, both put back, it upgrades to head and
+        checks clean again."""
+        changed = self.models()
+        aside = revision.with_suffix(".aside")
+        revision.rename(aside)
+        self.restore_models(previous)
+        try:
+            self.succeed(["check"])
+        finally:
+            aside.rename(revision)
+            self.restore_models(changed)
+        self.succeed(["upgrade", "head"], ["check"])
+
     # --- running alembic -----------------------------------------------------------------
 
     def environment(
@@ -187,6 +202,24 @@ class Project:
         )
 
 
+def with_users(root: Path, url: URL, *users: str) -> Project:
+    """A copy of the repository in `root` migrating `url` (a database at head, as an
+    admin URL), with a verified user of each id in `users` to own rows: changes to live
+    tables meet rows."""
+    engine = new_engine(url)
+    try:
+        with engine.begin() as connection:
+            for user in users:
+                connection.exec_driver_sql(
+                    """INSERT INTO "user" (id, name, email, "emailVerified")
+                       VALUES (%(id)s, initcap(%(id)s), %(id)s || '@example.com', true)""",
+                    {"id": user},
+                )
+    finally:
+        engine.dispose()
+    return Project.copy(root, child_url(url))
+
+
 def evolve(
     project: Project,
     message: str,
@@ -204,7 +237,6 @@ def evolve(
     previous = project.models()
     before = project.revision_files()
     change(project)
-    changed = project.models()
     (generated,) = project.succeed(["revision", "--autogenerate", "-m", message])
     written = project.revision_files() - before
     assert len(written) == 1, f"{message!r} wrote {len(written)} revisions: {generated}"
@@ -218,14 +250,5 @@ def evolve(
         ours = "\n".join(said) + "\n\n\ndef upgrade()"
         path.write_text(path.read_text().replace("def upgrade()", ours, 1))
     project.succeed(["upgrade", "head"], ["check"], ["downgrade", "-1"])
-
-    aside = path.with_suffix(".aside")
-    path.rename(aside)
-    project.restore_models(previous)
-    try:
-        project.succeed(["check"])
-    finally:
-        aside.rename(path)
-        project.restore_models(changed)
-    project.succeed(["upgrade", "head"], ["check"])
+    project.checked_without(path, previous)
     return path.read_text()

@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from models.security import own_row_policies
-from tests.conftest import NewDatabase, child_url, new_engine
-from tests.evolution import Project, evolve
+from tests.conftest import NewDatabase, child_url
+from tests.evolution import Project, evolve, with_users
 
 TYPES_MODULE = '''
 """Column types of the project's own (tests/test_evolution.py)."""
@@ -170,17 +170,7 @@ def registered(module: str, *names: str) -> str:
 def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Project:
     """A copy of the repository whose database is at head, with a user in it: changes to
     live tables meet rows."""
-    url = new_database(template=head_template)
-    engine = new_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                """INSERT INTO "user" (id, name, email, "emailVerified")
-                   VALUES ('ada', 'Ada', 'ada@example.com', true)"""
-            )
-    finally:
-        engine.dispose()
-    return Project.copy(tmp_path / "project", child_url(url))
+    return with_users(tmp_path / "project", new_database(template=head_template), "ada")
 
 
 def calls(text: str, name: str) -> list[str]:

@@ -31,8 +31,8 @@ from alembic import command
 from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
-from tests.conftest import NewDatabase, child_url, config_with_versions, new_engine, write_revision
-from tests.evolution import Project, Run
+from tests.conftest import NewDatabase, config_with_versions, write_revision
+from tests.evolution import Project, Run, with_users
 from tests.test_evolution import (
     calls,
     downgrade_part,
@@ -121,18 +121,7 @@ def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Pr
     """A copy of the repository at head plus the tests' tables (one revision, its text
     in ``tables.txt`` of the copy), with ROWS rows in each live table: items (codes
     unique per user, skus unique), memberships and events."""
-    url = new_database(template=head_template)
-    engine = new_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                """INSERT INTO "user" (id, name, email, "emailVerified")
-                   VALUES ('ada', 'Ada', 'ada@example.com', true),
-                          ('bob', 'Bob', 'bob@example.com', true)"""
-            )
-    finally:
-        engine.dispose()
-    project = Project.copy(tmp_path / "project", child_url(url))
+    project = with_users(tmp_path / "project", new_database(template=head_template), "ada", "bob")
     project.write("models/online_item.py", ITEM_MODULE)
     project.append(
         "models/__init__.py",
@@ -354,16 +343,7 @@ def test_unique_and_primary_keys_on_live_tables_are_built_online(project: Projec
     assert "No new upgrade operations detected" in checked.output
     assert "Running downgrade" in downgraded.output
 
-    aside = path.with_suffix(".aside")
-    path.rename(aside)
-    changed = project.models()
-    project.restore_models(previous)
-    try:
-        project.succeed(["check"])
-    finally:
-        aside.rename(path)
-        project.restore_models(changed)
-    project.succeed(["upgrade", "head"], ["check"])
+    project.checked_without(path, previous)
     assert invalid_indexes(project) == []
     with connected(project) as db:
         assert one(db, "SELECT count(*) FROM online_membership") == ROWS

@@ -26,8 +26,8 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import URL
 
 from migrations import lint, review, schema_docs
-from tests.conftest import NewDatabase, child_url, new_engine
-from tests.evolution import Project, evolve
+from tests.conftest import NewDatabase, new_engine
+from tests.evolution import Project, evolve, with_users
 from tests.test_evolution import (
     calls,
     downgrade_part,
@@ -84,17 +84,7 @@ ROWS = 3000
 @pytest.fixture
 def project(tmp_path: Path, new_database: NewDatabase, head_template: str) -> Project:
     """A copy of the repository whose database is at head, with a user to own rows."""
-    url = new_database(template=head_template)
-    engine = new_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                """INSERT INTO "user" (id, name, email, "emailVerified")
-                   VALUES ('ada', 'Ada', 'ada@example.com', true)"""
-            )
-    finally:
-        engine.dispose()
-    return Project.copy(tmp_path / "project", child_url(url))
+    return with_users(tmp_path / "project", new_database(template=head_template), "ada")
 
 
 def add_items(p: Project) -> None:
