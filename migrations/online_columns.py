@@ -60,6 +60,7 @@ from sqlalchemy.exc import DBAPIError
 
 from migrations import enums, online
 from migrations.backfill import BackfillOp, run_with_a_brief_lock
+from migrations.online_unique import AddConstraintUsingIndexOp
 
 #: The column ``info`` key in which a model accepts a change that rewrites the table,
 #: with the reason: ``Column("rank", BigInteger, info={REWRITE_ACKNOWLEDGED: "why"})``.
@@ -579,13 +580,14 @@ def _steps(operations: Sequence[MigrateOperation]) -> list[str]:
     in_transaction = (o for o in operations if not isinstance(o, online.AutocommitBlockOp))
     transaction = [p for o in _walk(in_transaction) if (p := _transaction_phrase(o))]
     steps: list[tuple[str, list[str], str]] = []
-    if before:
-        phrases = [p for block in before for o in block.ops if (p := _online_phrase(o))]
-        steps.append(("Before the transaction, each committed on its own:", phrases, ""))
+    # A block of guards alone (a failed build's leftover dropped) says nothing to a reader.
+    first = [p for block in before for o in block.ops if (p := _online_phrase(o))]
+    if first:
+        steps.append(("Before the transaction, each committed on its own:", first, ""))
     if transaction:
         steps.append(("In one transaction:", transaction, ""))
-    if after:
-        phrases = [p for block in after for o in block.ops if (p := _online_phrase(o))]
+    phrases = [p for block in after for o in block.ops if (p := _online_phrase(o))]
+    if phrases:
         if any(isinstance(o, online.TransactionOnceOp) for o in operations):
             end = (
                 "A failure here leaves the transaction committed: a rerun skips it and "
@@ -725,6 +727,16 @@ def _online_phrase(operation: MigrateOperation) -> str | None:  # noqa: PLR0911
         return (
             f"validate that CHECK, SET NOT NULL on {operation.table_name}."
             f"{operation.column_name} (no scan: the CHECK proves it), drop the CHECK"
+        )
+    if isinstance(operation, AddConstraintUsingIndexOp):
+        swap = (
+            f", in place of {operation.replaces} in the same statement"
+            if operation.replaces
+            else ""
+        )
+        return (
+            f"attach index {operation.index_name} to {operation.table_name} as "
+            f"{operation.kind} {operation.constraint_name}{swap} (a moment's lock)"
         )
     if isinstance(operation, enums.AddEnumValueOp):
         place = f" before {operation.before!r}" if operation.before else ""
