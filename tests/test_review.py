@@ -13,17 +13,21 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import URL
 
+import models
 from migrations import alembic_cli, review, schema_docs
 from migrations.review import ATTENTION, BLOCKING, Loss
 from migrations.schema_docs import Schema
+from models.security import ROW_SECURITY
 from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, new_engine
 
 #: What the review needs of the project: its Alembic set-up, models and squawk rules.
@@ -49,13 +53,12 @@ Todo.__table__.info[ROW_SECURITY] = Todo.__table__.info[ROW_SECURITY] + _RowSecu
 )
 """
 
-DROPPING_REVISION = '''"""drop todo description
+DROPPING_REVISION = '''"""drop {table} {column}
 
 Revision ID: {revision}
 Revises: {down}
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "{revision}"
@@ -67,12 +70,53 @@ squawk_acknowledged = {{"ban-drop-column": "test: the rule is acknowledged, the 
 {acknowledgement}
 
 def upgrade() -> None:
-    op.drop_column("todo", "description")
+    op.drop_column("{table}", "{column}")
 
 
 def downgrade() -> None:
-    op.add_column("todo", sa.Column("description", sa.Text(), nullable=True))
+    op.execute('ALTER TABLE "{table}" ADD COLUMN "{column}" {type}')
 '''
+
+
+@dataclass(frozen=True)
+class Droppable:
+    """A column a revision of the test drops: nullable, and in no key, index or policy
+    (so dropping it needs nothing else), with the CHECKs that go with it."""
+
+    table: str
+    column: str
+    type: str
+    checks: int
+
+
+def droppable_column() -> Droppable:
+    """Such a column of an owned table in the models, whatever they are now: one with the
+    most CHECKs of its own, so that their going is seen too."""
+    dialect = PGDialect()  # type: ignore[no-untyped-call]
+    found: list[Droppable] = []
+    for table in models.metadata.tables.values():
+        security = table.info.get(ROW_SECURITY)
+        if not security or not security.policies:
+            continue
+        policies = " ".join(f"{p.using or ''} {p.with_check or ''}" for p in security.policies)
+        taken = {c.name for index in table.indexes for c in index.columns}
+        taken |= {fk.parent.name for fk in table.foreign_keys}
+        for column in table.columns:
+            named = re.compile(rf"\b{re.escape(column.name)}\b")
+            if not column.nullable or column.primary_key or column.name in taken:
+                continue
+            if named.search(policies):
+                continue
+            checks = [
+                c
+                for c in table.constraints
+                if isinstance(c, sa.CheckConstraint) and named.search(str(c.sqltext))
+            ]
+            typed = column.type.compile(dialect=dialect)
+            found.append(Droppable(table.name, column.name, typed, len(checks)))
+    if found:
+        return max(found, key=lambda d: (d.checks, d.table, d.column))
+    pytest.skip("no owned table has a nullable column outside keys, indexes and policies")
 
 
 def git(root: Path, *args: str) -> str:
@@ -186,40 +230,43 @@ def test_review_of_a_new_column_index_and_policy(
 def test_review_warns_of_a_destructive_revision_without_acknowledgement(
     project: Path, admin_url: URL
 ) -> None:
-    dropping = project / "migrations" / "versions" / "dddd00000001_drop_todo_description.py"
-    dropping.write_text(
-        DROPPING_REVISION.format(revision="dddd00000001", down=HEAD, acknowledgement="")
-    )
+    """A revision that drops a column of the models (whichever one the models have to
+    spare, :func:`droppable_column`) is a blocking warning until it acknowledges it."""
+    drop = droppable_column()
+    dropping = project / "migrations" / "versions" / "dddd00000001_drop_a_column.py"
+    where = f"{drop.table}.{drop.column}"
+    revision = {"revision": "dddd00000001", "down": HEAD, **vars(drop)}
+    dropping.write_text(DROPPING_REVISION.format(acknowledgement="", **revision))
 
     report, stderr = run_review(project, admin_url)
 
     assert "columns: 1 dropped" in report
-    assert "constraints: 1 dropped" in report  # the CHECK on description goes with it
+    if drop.checks:  # a CHECK on the column alone goes with it
+        assert f"constraints: {drop.checks} dropped" in report
     warning = next(line for line in report.splitlines() if "destroys data on upgrade" in line)
     assert warning.startswith(f"- {BLOCKING} `dddd00000001` destroys data on upgrade")
-    assert "column `todo.description`" in warning
+    assert f"column `{where}`" in warning
     assert 'destructive_acknowledged = "' in warning
-    assert "🗑️ column `todo.description` dropped" in report
+    assert f"🗑️ column `{where}` dropped" in report
     assert "✅ test: the rule is acknowledged, the data loss is not" in report
     assert_dropped(admin_url, stderr)
 
     # Acknowledged, the same revision is still pointed out, no longer blocking.
     dropping.write_text(
         DROPPING_REVISION.format(
-            revision="dddd00000001",
-            down=HEAD,
-            acknowledgement='destructive_acknowledged = "description was never shown to anyone"',
+            acknowledgement='destructive_acknowledged = "it was never shown to anyone"',
+            **revision,
         )
     )
     script = ScriptDirectory.from_config(Config(str(project / "alembic.ini")))
     reviewed = review.RevisionReview(
         script.get_revision("dddd00000001"),
         dropping.name,
-        upgrade_sql="ALTER TABLE todo DROP COLUMN description;",
+        upgrade_sql=f"ALTER TABLE {drop.table} DROP COLUMN {drop.column};",
     )
     (alert,) = review.revision_alerts(reviewed)
     assert alert.level == ATTENTION
-    assert "Acknowledged: “description was never shown to anyone”" in alert.text
+    assert "Acknowledged: “it was never shown to anyone”" in alert.text
 
 
 def test_a_base_without_migrations_has_no_revisions(project: Path) -> None:
