@@ -428,6 +428,9 @@ def _judge_type_change(
         reason = f"{where} {old} to {new} {effect}: accepted in the model ({accepted})"
         _note(context, operation, _Note(rule="changing-column-type", reason=reason))
         return
+    if effect.startswith("PostgreSQL refuses"):
+        # No cast: the plain ALTER would fail; with a USING it would rewrite the table.
+        effect = f"cannot be changed in place ({effect}), and with a USING it rewrites the table"
     raise CommandError(
         f"{where}: {old} to {new} {effect} under ACCESS EXCLUSIVE (every read and write "
         "waits until it is done); change it expand/contract instead: add a column of the "

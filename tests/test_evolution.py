@@ -867,12 +867,21 @@ def test_a_revision_written_that_cannot_run_fails_the_revision_command(project: 
     project.write("models/evolution_types.py", TYPES_MODULE)
     project.write("models/evolution_note.py", NOTE_MODULE)
     project.succeed(["revision", "--autogenerate", "-m", "notes"], ["upgrade", "head"])
+    # A cast PostgreSQL cannot make is refused when the revision is written...
+    project.replace("models/evolution_note.py", 'Column("pinned", Boolean', 'Column("pinned", UUID')
+    before = project.revision_files()
+    (refused,) = project.alembic(["revision", "--autogenerate", "-m", "uncastable"])
+    assert refused.code != 0
+    assert project.revision_files() == before
+    (line,) = refused.failed_lines()
+    assert "evolution_note.pinned: BOOLEAN to UUID cannot be changed in place" in line
+    assert "expand/contract" in line
+    # ...and, the rewrite accepted in the model, fails on the throwaway database.
     project.replace(
         "models/evolution_note.py",
-        'Column("pinned", Boolean',
+        'Column("pinned", UUID',
         'Column("pinned", UUID, info={"rewrite_acknowledged": "no rows yet"}',
     )
-    before = project.revision_files()
     (cast,) = project.alembic(
         ["revision", "--autogenerate", "-m", "uncastable"], verify_on_a_database=True
     )
