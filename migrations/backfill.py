@@ -5,8 +5,10 @@ One ``UPDATE`` over a whole table holds every row it touched until it commits: a
 writer that meets one of them waits for the end of the statement, a million rows
 later. A backfill instead walks the table in the order of a unique key, a batch of
 `batch_size` keys at a time, and commits each batch on its own, so a writer waits at
-most for one batch. It runs in the revision's online steps, after its transaction
-has committed::
+most for one batch; after each batch it pauses as long as the batch took
+(:data:`PAUSE_RATIO`), so that its WAL does not keep the application's commits waiting
+for the disk. It runs in the revision's online steps, after its transaction has
+committed::
 
     with op.get_context().autocommit_block():
         op.backfill("todo", {"title": "btrim(title)"}, where="title <> btrim(title)",
@@ -59,6 +61,11 @@ log = logging.getLogger(__name__)
 #: 20-60 ms, 10,000 take 150-400 ms (research.md, "Column changes online and
 #: op.backfill"), against a bound of 100 ms on any write's extra wait.
 DEFAULT_BATCH_SIZE = 1_000
+#: After each batch the walk pauses this many times as long as the batch took, so that
+#: its writes (their WAL, and the full-page images after a checkpoint) take at most about
+#: half of what the server can flush: an application's commit otherwise waits behind
+#: them (research.md, "Column changes online and op.backfill").
+PAUSE_RATIO = 1.0
 #: A long backfill logs how far it is at most this often.
 PROGRESS_EVERY_S = 5.0
 #: The policy that lets a migration role under FORCEd row-level security see the rows.
@@ -230,6 +237,7 @@ def _run(bind: Connection, walk: _Walk, table_name: str) -> None:
     walked = changed = batches = 0
     start = bind.exec_driver_sql(walk.first_key()).first()
     while start is not None:
+        batch_started = time.monotonic()
         parameters = dict(zip(starts, start, strict=True))
         end = bind.exec_driver_sql(walk.next_key(from_start), parameters).first()
         if end is None:
@@ -241,6 +249,8 @@ def _run(bind: Connection, walk: _Walk, table_name: str) -> None:
         batches += 1
         walked += walk.batch_size
         start = end
+        if start is not None:
+            time.sleep((time.monotonic() - batch_started) * PAUSE_RATIO)
         now = time.monotonic()
         if start is not None and now - reported >= PROGRESS_EVERY_S:
             reported = now
@@ -389,6 +399,7 @@ def _offline_loop(walk: _Walk, operation: BackfillOp) -> str:
 DO $backfill$
 DECLARE
 {declarations}
+    batch_started timestamptz;
 BEGIN
     -- Under FORCEd row-level security a role that does not bypass it sees no row:
     -- a policy of its own lets it see them while the backfill runs.
@@ -402,6 +413,7 @@ BEGIN
     END IF;
     {walk.first_key().replace(" FROM ", f" INTO {into(starts)} FROM ", 1)};
     WHILE {starts[0]} IS NOT NULL LOOP
+        batch_started := clock_timestamp();
         {walk.next_key(starts).replace(" FROM ", f" INTO {into(ends)} FROM ", 1)};
         IF {ends[0]} IS NULL THEN
             {walk.update(starts, None, driver=False)};
@@ -410,6 +422,8 @@ BEGIN
         END IF;
         COMMIT;
         {"; ".join(f"{s} := {e}" for s, e in zip(starts, ends, strict=True))};
+        -- A pause as long as the batch took: the application's writes get their turn.
+        PERFORM pg_sleep({PAUSE_RATIO} * extract(epoch FROM clock_timestamp() - batch_started));
     END LOOP;
     DROP POLICY IF EXISTS {policy} ON {walk.table};
 END

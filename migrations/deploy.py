@@ -62,6 +62,16 @@ LOCK_KEY = zlib.crc32(b"todo-database:migrations") & 0x7FFFFFFF
 #: lock_not_available (lock_timeout, NOWAIT) and deadlock_detected: the revision's
 #: transaction was rolled back having changed nothing, so it can simply run again.
 _RETRYABLE = {"55P03", "40P01"}
+#: How long a migration statement waits behind an autovacuum of its table before
+#: PostgreSQL cancels the autovacuum (its ``deadlock_timeout``, 1 s by default): every
+#: writer of the table queues behind the waiting statement meanwhile. Only a role
+#: allowed to set it (a superuser, or one granted SET on it) can; for others the
+#: default stays (research.md, "Column changes online and op.backfill").
+AUTOVACUUM_YIELDS_AFTER = "50ms"
+_AUTOVACUUM_YIELDS = (
+    "DO $yield$ BEGIN SET deadlock_timeout = '{after}'; "
+    "EXCEPTION WHEN insufficient_privilege THEN NULL; END $yield$"
+)
 _POOLER = re.compile(r"^(?P<endpoint>ep-[a-z0-9-]+?)-pooler(?P<rest>\..+)$")
 
 
@@ -111,6 +121,7 @@ class Settings:
         return [
             f"SET lock_timeout = '{self.lock_timeout}'",
             f"SET statement_timeout = '{self.statement_timeout}'",
+            _AUTOVACUUM_YIELDS.format(after=AUTOVACUUM_YIELDS_AFTER),
         ]
 
     @property

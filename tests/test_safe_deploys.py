@@ -215,6 +215,27 @@ def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
     assert before[-1] == "COMMIT;", "a concurrent build runs outside a transaction"
 
 
+def test_an_autovacuum_in_the_way_yields_within_50_ms(head_engine: Engine, tmp_path: Path) -> None:
+    """Every writer queues behind a migration statement waiting for its table's lock; an
+    autovacuum of the table that holds it is cancelled by PostgreSQL once the waiter has
+    waited ``deadlock_timeout``, which the migration session sets to 50 ms (1 s by
+    default). The test server's admin is a superuser, allowed to; offline SQL says it
+    too, and a role that may not set it keeps the default (the DO block swallows the
+    refusal)."""
+    said = deploy.AUTOVACUUM_YIELDS_AFTER
+    write_revision(
+        tmp_path,
+        f"""op.execute(
+    "DO $$ BEGIN IF current_setting('deadlock_timeout') <> '{said}' THEN "
+    "RAISE EXCEPTION 'deadlock_timeout is %', current_setting('deadlock_timeout'); "
+    "END IF; END $$"
+)""",
+    )
+    command.upgrade(config_with_versions(head_engine, tmp_path), "heads")
+    offline = alembic_cli.run(["upgrade", "head", "--sql"]).stdout
+    assert f"SET deadlock_timeout = '{said}'; EXCEPTION WHEN insufficient_privilege" in offline
+
+
 def test_pooled_neon_host_is_refused_with_the_direct_host() -> None:
     url = sa.make_url(
         "postgresql://owner:secret@ep-calm-sea-123456-pooler.eu-central-1.aws.neon.tech/neondb"
