@@ -14,9 +14,10 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
@@ -54,8 +55,11 @@ class Writers:
     users: int
     ids: list[str]
     latencies: list[float] = field(default_factory=list)
+    #: The longest write: its seconds, when it started (``time.perf_counter()``), what.
+    slowest: tuple[float, float, str] = (0.0, 0.0, "")
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _slowest_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _write(self, seed: int) -> None:
         chance = random.Random(seed)
@@ -65,10 +69,12 @@ class Writers:
                 started = time.perf_counter()
                 try:
                     if chance.random() < 0.5:
+                        what = "INSERT"
                         connection.execute(
                             "INSERT INTO todo (user_id, title) VALUES (%s, 'written')", [user]
                         )
                     else:
+                        what = "UPDATE"
                         connection.execute(
                             "UPDATE todo SET completed = NOT completed, updated_at = now() "
                             "WHERE id = %s",
@@ -77,7 +83,11 @@ class Writers:
                 except Exception as exc:  # noqa: BLE001  (reported, not hidden)
                     self.errors.append(str(exc).splitlines()[0])
                     return
-                self.latencies.append(time.perf_counter() - started)
+                latency = time.perf_counter() - started
+                self.latencies.append(latency)
+                with self._slowest_lock:
+                    if latency > self.slowest[0]:
+                        self.slowest = (latency, started, what)
 
     @contextmanager
     def running(self) -> Iterator[Writers]:
@@ -107,22 +117,44 @@ def fill_point(server: Server, url: URL, chain: list[Script]) -> int:
     raise BenchError("no revision creates the todo table")
 
 
+def fill_template(server: Server, url: URL, users: int, todos: int) -> list[str]:
+    """Fill `url` with `todos` todos over `users` users (:func:`fill_statements`),
+    ``VACUUM ANALYZE`` it; the ids of a sample of its todos, for the writers to update."""
+    with server.connect(url) as connection:
+        with connection.transaction():
+            for statement in fill_statements(users, todos):
+                connection.execute(statement)
+        connection.execute('VACUUM ANALYZE "user", todo')
+        return [
+            str(row[0])
+            for row in connection.execute("SELECT id FROM todo TABLESAMPLE SYSTEM (2) LIMIT 20000")
+        ]
+
+
 def longest_write(
-    server: Server, url: URL, users: int, ids: list[str], revision: str | None
+    server: Server, url: URL, users: int, ids: list[str], during: Callable[[], object] | None
 ) -> tuple[float, float]:
-    """The longest single write while `revision` is applied (or, with None, while
-    nothing is), and how long the window lasted."""
+    """The longest single write while `during` runs (an ``alembic upgrade``), or, with
+    None, while nothing does (for :data:`BASELINE_S`), and how long the window lasted."""
+    writers, window = writers_during(server, url, users, ids, during)
+    return max(writers.latencies), window
+
+
+def writers_during(
+    server: Server, url: URL, users: int, ids: list[str], during: Callable[[], object] | None
+) -> tuple[Writers, float]:
+    """:func:`longest_write`, with every write the writers timed."""
     writers = Writers(server, url, users, ids)
     with writers.running():
         time.sleep(SETTLE_S)
         started = time.perf_counter()
-        if revision is None:
+        if during is None:
             time.sleep(BASELINE_S)
         else:
-            server.alembic(["upgrade", revision], url)
+            during()
         window = time.perf_counter() - started
         time.sleep(SETTLE_S)
-    return max(writers.latencies), window
+    return writers, window
 
 
 def run(server: Server, options: Options) -> list[Table]:
@@ -134,17 +166,7 @@ def run(server: Server, options: Options) -> list[Table]:
     with server.throwaway("stall_template") as template:
         position = fill_point(server, template, chain)
         progress(f"writer stall: filling {todos:,} todos over {users:,} users...")
-        with server.connect(template) as connection:
-            with connection.transaction():
-                for statement in fill_statements(users, todos):
-                    connection.execute(statement)
-            connection.execute('VACUUM ANALYZE "user", todo')
-            ids = [
-                str(row[0])
-                for row in connection.execute(
-                    "SELECT id FROM todo TABLESAMPLE SYSTEM (2) LIMIT 20000"
-                )
-            ]
+        ids = fill_template(server, template, users, todos)
         for revision in chain[position + 1 :]:
             baseline, during, windows = [], [], []
             for index in range(runs):
@@ -152,7 +174,8 @@ def run(server: Server, options: Options) -> list[Table]:
                 with server.throwaway("stall", template=str(template.database)) as url:
                     server.alembic(["upgrade", str(revision.down_revision)], url)
                     baseline.append(longest_write(server, url, users, ids, None)[0])
-                    longest, window = longest_write(server, url, users, ids, revision.revision)
+                    upgrade = partial(server.alembic, ["upgrade", revision.revision], url)
+                    longest, window = longest_write(server, url, users, ids, upgrade)
                     during.append(longest)
                     windows.append(window)
             tables.append(
@@ -171,13 +194,24 @@ def run(server: Server, options: Options) -> list[Table]:
 def _table(
     revision: Script, runs: int, todos: int, *, baseline: Stats, during: Stats, windows: Stats
 ) -> Table:
-    table = Table(
-        title=(
-            f"5. writer stall: {revision.revision} ({revision.doc}), {todos:,} todos, "
-            f"{WRITERS} writers (median of {runs} run{'s' if runs > 1 else ''})"
-        ),
-        header=("", "median", "min", "max"),
+    return stall_table(
+        f"5. writer stall: {revision.revision} ({revision.doc}), {todos:,} todos, "
+        f"{WRITERS} writers ({median_of(runs)})",
+        baseline=baseline,
+        during=during,
+        windows=windows,
     )
+
+
+def median_of(runs: int) -> str:
+    """``median of 3 runs``, for a table's title."""
+    return f"median of {runs} run{'s' if runs > 1 else ''}"
+
+
+def stall_table(title: str, *, baseline: Stats, during: Stats, windows: Stats) -> Table:
+    """The longest write with no migration and during the upgrade, the upgrade's wall
+    time, and the check that the upgrade adds at most :data:`TARGET_EXTRA_MS`."""
+    table = Table(title=title, header=("", "median", "min", "max"))
     for label, stats in (
         ("longest write, no migration", baseline),
         ("longest write, during alembic upgrade", during),
