@@ -277,17 +277,22 @@ def _default_rewrites(context: MigrationContext, column: sa.Column[Any]) -> bool
     return True
 
 
-def _has_nulls(context: MigrationContext, table: str, column: str) -> bool:
-    """Whether `column` of `table` holds a NULL in the database compared with (not when
-    row-level security hides its rows: it cannot tell, and the deploy's VALIDATE will)."""
+def _has_rows(context: MigrationContext, table: str, where: str = "true") -> bool:
+    """Whether `table` holds a row for which `where` holds, in the database compared
+    with (not when row-level security hides its rows: it cannot tell, and the deploy's
+    statements will)."""
     assert context.connection is not None
-    quoted_table, quoted_column = _quote(context, table), _quote(context, column)
+    quoted = _quote(context, table)
     found = context.connection.exec_driver_sql(
         f"SELECT NOT row_security_active(%(table)s) AND EXISTS "
-        f"(SELECT FROM {quoted_table} WHERE {quoted_column} IS NULL)",
-        {"table": quoted_table},
+        f"(SELECT FROM {quoted} WHERE {where})",
+        {"table": quoted},
     )
     return bool(found.scalar())
+
+
+def _has_nulls(context: MigrationContext, table: str, column: str) -> bool:
+    return _has_rows(context, table, f"{_quote(context, column)} IS NULL")
 
 
 # --- the rewrites ---------------------------------------------------------------------------
@@ -490,6 +495,22 @@ def alter_column_online(
 def add_column_online(context: MigrationContext, revision: Any, operation: ops.AddColumnOp) -> Any:
     column = operation.column
     default = column.server_default
+    if (
+        _online(context, operation)
+        and not _in_downgrade(operation)
+        and not column.nullable
+        and default is None
+        and column.computed is None
+        and column.identity is None
+        and _has_rows(context, operation.table_name)
+    ):
+        raise CommandError(
+            f"{operation.table_name}.{column.name} is added NOT NULL without a server "
+            f"default, but {operation.table_name} has rows here: the upgrade would fail "
+            "on the first of them; declare a server default (server_default=...), or add "
+            "it nullable, fill it with op.backfill in a data migration, then make it NOT "
+            "NULL"
+        )
     if (
         not _online(context, operation)
         or not isinstance(default, sa.DefaultClause)

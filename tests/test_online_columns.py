@@ -139,8 +139,9 @@ def test_column_changes_on_a_live_table_are_written_online(project: Project) -> 
     """NOT NULL with a default, a column with a volatile default, a widening in place and
     a rewrite the model accepts, in one revision: the online steps fill every row, the
     docstring says which step does what, squawk is answered by what PostgreSQL said; a
-    rewrite nobody accepted and a NOT NULL with nothing to fill the NULLs from are
-    refused at ``revision --autogenerate`` in one line, before anything is written."""
+    rewrite nobody accepted, a NOT NULL with nothing to fill the NULLs from and a new
+    NOT NULL column without a default are refused at ``revision --autogenerate`` in one
+    line, before anything is written."""
     revision = evolve(project, "online item columns", change_columns)
     up, down = upgrade_part(revision), downgrade_part(revision)
     transaction, online = up.split("autocommit_block():", 1)
@@ -194,7 +195,8 @@ def test_column_changes_on_a_live_table_are_written_online(project: Project) -> 
     assert left == (0, ["notes", "token"])
     linted_as_generated(project, [revision_id(revision)])
 
-    # Refused: a rewrite the model does not accept; NOT NULL with NULLs and no default.
+    # Refused: a rewrite the model does not accept; NOT NULL with NULLs and no default;
+    # a new NOT NULL column with no default, which the rows already there cannot have.
     before = project.revision_files()
     for old, new, said in (
         (
@@ -207,13 +209,20 @@ def test_column_changes_on_a_live_table_are_written_online(project: Project) -> 
             'Column("price", Numeric(10, 2), nullable=False)',
             "online_item.price becomes NOT NULL, but it holds NULLs here",
         ),
+        (
+            'sa_column=Column("price", Numeric(10, 2)))',
+            'sa_column=Column("price", Numeric(10, 2)))\n    position: int = Field(sa_column='
+            'Column("position", Integer, nullable=False))',
+            "online_item.position is added NOT NULL without a server default, but online_item "
+            "has rows here",
+        ),
     ):
         models = project.models()
         project.replace("models/online_item.py", old, new)
         project.replace("models/online_item.py", "Column, ForeignKey", "Column, Float, ForeignKey")
         (refused,) = project.alembic(["revision", "--autogenerate", "-m", "refused"])
         project.restore_models(models)
-        (line,) = refused.failed_lines()
+        (line,) = refused.failed_lines() or [str(refused)]
         assert said in line, line
         assert refused.code != 0
         assert "Traceback" not in refused.output
