@@ -14,12 +14,13 @@ steps, after its transaction has committed::
 
 The concurrent build lets reads and writes through; ``ADD CONSTRAINT ... USING
 INDEX`` then only records the constraint, under an ACCESS EXCLUSIVE lock held for a
-moment and waited for at most ``lock_timeout``. The index carries the constraint's
-name, so that the database ends as a plain ``ADD CONSTRAINT`` would leave it and
-``alembic check`` is clean. Each step is safe to repeat: a rerun after a failed build
-(a duplicate among the live rows) drops the INVALID index the build left, builds it
-again, and attaches it; a rerun after the constraint was attached finds it and does
-nothing.
+moment and waited for at most 100 ms at a time (writers queue behind a waiting
+request), as the other brief steps do (:func:`migrations.backfill.run_with_a_brief_lock`).
+The index carries the constraint's name, so that the database ends as a plain
+``ADD CONSTRAINT`` would leave it and ``alembic check`` is clean. Each step is safe to
+repeat: a rerun after a failed build (a duplicate among the live rows) drops the
+INVALID index the build left, builds it again, and attaches it; a rerun after the
+constraint was attached finds it and does nothing.
 
 A primary key replaced on a live table (:class:`ReplacePrimaryKeyOp`, from
 :mod:`migrations.constraints`) is built under another name while the old key stays,
@@ -53,6 +54,7 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from migrations.backfill import run_with_a_brief_lock
 from migrations.online import (
     AutocommitBlockOp,
     DropIndexIfInvalidOp,
@@ -169,7 +171,7 @@ def _add_constraint_using_index(
         return
     if operation.kind == PRIMARY_KEY:
         _refuse_nullable(connection, operation, found)
-    operations.execute(statement)
+    run_with_a_brief_lock(connection, statement, operation.table_name)
 
 
 def _refuse_nullable(
