@@ -140,22 +140,32 @@ class DropConstraintIfNotValidOp(MigrateOperation):
         return ("drop_constraint_if_not_valid", self.table_name, self.constraint_name)
 
 
-@Operations.implementation_for(DropConstraintIfNotValidOp)
-def _drop_constraint_if_not_valid(
-    operations: Operations, operation: DropConstraintIfNotValidOp
+def _drop_constraint_if_there(
+    operations: Operations, table_name: str, constraint_name: str, condition: str = ""
 ) -> None:
+    """Drop the constraint when the catalog has it (and `condition`, SQL on
+    ``pg_constraint``, holds), in one statement that online and offline SQL share."""
     quote = operations.impl.dialect.identifier_preparer.quote
-    table, constraint = quote(operation.table_name), quote(operation.constraint_name)
+    table, constraint = quote(table_name), quote(constraint_name)
     literal = "'" + constraint.replace("'", "''") + "'"
     operations.execute(
         f"""DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass
-               AND conname = {literal} AND NOT convalidated) THEN
+               AND conname = {literal}{condition}) THEN
         ALTER TABLE {table} DROP CONSTRAINT {constraint};
     END IF;
 END
 $$"""
+    )
+
+
+@Operations.implementation_for(DropConstraintIfNotValidOp)
+def _drop_constraint_if_not_valid(
+    operations: Operations, operation: DropConstraintIfNotValidOp
+) -> None:
+    _drop_constraint_if_there(
+        operations, operation.table_name, operation.constraint_name, " AND NOT convalidated"
     )
 
 
@@ -188,19 +198,7 @@ class DropConstraintLeftOp(MigrateOperation):
 
 @Operations.implementation_for(DropConstraintLeftOp)
 def _drop_constraint_left(operations: Operations, operation: DropConstraintLeftOp) -> None:
-    quote = operations.impl.dialect.identifier_preparer.quote
-    table, constraint = quote(operation.table_name), quote(operation.constraint_name)
-    literal = "'" + constraint.replace("'", "''") + "'"
-    operations.execute(
-        f"""DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = '{table}'::regclass
-               AND conname = {literal}) THEN
-        ALTER TABLE {table} DROP CONSTRAINT {constraint};
-    END IF;
-END
-$$"""
-    )
+    _drop_constraint_if_there(operations, operation.table_name, operation.constraint_name)
 
 
 @renderers.dispatch_for(DropConstraintLeftOp)
