@@ -65,13 +65,23 @@ _RETRYABLE = {"55P03", "40P01"}
 #: How long a migration statement waits behind an autovacuum of its table before
 #: PostgreSQL cancels the autovacuum (its ``deadlock_timeout``, 1 s by default): every
 #: writer of the table queues behind the waiting statement meanwhile. Only a role
-#: allowed to set it (a superuser, or one granted SET on it) can; for others the
-#: default stays (research.md, "Column changes online and op.backfill").
+#: allowed to set it (a superuser, or one granted SET on it) can; Neon's owner role may
+#: not, and keeps the default, which the run says in one line (research.md, "Column
+#: changes online and op.backfill").
 AUTOVACUUM_YIELDS_AFTER = "50ms"
 _AUTOVACUUM_YIELDS = (
     "DO $yield$ BEGIN SET deadlock_timeout = '{after}'; "
-    "EXCEPTION WHEN insufficient_privilege THEN NULL; END $yield$"
+    "EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE "
+    "'deadlock_timeout stays at %, as % may not set it', "
+    "current_setting('deadlock_timeout'), current_user; END $yield$"
 )
+#: Whether the session's role may set ``deadlock_timeout`` (PostgreSQL 15+ can grant it).
+_MAY_SET_DEADLOCK_TIMEOUT = """
+    SELECT CASE WHEN current_setting('server_version_num')::int >= 150000
+                THEN has_parameter_privilege('deadlock_timeout', 'SET')
+                ELSE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) END,
+           current_user, current_setting('deadlock_timeout')
+"""
 _POOLER = re.compile(r"^(?P<endpoint>ep-[a-z0-9-]+?)-pooler(?P<rest>\..+)$")
 
 
@@ -117,11 +127,37 @@ class Settings:
         )
 
     def session_statements(self) -> list[str]:
-        """What the migration session runs first, online and in offline SQL alike."""
+        """What the migration session runs first, in offline SQL (which cannot know the
+        role it will run as: a role that may not set ``deadlock_timeout`` is told so)."""
+        return [
+            *self._timeouts(),
+            _AUTOVACUUM_YIELDS.format(after=AUTOVACUUM_YIELDS_AFTER),
+        ]
+
+    def apply_to_session(self, connection: Connection) -> None:
+        """What the migration session runs first, online: the timeouts, and the quicker
+        yield of an autovacuum when the role may set it, else one line saying it is
+        left at PostgreSQL's default and why."""
+        for statement in self._timeouts():
+            connection.exec_driver_sql(statement)
+        may_set, role, current = connection.exec_driver_sql(_MAY_SET_DEADLOCK_TIMEOUT).one()
+        if may_set:
+            connection.exec_driver_sql(f"SET deadlock_timeout = '{AUTOVACUUM_YIELDS_AFTER}'")
+        else:
+            log.info(
+                "deadlock_timeout stays at %s: %s may not set it (a superuser may, or a role "
+                "granted SET ON PARAMETER deadlock_timeout), so an autovacuum in a revision's "
+                "way is cancelled after %s instead of %s",
+                current,
+                role,
+                current,
+                AUTOVACUUM_YIELDS_AFTER,
+            )
+
+    def _timeouts(self) -> list[str]:
         return [
             f"SET lock_timeout = '{self.lock_timeout}'",
             f"SET statement_timeout = '{self.statement_timeout}'",
-            _AUTOVACUUM_YIELDS.format(after=AUTOVACUUM_YIELDS_AFTER),
         ]
 
     @property

@@ -75,6 +75,8 @@ def run_offline() -> None:
     """Render the SQL of the requested revisions (``--sql``) without a database."""
     context.configure(
         dialect_name="postgresql",
+        # Rendered for psql, not a driver: a % stays one (pyformat would double it).
+        dialect_opts={"paramstyle": "named"},
         target_metadata=models.metadata,
         literal_binds=True,
         transaction_per_migration=True,
@@ -135,8 +137,7 @@ def run_online() -> None:
                     context.script, current, destination, settings.downgrade_floor
                 )
             restore_point.make_before_data_is_lost(context.get_context(), restore_settings)
-            for statement in settings.session_statements():
-                connection.exec_driver_sql(statement)
+            settings.apply_to_session(connection)
             connection.commit()
             watch.watch(connection)
             deploy.run_with_retries(run_migrations, settings, watch, connection)

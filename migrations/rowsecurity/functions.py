@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import Connection
 
 from migrations.opposites import OppositeOp, opposites
@@ -42,6 +43,10 @@ _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 
 def _quote(operations: Operations, name: str) -> str:
     return str(operations.impl.dialect.identifier_preparer.quote(name))
+
+
+# PostgreSQL's quoting rules, without a connection (the ops render offline too).
+_quote_name = PGDialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
 
 
 def _literal(value: str) -> str:
@@ -255,24 +260,145 @@ class ReplaceFunctionOp(CreateFunctionOp):
 @Operations.implementation_for(CreateFunctionOp)
 def _create_function(operations: Operations, operation: CreateFunctionOp) -> None:
     function = operation.function
+    # Created by the migration role, which may grant on it as its owner; the owner it is
+    # declared with comes last, keeping those grants.
     operations.execute(definition_sql(function))
+    if PUBLIC not in function.executors:
+        operations.execute(_execute_statement(RevokeExecuteOp(function.signature, PUBLIC)))
+    for role in function.executors:
+        operations.execute(_execute_statement(GrantExecuteOp(function.signature, role)))
     if function.owner is not None:
         _alter_function_owner(operations, FunctionOwnerOp(function.signature, function.owner))
-    if PUBLIC not in function.executors:
-        _change_execute(operations, RevokeExecuteOp(function.signature, PUBLIC))
-    for role in function.executors:
-        _change_execute(operations, GrantExecuteOp(function.signature, role))
 
 
 @Operations.implementation_for(ReplaceFunctionOp)
 def _replace_function(operations: Operations, operation: ReplaceFunctionOp) -> None:
     # Owner and EXECUTE are kept by CREATE OR REPLACE; they change in their own ops.
-    operations.execute(definition_sql(operation.function, or_replace=True))
+    function = operation.function
+    operations.execute(
+        acting_for_owner(function.signature, [definition_sql(function, or_replace=True)])
+    )
 
 
 @Operations.implementation_for(DropFunctionOp)
 def _drop_function(operations: Operations, operation: DropFunctionOp) -> None:
-    operations.execute(f"DROP FUNCTION {operation.function.signature}")
+    signature = operation.function.signature
+    operations.execute(acting_for_owner(signature, [f"DROP FUNCTION {signature}"]))
+
+
+# --- acting for a function's owner ------------------------------------------------------
+#
+# Only a function's owner may replace, drop or grant on it, and only a role that may act
+# as the new owner may give it one, which must then be allowed to CREATE in the function's
+# schema. A superuser skips every check; Neon's owner role, which runs the migrations, is
+# no superuser: it may act for a role it manages (one it created) once a member of it, and
+# may let a role CREATE in public, which it owns. So the statements run in one block that
+# makes the migration role a member of those roles, and lets the new owner CREATE in the
+# schema, only for as long as they run, and says in one line what to do when it may not.
+
+
+def split_signature(signature: str) -> tuple[str, str, str]:
+    """``schema.name(arguments)`` (:attr:`Function.signature`) as its three parts."""
+    qualified, _, rest = signature.partition("(")
+    schema, _, name = qualified.rpartition(".")
+    return schema or "public", name, rest.removesuffix(")")
+
+
+def _owner_lookup(signature: str) -> str:
+    """SQL: the name of the role owning the function of `signature` (NULL: none). The
+    arguments are matched as PostgreSQL prints them, or, when only one function has the
+    name, whatever they are."""
+    schema, name, arguments = split_signature(signature)
+    return (
+        "(SELECT pg_get_userbyid(p.proowner) FROM pg_catalog.pg_proc p "
+        f"WHERE p.pronamespace = to_regnamespace({_literal(schema)}) "
+        f"AND p.proname = {_literal(name)} "
+        f"ORDER BY pg_get_function_identity_arguments(p.oid) = {_literal(arguments)} DESC "
+        "LIMIT 1)"
+    )
+
+
+def _tag_for(text: str) -> str:
+    tag = "$owner$"
+    while tag in text:
+        tag = tag[:-1] + "_$"
+    return tag
+
+
+def acting_for_owner(
+    signature: str, statements: Sequence[str], *, new_owner: str | None = None
+) -> str:
+    """A ``DO`` block running `statements` on the function of `signature` with the rights
+    of its owner (and, given `new_owner`, of the role it is to be owned by), which the
+    migration role holds for the block's length only. Run in a revision's transaction: a
+    failure takes every grant back with the rest."""
+    schema, _, _ = split_signature(signature)
+    body = ";\n    ".join(statements)
+    new = _literal(new_owner) if new_owner is not None else "NULL"
+    block = f"""
+DECLARE
+    owner text := {_owner_lookup(signature)};
+    new_owner text := {new};
+    version int := current_setting('server_version_num')::int;
+    granted text[] := '{{}}';
+    creates boolean := false;
+BEGIN
+    IF owner IS NOT NULL AND NOT pg_has_role(current_user, owner, 'USAGE') THEN
+        {_grant_self("owner", "INHERIT TRUE, SET FALSE")}
+    END IF;
+    IF new_owner IS NOT NULL AND NOT pg_has_role(current_user, new_owner,
+            CASE WHEN version >= 160000 THEN 'SET' ELSE 'MEMBER' END) THEN
+        {_grant_self("new_owner", "INHERIT FALSE, SET TRUE")}
+    END IF;
+    IF new_owner IS NOT NULL
+       AND NOT has_schema_privilege(new_owner, {_literal(schema)}, 'CREATE') THEN
+        BEGIN  -- without the right to, GRANT warns and grants nothing, or fails
+            EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', {_literal(schema)}, new_owner);
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;
+        END;
+        IF NOT has_schema_privilege(new_owner, {_literal(schema)}, 'CREATE') THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+                '%I may not make %I the owner of %s: an owner must be allowed to CREATE '
+                'in schema %I, which only the schema''s owner may grant for the moment it '
+                'takes; run the migrations as the database''s owner (on Neon, the '
+                'project''s owner role, neondb_owner)', current_user, new_owner,
+                {_literal(signature)}, {_literal(schema)});
+        END IF;
+        creates := true;
+    END IF;
+    {body};
+    IF creates THEN
+        EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', {_literal(schema)}, new_owner);
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(granted, 1), 0) LOOP
+        EXECUTE format('REVOKE %I FROM %I', granted[i], current_user);
+    END LOOP;
+END
+"""
+    tag = _tag_for(block)
+    return f"DO {tag}{block}{tag}"
+
+
+def _grant_self(role: str, options: str) -> str:
+    """PL/pgSQL: the migration role made a member of the role in variable `role` (on
+    PostgreSQL 16+ with `options`) and the role added to ``granted``, or one line saying
+    what to do."""
+    return f"""BEGIN
+            IF version >= 160000 THEN
+                EXECUTE format('GRANT %I TO %I WITH {options}', {role}, current_user);
+            ELSE
+                EXECUTE format('GRANT %I TO %I', {role}, current_user);
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+                '%I may not act as role %I, which owns or is to own a function: PostgreSQL '
+                '16+ lets a CREATEROLE role act only as the roles it created or holds WITH '
+                'ADMIN OPTION (a role made in the Neon console is not the owner''s); drop '
+                '%I so that the migration creates it, or have a role that may run GRANT %I '
+                'TO %I WITH ADMIN OPTION', current_user, {role}, {role}, {role}, current_user);
+        END;
+        granted := granted || {role};"""
 
 
 @Operations.register_operation("alter_function_owner")
@@ -303,14 +429,11 @@ class FunctionOwnerOp(MigrateOperation):
 def _alter_function_owner(operations: Operations, operation: FunctionOwnerOp) -> None:
     owner = _quote(operations, operation.owner)
     operations.execute(
-        f"""DO $$
-BEGIN
-    IF NOT pg_has_role(current_user, {_literal(operation.owner)}, 'MEMBER') THEN
-        EXECUTE 'GRANT ' || {_literal(owner)} || ' TO ' || quote_ident(current_user);
-    END IF;
-    ALTER FUNCTION {operation.signature} OWNER TO {owner};
-END
-$$"""
+        acting_for_owner(
+            operation.signature,
+            [f"ALTER FUNCTION {operation.signature} OWNER TO {owner}"],
+            new_owner=operation.owner,
+        )
     )
 
 
@@ -339,12 +462,16 @@ class RevokeExecuteOp(_ExecuteOp):
 opposites(GrantExecuteOp, RevokeExecuteOp)
 
 
-def _change_execute(operations: Operations, operation: _ExecuteOp) -> None:
-    role = "PUBLIC" if operation.role == PUBLIC else _quote(operations, operation.role)
+def _execute_statement(operation: _ExecuteOp) -> str:
+    role = "PUBLIC" if operation.role == PUBLIC else _quote_name(operation.role)
     if isinstance(operation, GrantExecuteOp):
-        operations.execute(f"GRANT EXECUTE ON FUNCTION {operation.signature} TO {role}")
-    else:
-        operations.execute(f"REVOKE EXECUTE ON FUNCTION {operation.signature} FROM {role}")
+        return f"GRANT EXECUTE ON FUNCTION {operation.signature} TO {role}"
+    return f"REVOKE EXECUTE ON FUNCTION {operation.signature} FROM {role}"
+
+
+def _change_execute(operations: Operations, operation: _ExecuteOp) -> None:
+    # Granted by the function's owner: a grant by any other role is another grant.
+    operations.execute(acting_for_owner(operation.signature, [_execute_statement(operation)]))
 
 
 for _execute in (GrantExecuteOp, RevokeExecuteOp):

@@ -80,6 +80,18 @@ def role_clause(attributes: Mapping[str, bool]) -> str:
     return " ".join(f"{'' if value else 'NO'}{name.upper()}" for name, value in attributes.items())
 
 
+#: SQL: whether the migration role may grant, alter and drop the existing role `{role}`
+#: (a literal). Before PostgreSQL 16, CREATEROLE manages every role but a superuser; from
+#: 16 on, only the roles it created (CREATE ROLE grants their creator ADMIN OPTION) or
+#: was granted WITH ADMIN OPTION. Neon's owner role is such a CREATEROLE role.
+MAY_MANAGE = """(SELECT me.rolsuper
+        OR (current_setting('server_version_num')::int < 160000
+            AND me.rolcreaterole AND NOT it.rolsuper)
+        OR pg_has_role(me.oid, it.oid, 'MEMBER WITH ADMIN OPTION')
+     FROM pg_roles me, pg_roles it
+     WHERE me.rolname = current_user AND it.rolname = {role})"""
+
+
 @Operations.register_operation("ensure_role")
 @dataclass
 class EnsureRoleOp(MigrateOperation):
@@ -90,7 +102,10 @@ class EnsureRoleOp(MigrateOperation):
     concurrent migrations of several databases. An existing role whose attributes or
     memberships differ from the declaration (someone made the API's role BYPASSRLS, or
     a member of the auth role) fails the revision, naming the difference: nothing is
-    changed behind the back of whoever changed it, and nothing runs on top of it.
+    changed behind the back of whoever changed it, and nothing runs on top of it. So
+    does an existing role the migration role may not manage (:data:`MAY_MANAGE`: on
+    PostgreSQL 16+, one it did not create, as a role made in Neon's console), saying
+    what to do, before any later statement needs to grant it or act as it.
     """
 
     name: str
@@ -123,9 +138,11 @@ class EnsureRoleOp(MigrateOperation):
 @Operations.register_operation("drop_role_if_unused")
 @dataclass
 class DropRoleIfUnusedOp(MigrateOperation):
-    """Drop a role only when no database of the cluster still depends on it and no
-    login role is a member of it; otherwise leave it, so a downgrade here never breaks
-    another database."""
+    """Drop a role only when no database of the cluster still depends on it and no role
+    is a member of it but those that only manage it (ADMIN OPTION alone, as CREATE ROLE
+    leaves its creator on PostgreSQL 16+); otherwise leave it, so a downgrade here never
+    breaks another database. A role the migration role may not manage (made by someone
+    else, on PostgreSQL 16+) is left too, with a notice: it was never the chain's."""
 
     name: str
 
@@ -212,6 +229,15 @@ BEGIN
         CREATE ROLE {role} {role_clause(declared)};{grants}
         RETURN;
     END IF;
+    IF NOT {MAY_MANAGE.format(role=name)} THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE =
+            'role ' || {name} || ' exists, but ' || quote_ident(current_user)
+            || ' may not manage it (PostgreSQL 16+ lets a CREATEROLE role manage only the '
+            || 'roles it created or holds WITH ADMIN OPTION; a role made in the Neon console '
+            || 'is not the owner''s): drop ' || {name} || ' so that the migration creates it, '
+            || 'or have a role that may run GRANT ' || {name} || ' TO '
+            || quote_ident(current_user) || ' WITH ADMIN OPTION';
+    END IF;
     SELECT nullif(concat_ws(', ', {differences}), '') INTO differences
     FROM pg_roles WHERE rolname = {name};
     SELECT coalesce(array_agg(g.rolname::text ORDER BY g.rolname), '{{}}') INTO found_groups
@@ -258,10 +284,25 @@ def _drop_role_if_unused(operations: Operations, operation: DropRoleIfUnusedOp) 
     name = _literal(operation.name)
     operations.execute(
         f"""DO $$
+DECLARE
+    members boolean;
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name})
-       AND NOT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = {name}::regrole)
-       AND NOT EXISTS (SELECT FROM pg_auth_members WHERE roleid = {name}::regrole) THEN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN
+        RETURN;
+    END IF;
+    -- A member that holds only ADMIN OPTION (PostgreSQL 16+: what CREATE ROLE gives its
+    -- creator) manages the role without using it.
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_auth_members WHERE roleid = $1::regrole '
+            'AND (inherit_option OR set_option OR NOT admin_option))' INTO members USING {name};
+    ELSE
+        members := EXISTS (SELECT FROM pg_auth_members WHERE roleid = {name}::regrole);
+    END IF;
+    IF NOT members AND NOT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = {name}::regrole) THEN
+        IF NOT {MAY_MANAGE.format(role=name)} THEN
+            RAISE NOTICE 'role % is kept: % may not drop it', {name}, current_user;
+            RETURN;
+        END IF;
         DROP ROLE {_quote(operations, operation.name)};
     END IF;
 EXCEPTION WHEN dependent_objects_still_exist THEN

@@ -3,6 +3,14 @@
 Revision ID: 4929a2621300
 Revises: 157d7df8d597
 Create Date: 2026-12-01 09:47:48.220413+00:00
+
+Fixed where it stands (2026-12-06), in the operations it calls, not in this file: as
+released, giving the two functions to todo_identity failed for any migration role that
+is no superuser ("permission denied for schema public"; on PostgreSQL 16+ "must be able
+to SET ROLE"), so no database migrated as Neon's owner role is past this revision. The
+functions are now created, granted, then handed to todo_identity, which may CREATE in
+public, and the migration role may act as it, only while that statement runs. A
+database a superuser migrated past it is as this revision now leaves any other.
 """
 
 from collections.abc import Sequence
