@@ -1,9 +1,19 @@
-"""Fixtures: every test gets databases of its own, on a real PostgreSQL server.
+"""Fixtures: every test gets databases of its own, on a real PostgreSQL server, as
+production reaches it.
 
 The server is the embedded one (the developer's ``.pgdata`` cluster, never its
 ``todo`` database) unless ``TEST_DATABASE_URL`` names an admin URL of another.
 Every database a test creates is named ``todo_test_*`` and dropped afterwards; no
 other database is ever dropped.
+
+Production migrates as Neon's owner role, which is no superuser, so the tests do too:
+given a superuser, the run makes a Neon-shaped owner of its own
+(:mod:`tests.neon_owner`, ``todo_test_owner_<run>``) and :func:`admin_url` is that
+owner's; every database is created, migrated and seeded by it. The few tests that
+need a superuser ask for :func:`superuser_url` and say why in a ``superuser`` mark.
+Given a URL that is no superuser's (Neon's owner itself), the run uses it as it is
+and skips those few, saying so. At the end, the run drops its owner and the roles its
+migrations created, unless something on the server still uses them.
 """
 
 from __future__ import annotations
@@ -14,8 +24,10 @@ import uuid
 from argparse import Namespace
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -27,6 +39,7 @@ from sqlalchemy.engine import URL, Engine
 
 from migrations import database, schema_docs
 from models.security import ROLES
+from tests import neon_owner
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_PREFIX = "todo_test_"
@@ -101,22 +114,132 @@ def upgrade(url: URL, revision: str = "head") -> None:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def admin_url() -> URL:
+#: Where the controlling process tells its workers (pytest-xdist) who the run's owner is.
+_OWNER_VARIABLE = "TODO_TEST_OWNER"
+#: Roles the tests' migrations create besides the declared ones (the evolution stories').
+STORY_ROLES: tuple[str, ...] = ("todo_evolution_reader",)
+#: The run's server, owner, and the roles that existed before it (controller only).
+_RUN_KEY = pytest.StashKey[tuple[URL, neon_owner.NeonOwner, set[str]]]()
+
+
+def given_server() -> URL:
+    """The server the run was given: ``TEST_DATABASE_URL``, else the embedded one."""
     raw = os.environ.get("TEST_DATABASE_URL", "").strip()
     if raw:
-        url = database.parse_url(raw)
-    else:
-        url = database.embedded_url(database="postgres")
-        # The embedded server listens on a Unix socket whose path, URL-encoded, puts '%'
-        # in every URL; pytest-alembic hands URLs through configparser, which rejects '%'.
-        # libpq reads the socket directory from PGHOST instead, here and in every child.
-        os.environ["PGHOST"] = str(url.query["host"])
-        url = url.difference_update_query(["host"])
+        return database.parse_url(raw)
+    url = database.embedded_url(database="postgres")
+    # The embedded server listens on a Unix socket whose path, URL-encoded, puts '%'
+    # in every URL; pytest-alembic hands URLs through configparser, which rejects '%'.
+    # libpq reads the socket directory from PGHOST instead, here and in every child.
+    os.environ["PGHOST"] = str(url.query["host"])
+    return url.difference_update_query(["host"])
+
+
+def _is_superuser(url: URL) -> bool:
+    with database.admin_connection(url) as connection:
+        return neon_owner.is_superuser(connection)
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    """The process that runs the session as a whole (not a pytest-xdist worker)."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before any worker starts: the run's Neon-shaped owner, when given a superuser."""
+    if not _is_controller(session.config) or session.config.option.collectonly:
+        return
+    server = given_server()
+    if not _is_superuser(server):
+        return
+    run = uuid.uuid4().hex[:8]
+    owner = neon_owner.make_owner(server, f"todo_test_owner_{run}", f"todo_test_neon_{run}")
+    # Roles an earlier run or `make migrate` made are the owner's to manage, as on Neon,
+    # where the owner's own migrations made them.
+    neon_owner.let_manage(server, owner.name, [*ROLES, *STORY_ROLES])
+    with database.admin_connection(server) as connection:
+        existing = {str(name) for (name,) in connection.execute("SELECT rolname FROM pg_roles")}
+    session.config.stash[_RUN_KEY] = (server, owner, existing)
+    os.environ[_OWNER_VARIABLE] = f"{owner.name}:{owner.group}:{owner.password}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the run's owner, then the roles its migrations made that nothing uses."""
+    found = session.config.stash.get(_RUN_KEY, None)
+    if found is None:
+        return
+    server, owner, existing = found
+    made = [role for role in (*ROLES, *STORY_ROLES) if role not in existing]
+    try:
+        neon_owner.drop_owner(server, owner)
+        with database.admin_connection(server) as connection:
+            for role in made:
+                connection.execute(sql.SQL(_DROP_IF_UNUSED).format(role=sql.Literal(role)))
+    except psycopg.Error as exc:  # a leftover is reported; the tests' outcome stands
+        session.config.issue_config_time_warning(
+            pytest.PytestWarning(f"the run's roles were not all dropped: {exc}"), stacklevel=1
+        )
+
+
+_DROP_IF_UNUSED = """
+DO $drop$
+DECLARE
+    role text := {role};
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = role)
+       AND NOT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = role::regrole)
+       AND NOT EXISTS (SELECT FROM pg_auth_members WHERE roleid = role::regrole) THEN
+        EXECUTE format('DROP ROLE %I', role);
+    END IF;
+END
+$drop$
+"""
+
+
+@dataclass(frozen=True)
+class ServerRoles:
+    """The server of this run: its superuser's URL (None when the run was given no
+    superuser) and the URL of the role the tests act as, Neon's owner."""
+
+    superuser: URL | None
+    owner: URL
+
+
+@pytest.fixture(scope="session")
+def test_server() -> ServerRoles:
+    server = given_server()
+    named = os.environ.get(_OWNER_VARIABLE)
+    if named:
+        name, group, password = named.split(":", 2)
+        owner = neon_owner.NeonOwner(name, group, password).url(server)
+        return ServerRoles(superuser=server, owner=owner)
+    if _is_superuser(server):
+        raise pytest.UsageError("the run's Neon-shaped owner was not made (pytest_sessionstart)")
+    return ServerRoles(superuser=None, owner=server)
+
+
+@pytest.fixture(scope="session")
+def admin_url(test_server: ServerRoles) -> URL:
+    """The URL every test creates, migrates and seeds its databases as: Neon's owner."""
+    url = test_server.owner
     # Throwaway databases of the tools (the revision check, docs, reviews) that the tests
     # start go to the test server too, never to a server of a copy's own.
     os.environ[schema_docs.ADMIN_URL_VARIABLE] = child_url(url)
     return url
+
+
+@pytest.fixture
+def superuser_url(test_server: ServerRoles, request: pytest.FixtureRequest) -> URL:
+    """The server's superuser, for the few tests that need one: each says why in its
+    ``@pytest.mark.superuser("why")``; skipped when the run was given no superuser."""
+    mark = request.node.get_closest_marker("superuser")
+    if mark is None or not mark.args:
+        raise pytest.UsageError(
+            f"{request.node.nodeid} uses superuser_url without @pytest.mark.superuser('why')"
+        )
+    if test_server.superuser is None:
+        pytest.skip(f"needs a superuser ({mark.args[0]}); TEST_DATABASE_URL is not one")
+    return test_server.superuser
 
 
 @pytest.fixture(scope="session")
@@ -164,12 +287,10 @@ def _roles_stay(admin_url: URL, head_template: str) -> str:
     roles, so no test's downgrade (``drop_role_if_unused``) can drop them while another
     test process is migrating a database of its own.
 
-    Tests act as the application roles (``SET LOCAL ROLE todo_app``). A superuser may;
-    an admin role that is not one (Neon's ``neondb_owner``, which bypasses RLS but is
-    no superuser) is made a member of them first."""
+    Tests act as the application roles (``SET LOCAL ROLE todo_app``): the owner, no
+    superuser, is made a member of them first, as it may be of the roles it manages."""
     with database.admin_connection(admin_url) as connection:
-        row = connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        if row.fetchone() != (True,):
+        if not neon_owner.is_superuser(connection):
             for role in ROLES:
                 connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
     return head_template

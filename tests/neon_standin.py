@@ -11,15 +11,25 @@ copy. The connection URIs it hands out really connect to those databases, and so
 endpoint's own host (``ep-...neon.tech``), which libpq's ``hostaddr`` sends to the
 test server (through a relay to its socket when it listens on no TCP port).
 
+As Neon does, it hands out the project's owner role, which is no superuser: the URIs
+connect as the role of the URL it is given (the tests' Neon-shaped owner), each branch's
+database is owned by it, and the pooled URI goes through a real PgBouncer in transaction
+mode, started for the branch when its pooled URI is first asked for (when PgBouncer is
+installed), in front of that database. Copying and dropping databases is the
+platform's own work, done as the operator's role it is given (a superuser, as Neon's
+control plane is), or as the owner when there is none.
+
 Where it differs from Neon, knowingly:
 
 * ``init_source: schema-only`` is approximated by the same full copy (the tests only
   check that the request asked for it);
 * the direct URI points at the test server (its host and port, or its socket directory
-  as ``?host=``) with the admin URL's user, so that it connects; the endpoint's Neon
-  host appears in the ``endpoints`` JSON, in the pooled URI, which cannot connect
-  here, and in :meth:`NeonStandin.endpoint_uri`. The password in all of them is fake:
-  the test servers trust local users;
+  as ``?host=``), so that it connects; the endpoint's Neon host appears in the
+  ``endpoints`` JSON, in the pooled URI (whose ``hostaddr`` and port take libpq to the
+  branch's PgBouncer) and in :meth:`NeonStandin.endpoint_uri`. The owner's name is the
+  tests' own, not ``neondb_owner``; the password in all of them is fake (the test
+  servers trust local users), and the pooled URI asks for no TLS, which the local
+  PgBouncer does not offer;
 * a branch made without a compute still answers ``connection_uri`` (Neon needs one
   added first).
 """
@@ -31,8 +41,10 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -44,9 +56,11 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from psycopg import sql
 from sqlalchemy.engine import URL
 
 from migrations import database
+from tests import pgbouncer
 
 API_KEY = "napi_standin0123456789abcdefghijklmnopqrstuvwxyz"
 PROJECT_ID = "quiet-sun-40284171"
@@ -230,8 +244,22 @@ class Recorded:
 class NeonStandin:
     """The Neon API of one project, backed by databases on the server behind `admin_url`."""
 
-    def __init__(self, admin_url: URL, default_database: str) -> None:
+    def __init__(
+        self,
+        admin_url: URL,
+        default_database: str,
+        *,
+        operator_url: URL | None = None,
+        pooler: pgbouncer.Binary | None = None,
+    ) -> None:
+        """`admin_url` is the project's owner, whose connections the branches hand out;
+        `operator_url` copies and drops their databases (the owner's when not given);
+        `pooler` serves their pooled URIs (none connect without it)."""
         self.admin_url = admin_url
+        self.operator_url = operator_url or admin_url
+        self.pooler = pooler
+        self._poolers: dict[str, tuple[pgbouncer.PgBouncer, contextlib.ExitStack]] = {}
+        self._pooler_directory: Path | None = None
         self.running_polls = 2
         self.failing_actions: set[str] = set()
         self.faults: list[Fault] = []
@@ -275,9 +303,13 @@ class NeonStandin:
         self._thread.join()
         if self._relay is not None:
             self._relay.close()
+        for _, stack in self._poolers.values():
+            stack.close()
         for branch in self.branches.values():
             if not branch.default:  # the default branch's database is the fixture's
-                database.drop_database(self.admin_url, branch.database)
+                database.drop_database(self.operator_url, branch.database)
+        if self._pooler_directory is not None:
+            shutil.rmtree(self._pooler_directory, ignore_errors=True)
 
     def answer_locked(self, count: int) -> None:
         """The next `count` branch creations are answered 423 Locked."""
@@ -343,11 +375,50 @@ class NeonStandin:
             self._relay = _SocketRelay(str(Path(host) / f".s.PGSQL.{port}"))
         return "127.0.0.1", self._relay.port
 
+    @property
+    def owner(self) -> str:
+        """The project's owner role: whom every URI logs in as."""
+        return str(self.admin_url.username or "postgres")
+
     def pooled_uri(self, branch: StandinBranch) -> str:
-        return (
-            f"postgresql://{ROLE_NAME}:{FAKE_PASSWORD}@{branch.pooler_host}/{DATABASE_NAME}"
-            "?sslmode=require&channel_binding=require"
-        )
+        """`branch`'s pooled URI, as Neon's: its endpoint's ``-pooler`` host, database
+        ``neondb``. With a PgBouncer it connects, through one of the branch's own."""
+        user = quote(self.owner, safe="")
+        uri = f"postgresql://{user}:{FAKE_PASSWORD}@{branch.pooler_host}"
+        if self.pooler is None:
+            return f"{uri}/{DATABASE_NAME}"
+        port = self._pooler_of(branch).port
+        return f"{uri}:{port}/{DATABASE_NAME}?hostaddr=127.0.0.1"
+
+    def pooler_address(self, name: str) -> tuple[int, str] | None:
+        """The port and address of the PgBouncer serving branch `name`, if one does."""
+        branch = self.branch_named(name)
+        if branch is None or branch.id not in self._poolers:
+            return None
+        return self._poolers[branch.id][0].port, "127.0.0.1"
+
+    def _pooler_of(self, branch: StandinBranch) -> pgbouncer.PgBouncer:
+        """The branch's PgBouncer in transaction mode, started the first time."""
+        if branch.id not in self._poolers:
+            assert self.pooler is not None
+            if self._pooler_directory is None:
+                self._pooler_directory = Path(tempfile.mkdtemp(prefix="todo-standin-pooler-"))
+            # No user in the entry: each client logs in as the role it names, the owner
+            # or the API's own login role, as through Neon's pooler.
+            upstream = pgbouncer.upstream_of(
+                self.admin_url.set(database=branch.database), user=None, password=None
+            )
+            stack = contextlib.ExitStack()
+            started = stack.enter_context(
+                pgbouncer.running(
+                    self.pooler,
+                    self._pooler_directory,
+                    {DATABASE_NAME: upstream},
+                    auth_user=self.owner,
+                )
+            )
+            self._poolers[branch.id] = (started, stack)
+        return self._poolers[branch.id][0]
 
     # -- the API's side ---------------------------------------------------------------
 
@@ -474,18 +545,25 @@ class NeonStandin:
         return branch, operations
 
     def _copy(self, source: str, target: str) -> None:
-        """Database `target`, a copy of `source` as it is now."""
-        with database.admin_connection(self.admin_url) as connection:
+        """Database `target`, a copy of `source` as it is now, owned by the owner."""
+        with database.admin_connection(self.operator_url) as connection:
             in_use = connection.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE datname = %s", [source]
             ).fetchone()
-        # CREATE DATABASE ... TEMPLATE refuses a database with sessions (a deploy's), and
-        # only after waiting 5 s for them to end.
+            # CREATE DATABASE ... TEMPLATE refuses a database with sessions (a deploy's),
+            # and only after waiting 5 s for them to end.
+            template = "template0" if in_use else source
+            connection.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
+                    sql.Identifier(target), sql.Identifier(self.owner), sql.Identifier(template)
+                )
+            )
         if in_use:
-            database.create_database(self.admin_url, target, template="template0")
-            self._dump_and_restore(source, target)
-        else:
-            database.create_database(self.admin_url, target, template=source)
+            try:
+                self._dump_and_restore(source, target)
+            except BaseException:
+                database.drop_database(self.operator_url, target)
+                raise
 
     def _dump_and_restore(self, source: str, target: str) -> None:
         """`source` into the empty `target`, as of one snapshot, by the embedded
@@ -495,7 +573,7 @@ class NeonStandin:
         tools = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
 
         def conninfo(name: str) -> str:
-            url = self.admin_url.set(drivername="postgresql", database=name)
+            url = self.operator_url.set(drivername="postgresql", database=name)
             return url.render_as_string(hide_password=False)
 
         dumped = subprocess.run(
@@ -525,7 +603,9 @@ class NeonStandin:
             return 404, {"code": "", "message": "branch not found"}
         if branch.default:
             return 422, {"code": "", "message": "cannot delete the default branch"}
-        database.drop_database(self.admin_url, branch.database)
+        if branch.id in self._poolers:
+            self._poolers.pop(branch.id)[1].close()
+        database.drop_database(self.operator_url, branch.database)
         del self.branches[branch_id]
         operations = [
             StandinOperation("suspend_compute", branch.id, branch.endpoint_id),

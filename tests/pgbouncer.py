@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -82,7 +83,8 @@ class Upstream:
     host: str
     port: int
     database: str
-    user: str
+    #: None: the user the client names.
+    user: str | None
     password: str | None = None
     pool_size: int | None = None
 
@@ -108,9 +110,10 @@ class Upstream:
         return " ".join(parts)
 
 
-def upstream_of(url: URL, *, user: str, password: str | None) -> Upstream:
+def upstream_of(url: URL, *, user: str | None, password: str | None) -> Upstream:
     """The server behind `url` (its host, a Unix socket directory in the query or in
-    ``PGHOST``, as the embedded server has it), logged in to as `user`."""
+    ``PGHOST``, as the embedded server has it), logged in to as `user` (None: as the
+    client's user)."""
     host = url.host or url.query.get("host") or os.environ.get("PGHOST")
     if not isinstance(host, str) or not host or url.database is None:
         raise ValueError("the test server's URL names no host or socket directory")
@@ -140,14 +143,31 @@ def running(
     databases: Mapping[str, Upstream],
     *,
     settings: Mapping[str, str | int] | None = None,
+    auth_user: str | None = None,
 ) -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode serving `databases` (alias: upstream) on a free
     port of 127.0.0.1, configured in `directory`; `settings` add to or override the
-    ``[pgbouncer]`` section. Stopped when the block ends."""
+    ``[pgbouncer]`` section. Stopped when the block ends.
+
+    Each entry logs in as its own user. Given `auth_user`, an entry without one logs in
+    as whichever login role the client names, as Neon's pooler does: PgBouncer looks
+    the role up as `auth_user` (``pg_roles``, which anyone may read) and trusts it, as
+    the test servers trust local users."""
+    extra: dict[str, str | int] = {}
+    if auth_user is not None:
+        users = directory / f"pgbouncer-users-{uuid.uuid4().hex[:8]}.txt"
+        users.write_text(f'"{auth_user}" ""\n')
+        extra = {
+            "auth_type": "trust",
+            "auth_file": str(users),
+            "auth_user": auth_user,
+            "auth_query": "SELECT rolname::text, NULL::text FROM pg_catalog.pg_roles "
+            "WHERE rolname = $1 AND rolcanlogin",
+        }
     for attempt in range(3):
         port = _free_port()
         config = directory / f"pgbouncer-{port}.ini"
-        config.write_text(_configuration(binary, port, databases, settings or {}))
+        config.write_text(_configuration(binary, port, databases, {**extra, **(settings or {})}))
         log = directory / f"pgbouncer-{port}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(

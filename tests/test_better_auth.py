@@ -119,6 +119,9 @@ def auth_login_role(admin_url: URL, head_url: URL) -> Iterator[str]:
         # Better Auth might have created in the test's database.
         try:
             with database.admin_connection(head_url) as connection:
+                # Only a role with its privileges may drop what it owns: the owner, which
+                # created it, makes itself one first.
+                connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
                 connection.execute(sql.SQL("DROP OWNED BY {}").format(role))
         finally:
             with database.admin_connection(admin_url) as connection:

@@ -19,8 +19,11 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
+import session_binding
 from migrations import database, neon
-from tests.conftest import make_alembic_config, new_engine
+from models.security import APP_ROLE
+from tests import pgbouncer
+from tests.conftest import ServerRoles, make_alembic_config, new_engine
 from tests.neon_standin import (
     API_KEY,
     DATABASE_PREFIX,
@@ -28,6 +31,7 @@ from tests.neon_standin import (
     PROJECT_ID,
     NeonStandin,
 )
+from tests.rls_helpers import live_token, seed_sessions
 
 SECRETS = (API_KEY, FAKE_PASSWORD)
 MACHINE_LINES = ("db_url=", "db_url_pooled=", "::add-mask::")
@@ -44,13 +48,19 @@ def default_branch_database(admin_url: URL) -> Iterator[str]:
 
 @pytest.fixture
 def standin(
-    admin_url: URL,
+    test_server: ServerRoles,
     default_branch_database: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Iterator[NeonStandin]:
-    """The stand-in of one Neon project, the environment pointing ``neon-branch`` at it."""
-    with NeonStandin(admin_url, default_branch_database) as api:
+    """The stand-in of one Neon project, the environment pointing ``neon-branch`` at it:
+    its branches are the tests' Neon-shaped owner's, pooled through a real PgBouncer."""
+    with NeonStandin(
+        test_server.owner,
+        default_branch_database,
+        operator_url=test_server.superuser,
+        pooler=pgbouncer.find_binary(),
+    ) as api:
         monkeypatch.setenv("NEON_API_KEY", API_KEY)
         monkeypatch.setenv("NEON_PROJECT_ID", PROJECT_ID)
         monkeypatch.setenv("NEON_API_HOST", api.api_host)
@@ -145,6 +155,58 @@ def test_create_migrates_the_branch_to_head_and_hands_out_its_urls(
     assert "waiting for operation create_branch (running" in err
     assert err.index("operation start_compute finished") < err.index("migrating")
     assert "***" in err  # the migrated URL is announced, password masked
+
+
+def test_the_api_binds_its_users_through_the_branchs_pooled_url(
+    standin: NeonStandin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the API does with ``db_url_pooled``: its own login role, a member of
+    todo_app that the owner made on the branch, through the branch's PgBouncer in
+    transaction mode, binding a signed-in user's session and seeing only their todos."""
+    if standin.pooler is None:
+        pytest.skip(pgbouncer.INSTALL_HINT)
+    code, out, err = run(capsys, "create", "pr-1")
+    assert code == 0, err
+    urls = outputs(out)
+    api_role = f"todo_test_api_{uuid.uuid4().hex[:8]}"
+    owner = new_engine(database.parse_url(urls["db_url"]))
+    try:
+        with owner.begin() as connection:
+            connection.exec_driver_sql(f"CREATE ROLE {api_role} LOGIN IN ROLE {APP_ROLE}")
+            seed_sessions_and_todos(connection, ("ada", "bob"))
+        pooled = database.parse_url(urls["db_url_pooled"]).set(username=api_role)
+        assert session_binding.is_pooled(pooled)
+        assert (pooled.port, pooled.query["hostaddr"]) == standin.pooler_address("pr-1")
+        api = session_binding.create_engine(pooled, poolclass=sa.pool.NullPool)
+        try:
+            with session_binding.acting_for(live_token("ada")), api.begin() as connection:
+                session_binding.bind(connection, live_token("ada"))
+                titles = connection.execute(sa.text("SELECT title FROM public.todo")).scalars()
+                assert sorted(titles) == ["todo of ada"]
+        finally:
+            api.dispose()
+    finally:
+        with owner.begin() as connection:
+            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {api_role}")
+        owner.dispose()
+
+
+def seed_sessions_and_todos(connection: sa.Connection, users: tuple[str, ...]) -> None:
+    """As the owner (who bypasses row security): each of `users` with a live session and
+    one todo."""
+    for user in users:
+        connection.execute(
+            sa.text(
+                'INSERT INTO "user" (id, name, email, "emailVerified") '
+                "VALUES (:u, :u, :u || '@example.com', true)"
+            ),
+            {"u": user},
+        )
+    seed_sessions(connection, list(users))
+    for user in users:
+        connection.execute(
+            sa.text("INSERT INTO todo (user_id, title) VALUES (:u, 'todo of ' || :u)"), {"u": user}
+        )
 
 
 def test_a_second_create_reuses_the_branch(
@@ -325,8 +387,7 @@ def test_url_prints_the_direct_or_pooled_url(
     assert code == 0, err
     pooled = sa.make_url(out.strip())
     assert pooled.host == f"{branch.endpoint_id}-pooler.eu-central-1.aws.neon.tech"
-    assert (pooled.username, pooled.database) == ("neondb_owner", "neondb")
-    assert pooled.query["sslmode"] == "require"
+    assert (pooled.username, pooled.database) == (standin.owner, "neondb")
 
     code, out, err = run(capsys, "url", "pr-1", "--show-password")
     assert code == 0, err

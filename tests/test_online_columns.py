@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import URL
 
 from tests.conftest import NewDatabase, child_url
 from tests.evolution import Project, evolve
@@ -245,19 +244,19 @@ def downgrade() -> None:
 
 
 @pytest.fixture
-def owner(project: Project, admin_url: URL) -> Iterator[str]:
+def owner(project: Project) -> Iterator[str]:
     """A login role that does not bypass row-level security, owning ``online_item``
     (FORCEd, as every owned table), as a migration role on a server other than Neon may
-    be: it sees no row of it unless a policy lets it. Dropped afterwards."""
-    role = f"todo_test_owner_{uuid.uuid4().hex[:8]}"
+    be: it sees no row of it unless a policy lets it. Made by the tests' Neon-shaped
+    owner, as it may: a member of the role it creates, which may CREATE in public while
+    it is given the table. Dropped afterwards."""
+    role = f"todo_test_nobypass_{uuid.uuid4().hex[:8]}"
     with connect(project) as db:
-        (superuser,) = db.execute(
-            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-        ).fetchone() or (False,)
-        if not superuser:
-            pytest.skip("making a role that does not bypass RLS own a table takes a superuser")
         db.execute(f"CREATE ROLE {role} LOGIN NOBYPASSRLS")
+        db.execute(f"GRANT {role} TO CURRENT_USER")
+        db.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
         db.execute(f"ALTER TABLE online_item OWNER TO {role}")
+        db.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
         db.execute(f"GRANT SELECT, UPDATE ON alembic_version TO {role}")
     try:
         yield role
@@ -285,7 +284,7 @@ def test_a_backfill_by_hand_runs_in_batches_under_forced_rls_and_resumes(
     NOT NULL on the filled column, which declares no default: the revision validates.
 
     (A row held blocks the lent policy too, which takes ACCESS EXCLUSIVE: the first run
-    is the superuser's, which needs no policy.)"""
+    is the tests' owner's, which bypasses row-level security and needs no policy.)"""
     nulls = "SELECT count(*) FROM online_item WHERE price IS NULL"
     project.succeed(["revision", "-m", "online item prices filled"])
     (path,) = [p for p in project.revision_files() if "prices_filled" in p.name]

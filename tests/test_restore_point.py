@@ -26,7 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from migrations import neon, restore_point
-from tests.conftest import NewDatabase, child_url
+from tests.conftest import NewDatabase, ServerRoles, child_url
 from tests.evolution import Project, Run
 from tests.neon_standin import (
     API_KEY,
@@ -93,13 +93,15 @@ def neon_project(
     tmp_path: Path,
     new_database: NewDatabase,
     head_template: str,
-    admin_url: URL,
+    test_server: ServerRoles,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[NeonProject]:
     """A copy of the repository migrating the stand-in's main branch through its Neon
-    URL, the environment holding the stand-in's credentials."""
+    URL as the project's owner, the environment holding the stand-in's credentials."""
     url = new_database(template=head_template)
-    with NeonStandin(admin_url, str(url.database)) as standin:
+    with NeonStandin(
+        test_server.owner, str(url.database), operator_url=test_server.superuser
+    ) as standin:
         monkeypatch.setenv("NEON_API_KEY", API_KEY)
         monkeypatch.setenv("NEON_PROJECT_ID", PROJECT_ID)
         monkeypatch.setenv("NEON_API_HOST", standin.api_host)

