@@ -168,12 +168,16 @@ class Identity:
     may not see."""
 
     user_id: str
-    claimed_user_id: str | None = None
-    functions: tuple[Function, ...] = ()
     #: A condition without columns (SQL) that holds only when the identity is proven:
     #: what a table owned through a parent row, which has no owner column to compare
-    #: twice, gates its scans on.
-    proven: str | None = None
+    #: twice, gates its scans on, and what a policy of one's own may require.
+    proven: str
+    claimed_user_id: str | None = None
+    functions: tuple[Function, ...] = ()
+    #: Whether the id is checked against a live session. One that is not is only the
+    #: transaction's claim, which any SQL it runs may set: policies for the API's roles
+    #: may not rest on it (``claim_acknowledged``).
+    verified: bool = True
 
     def owns(self, column: str) -> str:
         """The condition "`column` holds the current user's id"."""
@@ -187,6 +191,10 @@ class Policy:
     """One ``CREATE POLICY``: who (`roles`) may do what (`command`) to which rows.
 
     `using` filters the rows a command sees; `with_check` vets the rows it writes.
+    A policy that reads the claimed user id (:data:`CLAIMED_USER_ID`, ``app.user_id``)
+    without the verified one (:data:`VERIFIED_USER_ID`) is refused by ``make revision``
+    and ``alembic check``: any SQL the role runs can set the claim. A policy for a
+    trusted job's role says why it may, in `claim_acknowledged`.
     """
 
     name: str
@@ -195,6 +203,7 @@ class Policy:
     using: str | None = None
     with_check: str | None = None
     permissive: bool = True
+    claim_acknowledged: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,7 @@ class ThroughParent:
     column: str
     role: str
     identity: Identity
+    claim_acknowledged: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,8 +271,8 @@ class RowSecurity:
 #: ``set_config('app.user_id', <id>, true)``) sets it. Unset and empty both read as
 #: NULL, which equals no id: nobody. The scalar subquery makes the planner evaluate it
 #: once per statement (an InitPlan) instead of once per row. On its own it proves
-#: nothing: any session may set it.
-CURRENT_USER_ID = "(SELECT NULLIF(current_setting('app.user_id', true), ''))"
+#: nothing: any session may set it, which is why a policy reading it alone is refused.
+CLAIMED_USER_ID = "(SELECT NULLIF(current_setting('app.user_id', true), ''))"
 
 #: ``SELECT public.bind_session(<Better Auth session token>)``, first in every
 #: transaction of the API: when the token is a live session (it exists and has not
@@ -322,13 +332,18 @@ VERIFIED_USER_ID = Function(
 #: The API's identity: a Better Auth session token, verified in the database.
 VERIFIED_SESSION = Identity(
     user_id="(SELECT public.verified_user_id())",
-    claimed_user_id=CURRENT_USER_ID,
+    claimed_user_id=CLAIMED_USER_ID,
     functions=(BIND_SESSION, VERIFIED_USER_ID),
     proven="public.verified_user_id() = NULLIF(current_setting('app.user_id', true), '')",
 )
-#: The user id as the connection sets it (``set_config('app.user_id', ...)``), taken
-#: on trust: only for a table whose only reader is a trusted job, never the API's.
-TRUSTED_SETTING = Identity(user_id=CURRENT_USER_ID)
+#: The user id as the connection claims it (``set_config('app.user_id', ...)``),
+#: unverified: only for a table whose only reader is a trusted job, never the API's.
+#: Its policies are refused unless they say why (``claim_acknowledged="..."``).
+UNVERIFIED_CLAIM = Identity(
+    user_id=CLAIMED_USER_ID,
+    proven="NULLIF(current_setting('app.user_id', true), '') IS NOT NULL",
+    verified=False,
+)
 #: The identity every ``owned_by``, ``owned_through`` and ``readable_own_row`` uses.
 IDENTITY = VERIFIED_SESSION
 #: Every function the declarations need, created and compared like the tables.
@@ -343,25 +358,44 @@ def owner_is_current_user(column: str, identity: Identity = IDENTITY) -> str:
     return identity.owns(column)
 
 
-def own_row_policies(role: str, mine: str, written: str | None = None) -> tuple[Policy, ...]:
+def own_row_policies(
+    role: str, mine: str, written: str | None = None, *, claim_acknowledged: str | None = None
+) -> tuple[Policy, ...]:
     """One policy per command for `role`: it reads, changes and deletes only the rows
     for which `mine` holds, and writes only rows for which `written` (by default the
     same condition) holds."""
     written = written or mine
+    why = claim_acknowledged
     return (
-        Policy(f"{role}_select_own", "SELECT", (role,), using=mine),
-        Policy(f"{role}_insert_own", "INSERT", (role,), with_check=written),
-        Policy(f"{role}_update_own", "UPDATE", (role,), using=mine, with_check=written),
-        Policy(f"{role}_delete_own", "DELETE", (role,), using=mine),
+        Policy(f"{role}_select_own", "SELECT", (role,), using=mine, claim_acknowledged=why),
+        Policy(f"{role}_insert_own", "INSERT", (role,), with_check=written, claim_acknowledged=why),
+        Policy(
+            f"{role}_update_own",
+            "UPDATE",
+            (role,),
+            using=mine,
+            with_check=written,
+            claim_acknowledged=why,
+        ),
+        Policy(f"{role}_delete_own", "DELETE", (role,), using=mine, claim_acknowledged=why),
     )
 
 
-def owned_by(column: str, *, role: str = APP_ROLE, identity: Identity = IDENTITY) -> RowSecurity:
+def owned_by(
+    column: str,
+    *,
+    role: str = APP_ROLE,
+    identity: Identity = IDENTITY,
+    claim_acknowledged: str | None = None,
+) -> RowSecurity:
     """Rows belong to the user whose id is in `column`: `role` may select, insert,
     update and delete only the current user's rows, and may neither create a row for
-    another user nor hand one over to another user."""
+    another user nor hand one over to another user. With :data:`UNVERIFIED_CLAIM` as
+    `identity`, `claim_acknowledged` says why the role may be trusted with it."""
     return RowSecurity(
-        policies=own_row_policies(role, owner_is_current_user(column, identity)),
+        policies=own_row_policies(
+            role, owner_is_current_user(column, identity), claim_acknowledged=claim_acknowledged
+        ),
         grants=(Grant(role, READ_WRITE),),
         owner_column=column,
         owner_roles=frozenset({role}),
@@ -369,7 +403,11 @@ def owned_by(column: str, *, role: str = APP_ROLE, identity: Identity = IDENTITY
 
 
 def owned_through(
-    column: str, *, role: str = APP_ROLE, identity: Identity = IDENTITY
+    column: str,
+    *,
+    role: str = APP_ROLE,
+    identity: Identity = IDENTITY,
+    claim_acknowledged: str | None = None,
 ) -> RowSecurity:
     """Rows belong to whoever owns the row `column` references (a link table such as
     ``todo_tag`` through ``todo_id``): `role` gets the same four policies as
@@ -378,7 +416,7 @@ def owned_through(
     and `role` must be able to read it."""
     return RowSecurity(
         grants=(Grant(role, READ_WRITE),),
-        through=ThroughParent(column, role, identity),
+        through=ThroughParent(column, role, identity, claim_acknowledged),
     )
 
 
@@ -388,6 +426,7 @@ def readable_own_row(
     role: str = APP_ROLE,
     identity: Identity = IDENTITY,
     columns: frozenset[str] | None = None,
+    claim_acknowledged: str | None = None,
 ) -> RowSecurity:
     """`role` may read the one row whose `column` is the current user's id: all of its
     columns, or only `columns`."""
@@ -398,6 +437,7 @@ def readable_own_row(
                 "SELECT",
                 (role,),
                 using=owner_is_current_user(column, identity),
+                claim_acknowledged=claim_acknowledged,
             ),
         ),
         grants=(Grant(role, READ_ONLY, columns),),

@@ -746,6 +746,63 @@ def test_a_validation_that_fails_on_live_rows_reruns_once_they_are_fixed(
 # --- what cannot be migrated ----------------------------------------------------------
 
 
+def test_a_policy_on_the_claimed_user_alone_is_refused_unless_acknowledged(
+    project: Project,
+) -> None:
+    """``owned_by(..., identity=UNVERIFIED_CLAIM)`` or a policy of one's own on the
+    claimed id (``app.user_id``, which any SQL may set) is refused, in one line, by
+    ``alembic revision --autogenerate`` and by ``alembic check``, until the model says
+    why the role may be trusted with it."""
+    project.write("models/evolution_types.py", TYPES_MODULE)
+    project.write(
+        "models/evolution_note.py",
+        NOTE_MODULE.replace(
+            'owned_by("user_id")}},', 'owned_by("user_id", identity=UNVERIFIED_CLAIM)}},'
+        ).replace(
+            "from models.security import ROW_SECURITY, owned_by",
+            "from models.security import ROW_SECURITY, UNVERIFIED_CLAIM, owned_by",
+        ),
+    )
+    project.append("models/__init__.py", registered("evolution_note", "EvolutionNote"))
+    before = project.revision_files()
+    for command in (["revision", "--autogenerate", "-m", "claimed"], ["check"]):
+        (refused,) = project.alembic(command)
+        assert refused.code != 0, command
+        (line,) = refused.failed_lines()
+        assert "policy 'todo_app_select_own' on 'evolution_note' trusts the user id" in line
+        assert "claim_acknowledged" in line
+    assert project.revision_files() == before
+
+    project.replace(
+        "models/evolution_note.py",
+        "identity=UNVERIFIED_CLAIM)}},",
+        'identity=UNVERIFIED_CLAIM) + RowSecurity(policies=(Policy("todo_app_mine", "SELECT", '
+        '("todo_app",), using=f"user_id = {CLAIMED_USER_ID}"),))}},',
+    )
+    project.replace(
+        "models/evolution_note.py",
+        "import ROW_SECURITY, UNVERIFIED_CLAIM, owned_by",
+        "import CLAIMED_USER_ID, ROW_SECURITY, UNVERIFIED_CLAIM, Policy, RowSecurity, owned_by",
+    )
+    project.replace(
+        "models/evolution_note.py",
+        "identity=UNVERIFIED_CLAIM)",
+        'identity=UNVERIFIED_CLAIM, claim_acknowledged="test: a trusted job")',
+    )
+    (mine,) = project.alembic(["revision", "--autogenerate", "-m", "claimed"])
+    (line,) = mine.failed_lines()
+    assert "policy 'todo_app_mine' on 'evolution_note' trusts the user id" in line
+    assert "todo_app_select_own" not in line
+
+    project.replace(
+        "models/evolution_note.py",
+        'using=f"user_id = {CLAIMED_USER_ID}")',
+        'using=f"user_id = {CLAIMED_USER_ID}", claim_acknowledged="test: a trusted job")',
+    )
+    project.succeed(["revision", "--autogenerate", "-m", "claimed"])
+    assert len(project.revision_files()) == len(before) + 1
+
+
 def test_declarations_that_cannot_be_migrated_are_refused_in_one_line(project: Project) -> None:
     """A role nobody declared, a table that declares no row security, a policy for a
     command spelled otherwise, an expression that does not parse, a model module nobody

@@ -13,6 +13,7 @@ the isolation tests) reads them through here, so all see the same policies.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -28,6 +29,7 @@ from models.security import (
     PUBLIC,
     ROLES,
     ROW_SECURITY,
+    VERIFIED_USER_ID,
     Command,
     Function,
     Privilege,
@@ -82,12 +84,12 @@ def row_security(table: Table) -> RowSecurity | None:
         return declaration
     through = declaration.through
     mine = _owned_through(table, through, seen=(table.name,), per_row=False)
-    if through.identity.proven is not None:
-        mine = f"{mine} AND {_scan_gate(table, through.identity.proven)}"
+    mine = f"{mine} AND {_scan_gate(table, through.identity.proven)}"
     policies = own_row_policies(
         through.role,
         mine=mine,
         written=_owned_through(table, through, seen=(table.name,), per_row=True),
+        claim_acknowledged=through.claim_acknowledged,
     )
     return declaration + RowSecurity(policies=policies)
 
@@ -167,7 +169,9 @@ def _owned_through(
         parent_is_mine = through.identity.owns(owner)
     else:
         assert parent_security.through is not None
-        grandparent = ThroughParent(parent_security.through.column, role, through.identity)
+        grandparent = ThroughParent(
+            parent_security.through.column, role, through.identity, through.claim_acknowledged
+        )
         parent_is_mine = _owned_through(
             parent, grandparent, seen=(*seen, parent.name), per_row=per_row
         )
@@ -206,6 +210,7 @@ def _problems(table: Table) -> Iterator[str]:
         yield f"table {name} declares no row-level security: add {HOW_TO_DECLARE}"
         return
     yield from _undeclared_roles(name, declaration)
+    yield from _claims_alone(name, declaration)
     yield from _spelling_problems(name, declaration)
     yield from _column_grant_problems(table, declaration)
     names = [policy.name for policy in declaration.policies]
@@ -221,6 +226,34 @@ def _problems(table: Table) -> Iterator[str]:
             )
         if declaration.policies:
             yield f"table {name} declares policies but disables row-level security"
+
+
+#: What a policy reads when it reads the transaction's claim, and what it calls when
+#: it verifies it.
+_CLAIM = re.compile(r"current_setting\(\s*'app\.", re.IGNORECASE)
+_VERIFIED = re.compile(
+    rf"\b{re.escape(VERIFIED_USER_ID.schema)}\.{re.escape(VERIFIED_USER_ID.name)}\s*\(",
+    re.IGNORECASE,
+)
+
+
+def reads_claim_alone(expression: str | None) -> bool:
+    """Whether `expression` reads a setting of the transaction's (``app.*``, which any
+    SQL may set) without requiring the verified identity."""
+    return bool(expression and _CLAIM.search(expression) and not _VERIFIED.search(expression))
+
+
+def _claims_alone(name: str, declaration: RowSecurity) -> Iterator[str]:
+    for policy in declaration.policies:
+        if policy.claim_acknowledged is not None and policy.claim_acknowledged.strip():
+            continue
+        if reads_claim_alone(policy.using) or reads_claim_alone(policy.with_check):
+            yield (
+                f"policy {policy.name!r} on {name} trusts the user id the transaction claims "
+                "(app.user_id, which any SQL it runs may set) without the verified one: "
+                "use the verified identity (IDENTITY, public.verified_user_id()), or, for a "
+                'trusted job\'s role only, say why with claim_acknowledged="..."'
+            )
 
 
 def _spelling_problems(name: str, declaration: RowSecurity) -> Iterator[str]:

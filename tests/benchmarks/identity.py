@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from models.security import APP_ROLE, BIND_SESSION, CURRENT_USER_ID, IDENTITY, VERIFIED_USER_ID
+from models.security import APP_ROLE, BIND_SESSION, CLAIMED_USER_ID, IDENTITY, VERIFIED_USER_ID
 from tests.benchmarks.common import BenchError, ratio, timed
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -34,7 +34,7 @@ BIND = f"{BIND_SESSION.schema}.{BIND_SESSION.name}"
 #: The verified user id, as every policy reads it (an InitPlan: once per statement).
 VERIFIED = IDENTITY.user_id
 #: The user id the transaction claims, as every policy reads it too.
-CLAIMED = IDENTITY.claimed_user_id or CURRENT_USER_ID
+CLAIMED = IDENTITY.claimed_user_id or CLAIMED_USER_ID
 #: Runs of one statement in each PL/pgSQL loop timing the identity.
 IDENTITY_RUNS = 2_000
 
