@@ -1,8 +1,10 @@
 """The safe-deploy guarantees of every schema-changing run (upgrade, downgrade, stamp).
 
-* One deployer at a time: a session-level advisory lock, taken on a dedicated
-  autocommit connection that never sits idle in a transaction, waited for within a
-  bound while saying who holds it.
+* One deployer at a time: a lock on a table in a schema only the migration role can
+  see (:data:`LOCK_TABLE`), held by a transaction of a dedicated connection, waited for
+  within a bound while saying who holds it. No other role can take it: any role may
+  take any advisory lock, and an injection in the API holding the old key stopped
+  every deploy.
 * Bounded locks: ``lock_timeout`` and ``statement_timeout`` on the migration session;
   a revision that cannot get its lock is retried with backoff, then fails naming the
   backend that blocked it.
@@ -32,13 +34,13 @@ import sys
 import threading
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import NoReturn
 
 import psycopg
 from alembic.config import Config
@@ -55,9 +57,36 @@ from migrations.online import READ_MARK, committed_mark
 
 log = logging.getLogger("migrations")
 
-#: The advisory lock key: the same for every deployer of this schema, per database.
-#: Below 2**31, so pg_locks shows it as objid with classid 0.
-LOCK_KEY = zlib.crc32(b"todo-database:migrations") & 0x7FFFFFFF
+#: Where deployers take turns: a table in a schema of the migration role's own, which
+#: no other role may so much as look up, so no other role can lock it. Made by the first
+#: deploy of a database; autogenerate compares the default schema alone, so it never
+#: shows in a revision.
+LOCK_SCHEMA = "todo_migrations"
+LOCK_TABLE = f"{LOCK_SCHEMA}.deploy_lock"
+#: Conflicts with itself, and with nothing else a deploy takes on that table.
+LOCK_MODE = "SHARE UPDATE EXCLUSIVE"
+_MAKE_LOCK_TABLE = f"""DO $lock$
+BEGIN
+    CREATE SCHEMA IF NOT EXISTS {LOCK_SCHEMA};
+    COMMENT ON SCHEMA {LOCK_SCHEMA} IS
+        'The deploy lock of migrations/deploy.py: only the migration role may reach it';
+    CREATE TABLE IF NOT EXISTS {LOCK_TABLE} ();
+EXCEPTION WHEN unique_violation OR duplicate_object OR duplicate_table OR duplicate_schema THEN
+    NULL;  -- another deployer made it meanwhile
+END
+$lock$"""
+#: Tried now and then rather than waited for: a backend waiting in a lock's queue holds
+#: the catalog snapshot it looked the table up with, and the holder's CREATE INDEX
+#: CONCURRENTLY would wait for that snapshot, and so for the waiter (a deadlock no lock
+#: manager sees). Between attempts the waiter is idle, holding nothing.
+_TAKE_LOCK = f"LOCK TABLE {LOCK_TABLE} IN {LOCK_MODE} MODE NOWAIT"
+#: A lock session waits idle in its transaction for as long as the deploy runs: none of
+#: these may end it. transaction_timeout is PostgreSQL 17's.
+_LOCK_SESSION_TIMEOUTS = (
+    "idle_in_transaction_session_timeout",
+    "statement_timeout",
+    "transaction_timeout",
+)
 
 #: lock_not_available (lock_timeout, NOWAIT) and deadlock_detected: the revision's
 #: transaction was rolled back having changed nothing, so it can simply run again.
@@ -329,6 +358,7 @@ def load_revisions(script: ScriptDirectory) -> None:
 #: waiting deployer recognises the holder's two sessions and the deployer behind them.
 _MIGRATION_SESSION = "todo-migrations"
 _LOCK_SESSION = "todo-migrations lock"
+_WATCH_SESSION = "todo-migrations watch"
 #: Marks the lock watch's own polling, which is never the holder's activity.
 _WATCH_MARK = "/* todo-migrations lock watch */"
 
@@ -344,9 +374,9 @@ _SESSION_COLUMNS = """
 _HOLDERS = f"""
     SELECT {_SESSION_COLUMNS}
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+    WHERE l.locktype = 'relation' AND l.granted AND l.database = (
         SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid = 0 AND l.objid = %(key)s::bigint::oid AND l.objsubid = 1
+      AND l.relation = to_regclass(%(table)s)
 """
 _NAMED = f"""
     SELECT {_SESSION_COLUMNS}
@@ -413,7 +443,7 @@ def _describe_holders(lock_connection: Connection) -> tuple[str, list[int]]:
     """Who holds the deploy lock (and their pids), and, when it is a deployer's lock
     session, what that deployer's migration session is doing."""
     described = []
-    holders = _sessions(lock_connection, _HOLDERS, key=LOCK_KEY)
+    holders = _sessions(lock_connection, _HOLDERS, table=LOCK_TABLE)
     for holder in holders:
         text = holder.describe()
         if holder.is_lock_session:
@@ -455,29 +485,42 @@ def deploy_lock(connection: Connection, settings: Settings) -> Iterator[LockWatc
     migration session `connection`; yields a watch on the migration session."""
     deployer = _deployer()
     _name_session(connection, f"{_MIGRATION_SESSION} {deployer}", settings)
-    with connection.engine.connect() as opened:
+    with connection.engine.connect() as opened, connection.engine.connect() as watching:
         lock_connection = opened.execution_options(isolation_level="AUTOCOMMIT")
         _name_session(lock_connection, f"{_LOCK_SESSION} {deployer}", settings)
+        # The lock session's transaction runs no statement while the revisions run: one
+        # that held a snapshot would make a CREATE INDEX CONCURRENTLY wait for it, and so
+        # for the end of the deploy. The watch polls on a session of its own.
+        watch_connection = watching.execution_options(isolation_level="AUTOCOMMIT")
+        _name_session(watch_connection, f"{_WATCH_SESSION} {deployer}", settings)
         _stage.set("while waiting for the migration lock")
         _wait_for_the_lock(lock_connection, settings)
         _stage.set("after taking the migration lock, before any revision ran")
         log.info("Holding the migration lock")
-        watch = LockWatch(lock_connection)
+        watch = LockWatch(watch_connection)
         failed = True
         try:
             yield watch
             failed = False
         finally:
             watch.stop()
+            if watch.polling_failed is not None:
+                watch_connection.invalidate()
             _release(lock_connection, watch, quiet=failed)
 
 
 def _wait_for_the_lock(lock_connection: Connection, settings: Settings) -> None:
+    """Take the deploy lock: a transaction of `lock_connection` (autocommit until now)
+    that holds :data:`LOCK_TABLE` until :func:`_release` ends it."""
+    _make_lock_table(lock_connection)
+    for name in _LOCK_SESSION_TIMEOUTS:
+        lock_connection.exec_driver_sql(
+            "SELECT set_config(name, '0', false) FROM pg_settings WHERE name = %(name)s",
+            {"name": name},
+        )
     started = time.monotonic()
     announced: float | None = None
-    while not lock_connection.exec_driver_sql(
-        "SELECT pg_try_advisory_lock(%(key)s)", {"key": LOCK_KEY}
-    ).scalar():
+    while not _try_lock(lock_connection):
         waited = time.monotonic() - started
         if waited >= settings.deploy_lock_wait_s:
             who, pids = _describe_holders(lock_connection)
@@ -495,14 +538,69 @@ def _wait_for_the_lock(lock_connection: Connection, settings: Settings) -> None:
         time.sleep(0.2)
 
 
-def _release(lock_connection: Connection, watch: LockWatch, *, quiet: bool) -> None:
-    """Release the deploy lock; a lock whose session has ended has gone with it."""
+def _make_lock_table(lock_connection: Connection) -> None:
+    """The deploy lock's table, made by the first deploy of a database (a role that may
+    not reach a table another role made is told whose it is)."""
+    exists = lock_connection.exec_driver_sql(
+        "SELECT to_regclass(%(table)s) IS NOT NULL", {"table": LOCK_TABLE}
+    ).scalar()
     try:
-        if not lock_connection.invalidated and watch.lost is None:
-            lock_connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
+        if not exists:
+            lock_connection.exec_driver_sql(_MAKE_LOCK_TABLE)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        _refuse_the_lock(lock_connection)
+
+
+def _refuse_the_lock(lock_connection: Connection) -> NoReturn:
+    """The deploy lock is another role's, or cannot be made: one line saying whose and
+    what to do."""
+    owner = lock_connection.exec_driver_sql(
+        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %(schema)s",
+        {"schema": LOCK_SCHEMA},
+    ).scalar()
+    if owner is None:
+        raise CommandError(
+            f"the deploy lock's schema {LOCK_SCHEMA} does not exist yet, and this role may "
+            "not create schemas in the database: run the migrations as the database's owner "
+            "(on Neon, the project's owner role, neondb_owner); nothing was changed"
+        )
+    raise CommandError(
+        f"the deploy lock ({LOCK_TABLE}) is {owner}'s, which no other role may reach: run "
+        f"the migrations as {owner} (on Neon, the project's owner role), or, as {owner}, "
+        f"GRANT USAGE ON SCHEMA {LOCK_SCHEMA}, UPDATE ON {LOCK_TABLE} TO the role that "
+        "deploys; nothing was changed"
+    )
+
+
+def _try_lock(lock_connection: Connection) -> bool:
+    """Whether the lock was had: a transaction holding it is left open."""
+    lock_connection.exec_driver_sql("BEGIN")
+    try:
+        lock_connection.exec_driver_sql(_TAKE_LOCK)
+    except DBAPIError as exc:
+        lock_connection.exec_driver_sql("ROLLBACK")
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate == "55P03":  # lock_not_available
+            return False
+        if sqlstate == "42501":  # insufficient_privilege
+            _refuse_the_lock(lock_connection)
+        raise
+    return True
+
+
+def _release(lock_connection: Connection, watch: LockWatch, *, quiet: bool) -> None:
+    """Release the deploy lock, ending the transaction that holds it; a lock whose
+    session has ended has gone with it."""
+    try:
+        if not lock_connection.invalidated:
+            lock_connection.exec_driver_sql("ROLLBACK")
             return
     except DBAPIError as exc:
         watch.lost = exc
+        # Gone with its server session: closing it must not try the ROLLBACK again.
+        lock_connection.invalidate()
     if not quiet:
         reason = _first_line(watch.lost.orig if isinstance(watch.lost, DBAPIError) else watch.lost)
         log.warning(
@@ -514,7 +612,7 @@ def _release(lock_connection: Connection, watch: LockWatch, *, quiet: bool) -> N
 
 class LockWatch:
     """Remembers who last blocked the migration session, so that a lock timeout can
-    name the backend it waited for. Polls on the (otherwise idle) lock connection."""
+    name the backend it waited for. Polls on a session of its own (the watch session)."""
 
     interval_s = 0.1
 
@@ -524,8 +622,10 @@ class LockWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_blockers: list[Session] = []
-        #: Why the lock session ended, if it did while watching.
+        #: Why the lock session ended, if it did (found when the lock is released).
         self.lost: BaseException | None = None
+        #: Why the watch stopped polling, if its own session ended.
+        self.polling_failed: BaseException | None = None
 
     def watch(self, migration_connection: Connection) -> None:
         self._pid = migration_connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
@@ -538,7 +638,7 @@ class LockWatch:
             try:
                 blockers = _sessions(self._connection, _BLOCKERS, pid=self._pid)
             except DBAPIError as exc:
-                self.lost = exc
+                self.polling_failed = exc
                 return
             if blockers:
                 self.last_blockers = blockers

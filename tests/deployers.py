@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from migrations import database
+from migrations import database, deploy
 from tests import alembic_batch
 from tests.conftest import HEAD, child_url
 from tests.evolution import Project
@@ -151,10 +151,15 @@ def version(url: URL) -> str:
 
 
 def trying_for_the_lock(connection: psycopg.Connection[Any]) -> bool:
-    """Whether a deployer is waiting for the deploy lock on `connection`'s database."""
+    """Whether a deployer is waiting for the deploy lock on `connection`'s database: its
+    lock session is there, and does not hold the lock. (Inside a transaction, as a
+    test holding the lock is, the activity statistics are read afresh.)"""
+    connection.execute("SELECT pg_stat_clear_snapshot()")
     row = connection.execute(
-        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-        "AND starts_with(application_name, 'todo-migrations lock ') "
-        "AND starts_with(query, 'SELECT pg_try_advisory_lock')"
+        "SELECT 1 FROM pg_stat_activity a WHERE a.datname = current_database() "
+        "AND starts_with(a.application_name, 'todo-migrations lock ') "
+        "AND NOT EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.granted "
+        "AND l.relation = %s::regclass)",
+        [deploy.LOCK_TABLE],
     ).fetchone()
     return row is not None

@@ -229,7 +229,8 @@ def test_ctrl_c_while_waiting_to_retry_is_one_line(project: Project, head_url: U
 
 def test_ctrl_c_while_waiting_for_the_lock_is_one_line(project: Project, head_url: URL) -> None:
     with admin(head_url) as holder:
-        holder.execute(f"SELECT pg_advisory_lock({deploy.LOCK_KEY})")
+        holder.execute("BEGIN")
+        holder.execute(f"LOCK TABLE {deploy.LOCK_TABLE} IN {deploy.LOCK_MODE} MODE")
         deployer = start(project, head_url, "upgrade", "head")
 
         def waiting() -> bool:

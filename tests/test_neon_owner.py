@@ -21,7 +21,7 @@ from alembic.util import CommandError
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
-from migrations import database
+from migrations import database, deploy
 from models.security import APP_ROLE, IDENTITY_ROLE, ROLES
 from tests import neon_owner
 from tests.conftest import HEAD, config_with_versions, make_alembic_config, new_engine, scalar
@@ -321,12 +321,24 @@ def test_a_role_that_does_not_own_the_database_is_told_to_migrate_as_its_owner(
         )
     try:
         neon_owner.let_manage(fresh.superuser, deployer, ROLES)
-        with database.admin_connection(fresh.url) as connection:
-            connection.execute(
-                sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(deployer))
-            )
         engine = new_engine(fresh.url.set(username=deployer))
         try:
+            # The deploy lock is the first thing it may not make.
+            with pytest.raises(CommandError) as refused:
+                command.upgrade(make_alembic_config(engine), "head")
+            assert "run the migrations as the database's owner" in str(refused.value)
+            assert "nothing was changed" in str(refused.value)
+            # The owner lends it the lock and public, as the lines say it may: the identity's
+            # functions are the next thing it may not do, and it is told so.
+            with database.admin_connection(fresh.url) as connection:
+                for statement in (
+                    "GRANT CREATE ON SCHEMA public TO {deployer}",
+                    f"CREATE SCHEMA {deploy.LOCK_SCHEMA}",
+                    f"CREATE TABLE {deploy.LOCK_TABLE} ()",
+                    f"GRANT USAGE ON SCHEMA {deploy.LOCK_SCHEMA} TO {{deployer}}",
+                    f"GRANT UPDATE ON {deploy.LOCK_TABLE} TO {{deployer}}",
+                ):
+                    connection.execute(sql.SQL(statement).format(deployer=sql.Identifier(deployer)))
             with pytest.raises(CommandError) as refused:
                 command.upgrade(make_alembic_config(engine), "head")
         finally:

@@ -188,8 +188,7 @@ def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> Non
     try:
         with engine.connect() as holder:
             holder.exec_driver_sql("SET application_name = 'todo-test-deployer'")
-            holder.exec_driver_sql(f"SELECT pg_advisory_lock({deploy.LOCK_KEY})")
-            holder.commit()
+            holder.exec_driver_sql(f"LOCK TABLE {deploy.LOCK_TABLE} IN {deploy.LOCK_MODE} MODE")
             result = cli("-x", "deploy_lock_wait=1", "upgrade", "head", url=head_url)
     finally:
         engine.dispose()
@@ -200,7 +199,10 @@ def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> Non
     assert failed.startswith("FAILED: another deploy held the migration lock")
     # who, from where, since when, doing what, and how to end it if it is gone
     assert re.search(r"pid (\d+) \(todo-test-deployer\), from (local socket|[\d.]+:\d+)", failed)
-    assert re.search(r"connected [\d-]+ [\d:]+ UTC, idle for \d+ s \(since [\d:]+ UTC\)", failed)
+    assert re.search(
+        r"connected [\d-]+ [\d:]+ UTC, idle in transaction for \d+ s \(since [\d:]+ UTC\)",
+        failed,
+    )
     assert re.search(r"`SELECT pg_terminate_backend\(\d+\)`", failed)
 
 
