@@ -186,8 +186,10 @@ DO $drop$
 DECLARE
     role text := {role};
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = role)
-       AND NOT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = role::regrole)
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role) THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = role::regrole)
        AND NOT EXISTS (SELECT FROM pg_auth_members WHERE roleid = role::regrole) THEN
         EXECUTE format('DROP ROLE %I', role);
     END IF;
