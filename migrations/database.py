@@ -209,13 +209,64 @@ def admin_connection(admin: URL) -> psycopg.Connection[tuple[object, ...]]:
 
 
 def create_database(admin: URL, name: str, *, template: str | None = None) -> URL:
-    """Create database `name` (a copy of `template` when given) and return its URL."""
+    """Create database `name` (a copy of `template` when given, privileges on the
+    database itself included) and return its URL."""
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     with admin_connection(admin) as connection:
         connection.execute(statement)
+        if template is not None:
+            copy_database_privileges(connection, template, name)
     return admin.set(database=name)
+
+
+def copy_database_privileges(
+    connection: psycopg.Connection[tuple[object, ...]], source: str, target: str
+) -> None:
+    """Give `target` the privileges on the database itself that `source` has (the
+    revisions take TEMPORARY from PUBLIC) and its roles' settings in it (the revisions
+    set the API's limits ``IN DATABASE``): ``CREATE DATABASE ... TEMPLATE`` copies the
+    contents, not what the server keeps about the database, so a copy starts with
+    PostgreSQL's defaults."""
+    settings = connection.execute(
+        """SELECT r.rolname, unnest(s.setconfig) FROM pg_db_role_setting s
+           JOIN pg_roles r ON r.oid = s.setrole
+           WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = %s)""",
+        [source],
+    ).fetchall()
+    for role, setting in settings:
+        name, _, value = str(setting).partition("=")
+        connection.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                sql.Identifier(str(role)),
+                sql.Identifier(target),
+                sql.Identifier(name),
+                sql.Literal(value),
+            )
+        )
+    row = connection.execute(
+        "SELECT datacl IS NULL FROM pg_database WHERE datname = %s", [source]
+    ).fetchone()
+    if row is None or row[0]:
+        return  # the defaults, as the copy has them
+    into = sql.Identifier(target)
+    connection.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(into))
+    held = connection.execute(
+        """SELECT coalesce(r.rolname, 'public'), a.privilege_type, a.is_grantable
+           FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a
+           LEFT JOIN pg_roles r ON r.oid = a.grantee
+           WHERE d.datname = %s AND a.grantee <> d.datdba""",
+        [source],
+    ).fetchall()
+    for grantee, privilege, grantable in held:
+        role = sql.SQL("PUBLIC") if grantee == "public" else sql.Identifier(str(grantee))
+        option = sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL("")
+        connection.execute(
+            sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(str(privilege)), into, role, option
+            )
+        )
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations.rowsecurity import declarations, operations
+from migrations.rowsecurity import declarations, definer_safety, operations
 from migrations.rowsecurity import functions as routines
 from models.security import FUNCTIONS, Function
 
@@ -67,6 +67,8 @@ class Declared:
     policy_reads: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     #: The declared functions as made in ``pg_temp``, by (name, identity arguments).
     functions: dict[tuple[str, str], routines.Held] = field(default_factory=dict)
+    #: What would let a declared SECURITY DEFINER function run its caller's objects.
+    definer_problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,10 @@ def deparse(
             declared.indexes[table][name] = index_shape(definition)
         if declared_functions:
             declared.functions = routines.read_functions(connection, "pg_my_temp_schema()")
+            twins_of_definers = definer_safety.read_definers(
+                connection, "p.pronamespace = pg_my_temp_schema()"
+            )
+            declared.definer_problems = definer_safety.problems(connection, twins_of_definers)
     finally:
         twins.rollback()
     return declared
@@ -290,6 +296,8 @@ def for_run(autogen_context: AutogenContext) -> Declared:
                 ]
             declared_functions = FUNCTIONS
         deparsed = deparse(connection, tables, policies, declared_functions)
+        if deparsed.definer_problems:
+            raise declarations.DeclarationError("; ".join(deparsed.definer_problems))
         if policies:
             declarations.check_no_recursion(tables, deparsed.policy_reads)
         _per_run[autogen_context] = deparsed

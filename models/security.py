@@ -41,6 +41,15 @@ class Role(str):
     replication: bool
     bypassrls: bool
     member_of: tuple[str, ...]
+    #: Settings of every session its login members open in this database: the
+    #: application's login roles, those of its members that neither bypass row security
+    #: nor are superusers. PostgreSQL applies a role's settings to sessions of that role
+    #: only, not of its members, so they are set on each member (and on the role itself,
+    #: as the record of what is declared), ``IN DATABASE`` (which outranks a role's own
+    #: settings, and leaves other databases of the server alone); a member with other
+    #: settings, here or role-wide (an injection may ``ALTER ROLE CURRENT_USER SET``), is
+    #: drift that ``alembic check`` reports.
+    login_settings: Mapping[str, str]
 
     def __new__(
         cls,
@@ -54,11 +63,13 @@ class Role(str):
         replication: bool = False,
         bypassrls: bool = False,
         member_of: tuple[str, ...] = (),
+        login_settings: Mapping[str, str] | None = None,
     ) -> Role:
         role = super().__new__(cls, name)
         role.login, role.superuser, role.createdb = login, superuser, createdb
         role.createrole, role.inherit, role.replication = createrole, inherit, replication
         role.bypassrls, role.member_of = bypassrls, tuple(member_of)
+        role.login_settings = dict(login_settings or {})
         return role
 
     def attributes(self) -> dict[str, bool]:
@@ -66,13 +77,22 @@ class Role(str):
         return {name: bool(getattr(self, name)) for name in ROLE_ATTRIBUTES}
 
     def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, object]]:
-        return (str(self),), {**self.attributes(), "member_of": self.member_of}
+        return (str(self),), {
+            **self.attributes(),
+            "member_of": self.member_of,
+            "login_settings": dict(self.login_settings),
+        }
 
     def __repr__(self) -> str:
         defaults = Role(str(self))
+        declared = {
+            **self.attributes(),
+            "member_of": self.member_of,
+            "login_settings": dict(self.login_settings),
+        }
         changed = [
             f"{name}={value!r}"
-            for name, value in {**self.attributes(), "member_of": self.member_of}.items()
+            for name, value in declared.items()
             if getattr(defaults, name) != value
         ]
         return f"Role({', '.join([repr(str(self)), *changed])})"
@@ -95,8 +115,20 @@ def declared_role(role: str) -> Role:
     return role if isinstance(role, Role) else Role(role)
 
 
-#: The todo API's role. Login roles are made members of it at deployment.
-APP_ROLE = Role("todo_app")
+#: What any session of the API may take, whatever SQL it runs: a request that holds a
+#: lock, a transaction or a connection for longer is ended by the server. An injected
+#: statement can raise them for its own transaction (they are USERSET), never for the
+#: next request's: each is a setting of the API's login roles (``login_settings``).
+#: ``transaction_timeout`` is PostgreSQL 17's; older servers leave it out.
+API_LIMITS: Mapping[str, str] = {
+    "statement_timeout": "5s",
+    "lock_timeout": "2s",
+    "idle_in_transaction_session_timeout": "10s",
+    "transaction_timeout": "15s",
+}
+#: The todo API's role. Login roles are made members of it at deployment, and carry its
+#: limits once the next migration (or ``alembic check``'s repair) has run.
+APP_ROLE = Role("todo_app", login_settings=API_LIMITS)
 #: The Better Auth server's role.
 AUTH_ROLE = Role("todo_auth")
 #: Owns the functions that verify who the current user is: it reads the token, user
@@ -120,6 +152,26 @@ Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
 READ_WRITE: frozenset[Privilege] = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 READ_ONLY: frozenset[Privilege] = frozenset({"SELECT"})
 
+DatabasePrivilege = Literal["CONNECT", "TEMPORARY", "CREATE"]
+
+
+@dataclass(frozen=True)
+class DatabaseGrant:
+    """Privileges on the database itself (``GRANT ... ON DATABASE``) for one role."""
+
+    role: str
+    privileges: frozenset[DatabasePrivilege]
+
+
+#: What each role may do with the database itself, compared and repaired like a table's
+#: grants; its owner (the migration role) holds everything regardless. PostgreSQL gives
+#: PUBLIC CONNECT and TEMPORARY on every new database. TEMPORARY lets any SQL the API
+#: runs create temporary tables, types, views and functions, which live as long as the
+#: connection (a pooled one serves the next user next) and which PostgreSQL searches
+#: first for a relation or type name a statement does not qualify: no role of the
+#: application needs it, so PUBLIC keeps CONNECT alone.
+DATABASE_GRANTS: tuple[DatabaseGrant, ...] = (DatabaseGrant(PUBLIC, frozenset({"CONNECT"})),)
+
 
 Language = Literal["sql", "plpgsql"]
 Volatility = Literal["IMMUTABLE", "STABLE", "VOLATILE"]
@@ -131,9 +183,13 @@ class Function:
     replace, own, grant and drop it, and ``alembic check`` reports any drift.
 
     `body` is kept as written (PostgreSQL stores it so). A ``SECURITY DEFINER``
-    function runs as its `owner` and pins its `search_path` (``""``: nothing but
-    pg_catalog, so every other name must be schema-qualified). Only `executors` may
-    call it; PUBLIC, which PostgreSQL lets call any new function, may not.
+    function runs as its `owner` with the caller's session, so it pins its
+    `search_path` to :data:`DEFINER_SEARCH_PATH` and names every relation and type
+    outside ``pg_catalog`` with its schema: PostgreSQL searches the session's temporary
+    schema for relation and type names, first unless the path lists ``pg_temp``, and
+    any SQL the caller runs may put objects there (``make revision`` refuses a body or
+    path that lets it). Only `executors` may call it; PUBLIC, which PostgreSQL lets call
+    any new function, may not.
     """
 
     name: str
@@ -274,29 +330,49 @@ class RowSecurity:
 #: nothing: any session may set it, which is why a policy reading it alone is refused.
 CLAIMED_USER_ID = "(SELECT NULLIF(current_setting('app.user_id', true), ''))"
 
+#: The search path of every SECURITY DEFINER function: ``pg_catalog`` first, and the
+#: session's temporary schema last, where it can shadow nothing ``pg_catalog`` has
+#: (left out, ``pg_temp`` is searched first for relations and types: ``''`` is not
+#: enough). Names outside ``pg_catalog`` are written with their schema.
+DEFINER_SEARCH_PATH = "pg_catalog, pg_temp"
+
+#: The SQLSTATE ``bind_session`` fails with on a connection that holds temporary
+#: objects, which an earlier client of a pooled connection may have left to shadow the
+#: next one's names: the connection must be discarded (``session_binding`` does).
+TAINTED_CONNECTION = "TB001"
+
 #: ``SELECT public.bind_session(<Better Auth session token>)``, first in every
 #: transaction of the API: when the token is a live session (it exists and has not
 #: expired), binds it to this transaction (transaction-local settings: the token, the
 #: transaction's start, and the claimed user id) and returns the user's id; NULL, and
-#: nobody, for any other token.
+#: nobody, for any other token. It binds nothing on a connection that holds temporary
+#: objects (:data:`TAINTED_CONNECTION`): no role of the API may create any, so they are
+#: an earlier client's, left to shadow the names of this one.
 BIND_SESSION = Function(
     name="bind_session",
     arguments="token text",
     returns="text",
     volatility="VOLATILE",
     security_definer=True,
-    search_path="",
+    search_path=DEFINER_SEARCH_PATH,
     owner=IDENTITY_ROLE,
     executors=(APP_ROLE,),
-    body="""
+    body=f"""
     DECLARE
-        found text;
+        found pg_catalog.text;
     BEGIN
+        IF pg_catalog.pg_my_temp_schema() <> 0 THEN
+            RAISE EXCEPTION USING ERRCODE = '{TAINTED_CONNECTION}',
+                MESSAGE = 'this connection holds temporary objects of an earlier client: '
+                    || 'bound nobody; discard the connection';
+        END IF;
         SELECT s."userId" INTO found FROM public.session s
-        WHERE s.token = bind_session.token AND s."expiresAt" > now();
-        PERFORM set_config('app.session_token', coalesce(bind_session.token, ''), true);
-        PERFORM set_config('app.session_bound', extract(epoch FROM now())::text, true);
-        PERFORM set_config('app.user_id', coalesce(found, ''), true);
+        WHERE s.token = bind_session.token AND s."expiresAt" > pg_catalog.now();
+        PERFORM pg_catalog.set_config(
+            'app.session_token', coalesce(bind_session.token, ''), true);
+        PERFORM pg_catalog.set_config(
+            'app.session_bound', extract(epoch FROM pg_catalog.now())::pg_catalog.text, true);
+        PERFORM pg_catalog.set_config('app.user_id', coalesce(found, ''), true);
         RETURN found;
     END
     """,
@@ -313,18 +389,18 @@ VERIFIED_USER_ID = Function(
     returns="text",
     volatility="STABLE",
     security_definer=True,
-    search_path="",
+    search_path=DEFINER_SEARCH_PATH,
     owner=IDENTITY_ROLE,
     executors=(APP_ROLE,),
     body="""
     BEGIN
-        IF current_setting('app.session_bound', true)
-            IS DISTINCT FROM extract(epoch FROM now())::text THEN
+        IF pg_catalog.current_setting('app.session_bound', true)
+            IS DISTINCT FROM extract(epoch FROM pg_catalog.now())::pg_catalog.text THEN
             RETURN NULL;
         END IF;
         RETURN (SELECT s."userId" FROM public.session s
-                WHERE s.token = current_setting('app.session_token', true)
-                  AND s."expiresAt" > now());
+                WHERE s.token = pg_catalog.current_setting('app.session_token', true)
+                  AND s."expiresAt" > pg_catalog.now());
     END
     """,
 )

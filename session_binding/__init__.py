@@ -21,17 +21,25 @@ makes that binding the first statement of every transaction and impossible to fo
   each transaction (again after every commit and rollback);
 - :func:`bind` does the same for a Core connection;
 - :func:`create_engine` builds the engine: :func:`guarded <guard>` (no statement runs in
-  a transaction that is not bound) and without server-side prepared statements, which a
-  transaction-mode pooler may not carry from one transaction to the next.
+  a transaction that is not bound), its tables named with their schema, without
+  server-side prepared statements, and reset between requests where it pools sessions
+  itself (``session_binding/engine.py`` says why each).
 
 A transaction begun with nothing declared raises :class:`NoIdentityError` (a bug: 500),
-one whose token is not a live session :class:`InvalidSessionError` (401), both before any
-statement of the request runs; neither runs as nobody.
+one whose token is not a live session :class:`InvalidSessionError` (401), one on a
+connection an earlier client left temporary objects on :class:`TaintedConnectionError`
+(the connection discarded; 503), all before any statement of the request runs; none
+runs as nobody.
 """
 
 from session_binding.binding import bind, bind_every_transaction, bound_user_id, guard
 from session_binding.engine import POOLER_CONNECT_ARGS, create_engine, is_pooled
-from session_binding.errors import BindingError, InvalidSessionError, NoIdentityError
+from session_binding.errors import (
+    BindingError,
+    InvalidSessionError,
+    NoIdentityError,
+    TaintedConnectionError,
+)
 from session_binding.identity import acting_for
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "BindingError",
     "InvalidSessionError",
     "NoIdentityError",
+    "TaintedConnectionError",
     "acting_for",
     "bind",
     "bind_every_transaction",

@@ -17,10 +17,16 @@ import sqlalchemy as sa
 from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExecutionContext, RootTransaction
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from models.security import BIND_SESSION
-from session_binding.errors import BindingError, InvalidSessionError, NoIdentityError
+from models.security import BIND_SESSION, TAINTED_CONNECTION
+from session_binding.errors import (
+    BindingError,
+    InvalidSessionError,
+    NoIdentityError,
+    TaintedConnectionError,
+)
 from session_binding.identity import declared
 
 # The call is written from the declaration, so a renamed or moved function breaks here,
@@ -59,9 +65,18 @@ def bind(connection: Connection, token: str | None) -> str | None:
     statement.
     """
     connection.info.pop(_BOUND_KEY, None)
-    user_id = connection.execute(
-        _BINDING, {"token": token}, execution_options={_BINDING_OPTION: True}
-    ).scalar_one()
+    try:
+        user_id = connection.execute(
+            _BINDING, {"token": token}, execution_options={_BINDING_OPTION: True}
+        ).scalar_one()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != TAINTED_CONNECTION:
+            raise
+        # What the earlier client left must not serve the next one: the pool drops it.
+        connection.invalidate()
+        raise TaintedConnectionError(
+            "the connection holds temporary objects an earlier client left; it was discarded"
+        ) from None
     transaction = connection.get_transaction()
     if transaction is None or _transaction_status(connection) != TransactionStatus.INTRANS:
         raise BindingError(

@@ -14,3 +14,10 @@ class NoIdentityError(BindingError):
 class InvalidSessionError(BindingError):
     """The declared token is not a live Better Auth session (unknown, expired or signed
     out): the client must sign in again, so a 401."""
+
+
+class TaintedConnectionError(BindingError):
+    """The connection holds temporary objects an earlier client left (the database
+    refused to bind on it, :data:`models.security.TAINTED_CONNECTION`): it is discarded,
+    and the request fails, so a 503 the client may retry. No role of the API may create
+    temporary objects, so it means a grant has drifted: ``alembic check`` reports it."""

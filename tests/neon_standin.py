@@ -558,6 +558,8 @@ class NeonStandin:
                     sql.Identifier(target), sql.Identifier(self.owner), sql.Identifier(template)
                 )
             )
+            # A Neon branch is a copy of the whole cluster, its databases' rows included.
+            database.copy_database_privileges(connection, source, target)
         if in_use:
             try:
                 self._dump_and_restore(source, target)

@@ -15,21 +15,27 @@ column), each with a reason that a reviewer reads:
 * ``row-privileges-only``: the application roles hold only row privileges;
 
 and, with no exception: the application roles can create nothing in the schema and
-hold nothing at all on ``alembic_version``.
+hold nothing at all on ``alembic_version``; and no SECURITY DEFINER function could
+resolve a name its caller made (``migrations/rowsecurity/definer_safety.py``: pinned
+search path with ``pg_temp`` last, every relation and type outside ``pg_catalog`` named
+with its schema), which ``make revision`` and ``make check`` refuse too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
+from migrations.rowsecurity import definer_safety
 from migrations.rowsecurity.declarations import row_security
+from migrations.rowsecurity.functions import definition_sql
 from models import metadata
-from models.security import ROLES
+from models.security import BIND_SESSION, FUNCTIONS, ROLES, VERIFIED_USER_ID
 from tests.conftest import database_copy, new_engine
 from tests.rls_helpers import REFUSED, acting_as, read
 
@@ -270,3 +276,72 @@ def test_alembic_version_is_out_of_the_app_roles_reach(role: str, connection: Co
     version = sa.table(ALEMBIC_VERSION, sa.column("version_num"))
     with acting_as(connection, None, role=role):
         assert read(connection, sa.select(version.c.version_num)) == REFUSED
+
+
+def test_no_security_definer_function_resolves_a_name_its_caller_made(
+    connection: Connection,
+) -> None:
+    definers = definer_safety.read_definers(
+        connection, "p.pronamespace = current_schema()::regnamespace"
+    )
+    assert {d.signature for d in definers} >= {f.signature for f in FUNCTIONS}
+    assert definer_safety.problems(connection, definers) == []
+
+
+#: Each hardening of the identity's functions undone by hand, and what the lint says.
+UNDONE = [
+    pytest.param(
+        f"ALTER FUNCTION {VERIFIED_USER_ID.signature} SET search_path = ''",
+        "searches pg_temp first",
+        id="path-emptied",
+    ),
+    pytest.param(
+        f"ALTER FUNCTION {VERIFIED_USER_ID.signature} RESET search_path",
+        "has no pinned search_path",
+        id="path-unpinned",
+    ),
+    pytest.param(
+        f"GRANT CREATE ON SCHEMA public TO PUBLIC; ALTER FUNCTION {VERIFIED_USER_ID.signature} "
+        "SET search_path = public, pg_temp",
+        "has schema public in its search_path",
+        id="open-schema-in-path",
+    ),
+    pytest.param(
+        definition_sql(
+            replace(
+                VERIFIED_USER_ID, body=VERIFIED_USER_ID.body.replace("public.session", "session")
+            ),
+            or_replace=True,
+        ),
+        "names session without its schema",
+        id="relation-unqualified",
+    ),
+    pytest.param(
+        definition_sql(
+            replace(
+                BIND_SESSION,
+                body=BIND_SESSION.body.replace(
+                    "found pg_catalog.text;", "found pg_catalog.text; stolen session%ROWTYPE;"
+                ).replace("FROM public.session s", "FROM session s"),
+                search_path="pg_catalog, public, pg_temp",
+            ),
+            or_replace=True,
+        ),
+        "names session without its schema",
+        id="relation-unqualified-in-bind",
+    ),
+]
+
+
+@pytest.mark.parametrize(("statement", "said"), UNDONE)
+def test_the_lint_catches_each_hardening_undone(
+    connection: Connection, statement: str, said: str
+) -> None:
+    with connection.begin():
+        connection.exec_driver_sql(statement.replace("%", "%%"))
+        definers = definer_safety.read_definers(
+            connection, "p.pronamespace = current_schema()::regnamespace"
+        )
+        problems = definer_safety.problems(connection, definers)
+        connection.rollback()
+    assert any(said in problem for problem in problems), problems

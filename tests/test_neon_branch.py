@@ -23,6 +23,7 @@ import session_binding
 from migrations import database, neon
 from models.security import APP_ROLE
 from tests import pgbouncer
+from tests.api_roles import create_login_role, drop_login_role
 from tests.conftest import ServerRoles, make_alembic_config, new_engine
 from tests.neon_standin import (
     API_KEY,
@@ -171,8 +172,9 @@ def test_the_api_binds_its_users_through_the_branchs_pooled_url(
     api_role = f"todo_test_api_{uuid.uuid4().hex[:8]}"
     owner = new_engine(database.parse_url(urls["db_url"]))
     try:
+        with database.admin_connection(database.parse_url(urls["db_url"])) as connection:
+            create_login_role(connection, api_role, APP_ROLE)
         with owner.begin() as connection:
-            connection.exec_driver_sql(f"CREATE ROLE {api_role} LOGIN IN ROLE {APP_ROLE}")
             seed_sessions_and_todos(connection, ("ada", "bob"))
         pooled = database.parse_url(urls["db_url_pooled"]).set(username=api_role)
         assert session_binding.is_pooled(pooled)
@@ -186,8 +188,8 @@ def test_the_api_binds_its_users_through_the_branchs_pooled_url(
         finally:
             api.dispose()
     finally:
-        with owner.begin() as connection:
-            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {api_role}")
+        with database.admin_connection(database.parse_url(urls["db_url"])) as connection:
+            drop_login_role(connection, api_role)
         owner.dispose()
 
 

@@ -162,6 +162,25 @@ DRIFTS = [
         ("drop_function", "public.drift_probe()"),
         id="function-added",
     ),
+    # The hardenings against an injection in the API, undone by hand: the identity's
+    # search path that keeps pg_temp last, TEMPORARY for PUBLIC, the API's limits.
+    pytest.param(
+        f"ALTER FUNCTION {VERIFIED_USER_ID.signature} SET search_path = ''",
+        ("replace_function", VERIFIED_USER_ID.signature),
+        id="function-path-emptied",
+    ),
+    pytest.param(
+        "DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', "
+        "current_database()); END $$",
+        ("revoke_database_privileges", "public", ("TEMPORARY",)),
+        id="temporary-granted-to-public",
+    ),
+    pytest.param(
+        "DO $$ BEGIN EXECUTE format('ALTER ROLE todo_app IN DATABASE %I "
+        "SET statement_timeout = 0', current_database()); END $$",
+        ("set_login_settings", APP_ROLE, tuple(sorted(APP_ROLE.login_settings.items()))),
+        id="api-limit-lifted",
+    ),
 ]
 
 #: One drift for each kind of operation that repairs one: enough to run every operation
@@ -189,6 +208,9 @@ OPPOSITE = {
     "alter_function_owner": "alter_function_owner",
     "create_function": "drop_function",
     "drop_function": "create_function",
+    "grant_database_privileges": "revoke_database_privileges",
+    "revoke_database_privileges": "grant_database_privileges",
+    "set_login_settings": "set_login_settings",
 }
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ProgrammingError
@@ -41,8 +40,10 @@ from session_binding import (
     bind,
     bind_every_transaction,
     bound_user_id,
+    guard,
 )
 from tests import pgbouncer
+from tests.api_roles import create_login_role, drop_login_role
 from tests.conftest import database_copy, new_engine
 from tests.pgbouncer import Binary, PgBouncer, Upstream, running, upstream_of
 from tests.rls_helpers import seed
@@ -86,18 +87,14 @@ def api_database(admin_url: URL, head_template: str) -> Iterator[ApiDatabase]:
     role = f"todo_test_api_{uuid.uuid4().hex[:8]}"
     password = secrets.token_hex(16)
     with database.admin_connection(admin_url) as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                sql.Identifier(role), sql.Literal(password), sql.Identifier(APP_ROLE)
-            )
-        )
+        create_login_role(admin, role, APP_ROLE, password)
     try:
         with database_copy(admin_url, head_template, "api") as url:
             yield _seeded(url, role, password)
     finally:
         # After the copy, whose drop ends the role's last sessions.
         with database.admin_connection(admin_url) as admin:
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            drop_login_role(admin, role)
 
 
 def _seeded(url: URL, role: str, password: str) -> ApiDatabase:
@@ -155,7 +152,10 @@ def _directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def api_engine(pooler: PgBouncer, api_database: ApiDatabase) -> Iterator[Engine]:
     engine = session_binding.create_engine(
-        pooler.url("todo", api_database.login_role), pool_size=THREADS, max_overflow=0
+        pooler.url("todo", api_database.login_role),
+        transaction_pooler=True,
+        pool_size=THREADS,
+        max_overflow=0,
     )
     yield engine
     engine.dispose()
@@ -273,7 +273,7 @@ def _executed(engine: Engine) -> list[str]:
 def quiet_engine(pooler: PgBouncer, api_database: ApiDatabase) -> Iterator[Engine]:
     """An engine of the API's own for one test, its statements countable."""
     engine = session_binding.create_engine(
-        pooler.url("todo", api_database.login_role), poolclass=sa.NullPool
+        pooler.url("todo", api_database.login_role), transaction_pooler=True, poolclass=sa.NullPool
     )
     yield engine
     engine.dispose()
@@ -433,7 +433,7 @@ def test_session_level_settings_left_on_a_pooled_connection_grant_nothing(
     find the settings there and are granted nothing by them."""
     attacker, victim, other = USERS[4], USERS[5], USERS[6]
     url = pooler.url("todo_one", api_database.login_role)
-    api = session_binding.create_engine(url, poolclass=sa.NullPool)
+    api = session_binding.create_engine(url, transaction_pooler=True, poolclass=sa.NullPool)
     # A client of its own that never binds: what the settings alone would grant.
     unbound = sa.create_engine(
         url, poolclass=sa.NullPool, connect_args=dict(session_binding.POOLER_CONNECT_ARGS)
@@ -501,14 +501,25 @@ def _statement_moves_to_another_server(engine: Engine, holder: Engine) -> int:
                 return int(client.scalar(prepared) or 0)
 
 
-def test_without_the_setting_prepared_statements_break_through_the_pooler(
+def test_prepared_statements_are_no_option() -> None:
+    """An injected ``DEALLOCATE``/``PREPARE`` under psycopg's predictable names would
+    replace the binding's own statement for the next request on that server connection
+    (tests/test_injection.py tries it): the engine prepares nothing, and refuses to."""
+    url = "postgresql://app@ep-cool-darkness-123456-pooler.eu-central-1.aws.neon.tech/neondb"
+    with pytest.raises(TypeError, match="prepared_statements is no option"):
+        session_binding.create_engine(url, prepared_statements=True)
+    with pytest.raises(ValueError, match="prepare_threshold must stay None"):
+        session_binding.create_engine(url, connect_args={"prepare_threshold": 5})
+
+
+def test_psycopgs_default_would_break_through_the_pooler(
     pooler: PgBouncer, api_database: ApiDatabase
 ) -> None:
-    """What ``prepare_threshold=None`` is for: with psycopg's default, a statement
-    prepared on one server session is executed on another, which never heard of it."""
+    """Why, besides: with psycopg's default (prepare after 5 runs), a statement prepared
+    on one server session is executed on another, which never heard of it."""
     url = pooler.url("todo_two", api_database.login_role)
-    prepared = session_binding.create_engine(url, poolclass=sa.NullPool, prepared_statements=True)
-    holder = session_binding.create_engine(url, poolclass=sa.NullPool)
+    prepared = guard(sa.create_engine(url, poolclass=sa.NullPool))
+    holder = session_binding.create_engine(url, transaction_pooler=True, poolclass=sa.NullPool)
     try:
         with pytest.raises(ProgrammingError, match=r'prepared statement "_pg3_\d+" does not exist'):
             _statement_moves_to_another_server(prepared, holder)
@@ -517,12 +528,12 @@ def test_without_the_setting_prepared_statements_break_through_the_pooler(
         holder.dispose()
 
 
-def test_with_the_setting_statements_run_anywhere_and_nothing_is_prepared(
+def test_the_apis_statements_run_on_any_server_and_nothing_is_prepared(
     pooler: PgBouncer, api_database: ApiDatabase
 ) -> None:
     url = pooler.url("todo_two", api_database.login_role)
-    engine = session_binding.create_engine(url, poolclass=sa.NullPool)
-    holder = session_binding.create_engine(url, poolclass=sa.NullPool)
+    engine = session_binding.create_engine(url, transaction_pooler=True, poolclass=sa.NullPool)
+    holder = session_binding.create_engine(url, transaction_pooler=True, poolclass=sa.NullPool)
     try:
         assert _statement_moves_to_another_server(engine, holder) == 0
         with engine.connect() as connection:
@@ -532,37 +543,6 @@ def test_with_the_setting_statements_run_anywhere_and_nothing_is_prepared(
     finally:
         engine.dispose()
         holder.dispose()
-
-
-def test_prepared_statements_work_through_a_pooler_that_tracks_them(
-    pgbouncer_binary: Binary,
-    api_database: ApiDatabase,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    """Neon's pooler (PgBouncer 1.22+, ``max_prepared_statements=1000``) carries
-    protocol-level prepared statements across server sessions, so
-    ``prepared_statements=True`` is safe there (with libpq 17+, checked by
-    create_engine for Neon's pooled hosts)."""
-    if not pgbouncer_binary.tracks_prepared_statements:
-        pytest.skip(
-            f"PgBouncer {'.'.join(map(str, pgbouncer_binary.version))} does not track "
-            "prepared statements (1.22+ does, as Neon's pooler)"
-        )
-    databases = {"todo_two": _upstream(api_database).with_pool_size(2)}
-    settings = {"max_prepared_statements": 100}
-    with running(
-        pgbouncer_binary, _directory(tmp_path_factory), databases, settings=settings
-    ) as tracking:
-        url = tracking.url("todo_two", api_database.login_role)
-        prepared = session_binding.create_engine(
-            url, poolclass=sa.NullPool, prepared_statements=True
-        )
-        holder = session_binding.create_engine(url, poolclass=sa.NullPool)
-        try:
-            assert _statement_moves_to_another_server(prepared, holder) > 0
-        finally:
-            prepared.dispose()
-            holder.dispose()
 
 
 # --- the engine factory ---------------------------------------------------------------------

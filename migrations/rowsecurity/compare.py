@@ -41,7 +41,15 @@ from migrations.rowsecurity import functions as routines
 from migrations.rowsecurity import operations as ops
 from migrations.rowsecurity.declarations import declared_row_security
 from migrations.rowsecurity.grantees import managed_grantee
-from models.security import PUBLIC, ROLES, Policy, RowSecurity, declared_role
+from models.security import (
+    DATABASE_GRANTS,
+    PUBLIC,
+    ROLES,
+    DatabaseGrant,
+    Policy,
+    RowSecurity,
+    declared_role,
+)
 
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
 #: switches this comparison off.
@@ -80,6 +88,15 @@ class Catalog:
     column_grant_options: dict[tuple[str, str], dict[str, frozenset[str]]] = field(
         default_factory=lambda: defaultdict(dict)
     )
+    #: Privileges on the database itself, by managed grantee (WITH GRANT OPTION or not).
+    database_grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Settings of each managed role and of its login members (``Role.login_settings``),
+    #: by role: member -> (its role-wide settings, its settings in this database).
+    login_settings: dict[str, dict[str, tuple[dict[str, str], dict[str, str]]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    #: The settings this server knows (``transaction_timeout`` is PostgreSQL 17's).
+    known_settings: set[str] = field(default_factory=set)
 
 
 _ROLES = f"""
@@ -145,8 +162,39 @@ _COLUMN_GRANTS = f"""
 """
 
 
+_DATABASE_GRANTS = f"""
+    SELECT coalesce(r.rolname, 'public'), a.privilege_type
+    FROM pg_database d
+    CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+    LEFT JOIN pg_roles r ON r.oid = a.grantee
+    WHERE d.datname = current_database() AND {managed_grantee("a.grantee", "d.datdba")}
+"""
+
+
+_LOGIN_SETTINGS = f"""
+    SELECT g.rolname, m.rolname,
+           coalesce((SELECT s.setconfig FROM pg_db_role_setting s
+                     WHERE s.setrole = m.oid AND s.setdatabase = 0), '{{}}'),
+           coalesce((SELECT s.setconfig FROM pg_db_role_setting s
+                     WHERE s.setrole = m.oid AND s.setdatabase =
+                           (SELECT oid FROM pg_database WHERE datname = current_database())),
+                    '{{}}')
+    FROM pg_roles g
+    CROSS JOIN LATERAL (SELECT g.oid, g.rolname UNION
+                        {ops.LOGIN_MEMBERS.format(role="g.rolname")}) m
+    WHERE g.rolname = ANY(%(roles)s)
+"""
+
+
+def _settings(config: Iterable[str]) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in config)
+
+
 def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalog:
     managed = {"roles": list(roles)}
+    declared_settings = {
+        key for role in managed["roles"] for key in declared_role(role).login_settings
+    }
     catalog = Catalog()
     for name, *attributes, groups in connection.exec_driver_sql(_ROLES, managed):
         catalog.roles.add(name)
@@ -164,8 +212,8 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
         with_check,
         permissive,
     ) in connection.exec_driver_sql(_POLICIES):
-        roles = tuple(sorted(policy_roles))
-        catalog.policies[table][name] = Policy(name, command, roles, using, with_check, permissive)
+        to = tuple(sorted(policy_roles))
+        catalog.policies[table][name] = Policy(name, command, to, using, with_check, permissive)
     for table, column, users in connection.exec_driver_sql(_SEQUENCES, managed):
         catalog.sequence_usage[(table, column)] = set(users)
     for table, name, other, column in connection.exec_driver_sql(_POLICY_COLUMNS):
@@ -176,6 +224,16 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
             catalog.grant_options[(table, role)] = catalog.grant_options.get(
                 (table, role), frozenset()
             ) | {privilege}
+    for role, member, everywhere, here in connection.exec_driver_sql(_LOGIN_SETTINGS, managed):
+        catalog.login_settings[role][member] = (_settings(everywhere), _settings(here))
+    catalog.known_settings = set(
+        connection.exec_driver_sql(
+            "SELECT name FROM pg_settings WHERE name = ANY(%(names)s)",
+            {"names": sorted(declared_settings)},
+        ).scalars()
+    )
+    for role, privilege in connection.exec_driver_sql(_DATABASE_GRANTS, managed):
+        catalog.database_grants[role] = catalog.database_grants.get(role, frozenset()) | {privilege}
     for table, column, role, privilege, grantable in connection.exec_driver_sql(
         _COLUMN_GRANTS, managed
     ):
@@ -349,6 +407,30 @@ def _ordered(privileges: Iterable[str]) -> tuple[str, ...]:
     )
 
 
+#: Database privileges in the order GRANT lists them.
+_DATABASE_PRIVILEGES = ("CREATE", "CONNECT", "TEMPORARY")
+
+
+def database_grant_ops(
+    declared: Iterable[DatabaseGrant], catalog: Catalog
+) -> list[MigrateOperation]:
+    """Managed grantees hold exactly the declared privileges on the database itself
+    (a grant option counts as a privilege held, and goes with it)."""
+    wanted: dict[str, frozenset[str]] = {}
+    for grant in declared:
+        wanted[grant.role] = wanted.get(grant.role, frozenset()) | grant.privileges
+    result: list[MigrateOperation] = []
+    for role in sorted({*wanted, *catalog.database_grants}):
+        want, have = wanted.get(role, frozenset()), catalog.database_grants.get(role, frozenset())
+        if extra := have - want:
+            ordered = tuple(p for p in _DATABASE_PRIVILEGES if p in extra)
+            result.append(ops.RevokeDatabasePrivilegesOp(role, ordered))
+        if missing := want - have:
+            ordered = tuple(p for p in _DATABASE_PRIVILEGES if p in missing)
+            result.append(ops.GrantDatabasePrivilegesOp(role, ordered))
+    return result
+
+
 def ensured_roles(operations: Iterable[MigrateOperation], catalog: Catalog) -> list[str]:
     """The roles a revision ensures: every declared role the cluster lacks, and every
     one its operations grant to, name in a policy or make own a function while
@@ -360,7 +442,11 @@ def ensured_roles(operations: Iterable[MigrateOperation], catalog: Catalog) -> l
         if isinstance(operation, ops.CreatePolicyOp | ops.AlterPolicyOp):
             named.update(operation.policy.roles)
         elif isinstance(
-            operation, ops.GrantPrivilegesOp | ops.GrantSequenceUsageOp | routines.GrantExecuteOp
+            operation,
+            ops.GrantPrivilegesOp
+            | ops.GrantSequenceUsageOp
+            | ops.GrantDatabasePrivilegesOp
+            | routines.GrantExecuteOp,
         ):
             named.add(operation.role)
         elif isinstance(operation, routines.FunctionOwnerOp):
@@ -444,6 +530,26 @@ def role_ops(catalog: Catalog) -> list[MigrateOperation]:
     return result
 
 
+def login_settings_ops(catalog: Catalog) -> list[MigrateOperation]:
+    """A managed role whose declared ``login_settings`` it, or one of its login members,
+    does not get exactly in a session of this database (its settings here over its own),
+    put back as declared: a role a person or an injection changed, or a login role made
+    a member since without them."""
+    result: list[MigrateOperation] = []
+    for name in ROLES:
+        if name not in catalog.roles:
+            continue
+        declared = declared_role(name).login_settings
+        want = {k: v for k, v in declared.items() if k in catalog.known_settings}
+        held = catalog.login_settings.get(name, {})
+        # What a session of the member gets here: its settings in this database outrank
+        # its own.
+        if any({**everywhere, **here} != want for everywhere, here in held.values()):
+            everywhere, here = held.get(str(name), ({}, {}))
+            result.append(ops.SetLoginSettingsOp(str(name), dict(declared), {**everywhere, **here}))
+    return result
+
+
 def _ensure(role: str) -> ops.EnsureRoleOp:
     declared = declared_role(role)
     return ops.EnsureRoleOp(str(role), declared.attributes(), declared.member_of)
@@ -472,6 +578,7 @@ def compare_row_security(
             changes += diff_table(table.name, declaration, catalog, deparsed.policies[table.name])
             changes += sequence_ops(table.name, serial_columns(table), declaration, catalog)
             declared.update({(table.name, p.name): p for p in declaration.policies})
+    changes += database_grant_ops(DATABASE_GRANTS, catalog)
     first, changes = out_of_the_way(changes, catalog, columns_going(upgrade_ops), declared)
     upgrade_ops.ops[:0] = first
     # Taken apart just before the drop, in place: the downgrade rebuilds it right after
@@ -482,5 +589,6 @@ def compare_row_security(
             upgrade_ops.ops[index:index] = take_apart(dropped.table_name, catalog)
     upgrade_ops.ops += role_ops(catalog)
     upgrade_ops.ops += [_ensure(role) for role in ensured_roles(changes, catalog)]
+    upgrade_ops.ops += login_settings_ops(catalog)
     upgrade_ops.ops += changes
     return PriorityDispatchResult.CONTINUE

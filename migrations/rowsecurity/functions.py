@@ -60,6 +60,13 @@ def _dollar_quoted(body: str) -> str:
     return f"{tag}{body}{tag}"
 
 
+def search_path_sql(search_path: str) -> str:
+    """``'pg_catalog', 'pg_temp'``: each schema a literal of its own (one literal holding
+    ``a, b`` would name a single schema called that); ``''`` for the empty path."""
+    schemas = [schema.strip() for schema in search_path.split(",") if schema.strip()]
+    return ", ".join(_literal(schema) for schema in schemas) or "''"
+
+
 def stored_body(body: str) -> str:
     """`body` as PostgreSQL is given it: without the indentation all its lines share,
     on lines of its own."""
@@ -81,7 +88,7 @@ def definition_sql(
     if function.security_definer:
         clauses.append("SECURITY DEFINER")
     if function.search_path is not None:
-        clauses.append(f"SET search_path = {_literal(function.search_path)}")
+        clauses.append(f"SET search_path = {search_path_sql(function.search_path)}")
     clauses.append(f"AS {_dollar_quoted(stored_body(function.body))}")
     return "\n".join(clauses)
 

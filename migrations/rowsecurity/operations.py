@@ -204,6 +204,98 @@ class RevokeRoleOp(_MembershipOp):
 opposites(GrantRoleOp, RevokeRoleOp)
 
 
+@Operations.register_operation("set_login_settings")
+@dataclass
+class SetLoginSettingsOp(MigrateOperation):
+    """The declared settings of a role's login members (``Role.login_settings``), as
+    their sessions in this database get them: on the role itself, as the record of what
+    is declared, and on each LOGIN member that neither bypasses row security nor is a
+    superuser (the application's login roles). They are set in this database (``ALTER
+    ROLE ... IN DATABASE ... SET``, which outranks a role's own settings); what else the
+    role holds in it is reset, and so is what it holds role-wide but the declared values
+    (a login role made with its limits, as ``CREATE ROLE`` then ``ALTER ROLE ... SET``,
+    keeps them for every database). A setting the server does not know
+    (``transaction_timeout`` before PostgreSQL 17) is left out there."""
+
+    name: str
+    settings: dict[str, str]
+    previous: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def set_login_settings(
+        cls, operations: Operations, name: str, settings: Mapping[str, str]
+    ) -> None:
+        # What the members held before matters only to reverse(): none, then.
+        operations.invoke(cls(name, dict(settings)))
+
+    def reverse(self) -> SetLoginSettingsOp:
+        return SetLoginSettingsOp(self.name, self.previous, self.settings)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("set_login_settings", self.name, tuple(sorted(self.settings.items())))
+
+
+#: SQL: the login roles a role's ``login_settings`` apply to, besides the role itself
+#: (``{role}``, a literal): its members that may log in, neither superusers nor able to
+#: bypass row security (which rules out the migration role).
+LOGIN_MEMBERS = """SELECT m.oid, m.rolname FROM pg_roles m
+    WHERE m.rolcanlogin AND NOT m.rolsuper AND NOT m.rolbypassrls
+      AND pg_has_role(m.oid, (SELECT grp.oid FROM pg_roles grp WHERE grp.rolname = {role}),
+                      'MEMBER')"""
+
+
+@Operations.implementation_for(SetLoginSettingsOp)
+def _set_login_settings(operations: Operations, operation: SetLoginSettingsOp) -> None:
+    name = _literal(operation.name)
+    declared = (
+        "ARRAY["
+        + ", ".join(_literal(f"{key}={value}") for key, value in sorted(operation.settings.items()))
+        + "]::text[]"
+    )
+    settings = "".join(
+        f"""
+        IF EXISTS (SELECT FROM pg_settings s WHERE s.name = {_literal(key)}) THEN
+            EXECUTE format('ALTER ROLE %I IN DATABASE %I SET {key} = %L', member.rolname,
+                           current_database(), {_literal(value)});
+        END IF;"""
+        for key, value in sorted(operation.settings.items())
+    )
+    operations.execute(
+        f"""DO $$
+DECLARE
+    member record;
+    setting record;
+BEGIN
+    FOR member IN SELECT oid, rolname FROM pg_roles WHERE rolname = {name}
+                  UNION {LOGIN_MEMBERS.format(role=name)} LOOP
+        IF NOT {MAY_MANAGE.format(role="member.rolname")} THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE =
+                'login role ' || member.rolname || ' is a member of ' || {name}
+                || ', but ' || quote_ident(current_user) || ' may not set its limits (a '
+                || 'role made in the Neon console is not the owner''s): make the API''s '
+                || 'login roles as ' || quote_ident(current_user)
+                || ', or have a role that may run GRANT ' || member.rolname || ' TO '
+                || quote_ident(current_user) || ' WITH ADMIN OPTION';
+        END IF;
+        BEGIN
+            FOR setting IN SELECT split_part(entry, '=', 1) AS name, entry
+                           FROM pg_db_role_setting s, unnest(s.setconfig) AS entry
+                           WHERE s.setrole = member.oid AND s.setdatabase = 0 LOOP
+                IF setting.entry <> ALL ({declared}) THEN
+                    EXECUTE format('ALTER ROLE %I RESET %s', member.rolname, setting.name);
+                END IF;
+            END LOOP;
+            EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', member.rolname,
+                           current_database());{settings.replace(chr(10), chr(10) + "    ")}
+        EXCEPTION WHEN undefined_object THEN
+            NULL;  -- dropped meanwhile: nothing of it is left to limit
+        END;
+    END LOOP;
+END
+$$"""
+    )
+
+
 @Operations.implementation_for(EnsureRoleOp)
 def _ensure_role(operations: Operations, operation: EnsureRoleOp) -> None:
     role, name = _quote(operations, operation.name), _literal(operation.name)
@@ -616,6 +708,59 @@ for _privileges in (GrantPrivilegesOp, RevokePrivilegesOp):
 
 
 @dataclass
+class _DatabasePrivilegesOp(OppositeOp):
+    """``GRANT`` or ``REVOKE`` privileges on the database the revision runs in (named at
+    run time: a revision serves every database of the project); each the other's
+    reverse."""
+
+    role: str
+    privileges: tuple[str, ...]
+
+    takes_no_table_lock: ClassVar[bool] = True
+
+    @classmethod
+    def database_privileges(
+        cls, operations: Operations, role: str, privileges: Sequence[str]
+    ) -> None:
+        operations.invoke(cls(role, tuple(privileges)))
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return (self.operation_name, self.role, self.privileges)
+
+
+@Operations.register_operation("grant_database_privileges", "database_privileges")
+class GrantDatabasePrivilegesOp(_DatabasePrivilegesOp):
+    operation_name = "grant_database_privileges"
+
+
+@Operations.register_operation("revoke_database_privileges", "database_privileges")
+class RevokeDatabasePrivilegesOp(_DatabasePrivilegesOp):
+    operation_name = "revoke_database_privileges"
+
+
+opposites(GrantDatabasePrivilegesOp, RevokeDatabasePrivilegesOp)
+
+
+def _change_database_privileges(operations: Operations, operation: _DatabasePrivilegesOp) -> None:
+    role = _roles_sql(operations, [operation.role]).replace("'", "''")
+    verb, to = (
+        ("GRANT", "TO") if isinstance(operation, GrantDatabasePrivilegesOp) else ("REVOKE", "FROM")
+    )
+    privileges = ", ".join(operation.privileges)
+    operations.execute(
+        f"""DO $$
+BEGIN
+    EXECUTE format('{verb} {privileges} ON DATABASE %I {to} {role}', current_database());
+END
+$$"""
+    )
+
+
+for _database_privileges in (GrantDatabasePrivilegesOp, RevokeDatabasePrivilegesOp):
+    Operations.implementation_for(_database_privileges)(_change_database_privileges)
+
+
+@dataclass
 class _SequenceUsageOp(OppositeOp):
     """``GRANT`` or ``REVOKE USAGE`` on the sequence behind a serial column (an integer
     primary key): a role that may insert rows needs it to draw the next id. Found at
@@ -714,6 +859,11 @@ def _render_ensure_role(context: AutogenContext, operation: EnsureRoleOp) -> str
     return _call("ensure_role", operation.name, member_of=member_of, **changed)
 
 
+@renderers.dispatch_for(SetLoginSettingsOp)
+def _render_login_settings(context: AutogenContext, operation: SetLoginSettingsOp) -> str:
+    return _call("set_login_settings", operation.name, dict(sorted(operation.settings.items())))
+
+
 @renderers.dispatch_for(AlterRoleOp)
 def _render_alter_role(context: AutogenContext, operation: AlterRoleOp) -> str:
     return _call("alter_role", operation.name, **operation.attributes)
@@ -759,6 +909,11 @@ def _render_alter_policy(context: AutogenContext, operation: AlterPolicyOp) -> s
     )
 
 
+@renderers.dispatch_for(_DatabasePrivilegesOp)
+def _render_database_privileges(context: AutogenContext, operation: _DatabasePrivilegesOp) -> str:
+    return _call(operation.operation_name, operation.role, list(operation.privileges))
+
+
 @renderers.dispatch_for(_SequenceUsageOp)
 def _render_sequence_usage(context: AutogenContext, operation: _SequenceUsageOp) -> str:
     return _call(
@@ -791,11 +946,14 @@ __all__ = [
     "EnableRowSecurityOp",
     "EnsureRoleOp",
     "ForceRowSecurityOp",
+    "GrantDatabasePrivilegesOp",
     "GrantPrivilegesOp",
     "GrantRoleOp",
     "GrantSequenceUsageOp",
     "NoForceRowSecurityOp",
+    "RevokeDatabasePrivilegesOp",
     "RevokePrivilegesOp",
     "RevokeRoleOp",
     "RevokeSequenceUsageOp",
+    "SetLoginSettingsOp",
 ]
