@@ -40,6 +40,9 @@ it with a module-level string::
 The databases are ``todo_review_*`` on the embedded server, or on the server whose
 admin URL ``REVIEW_DATABASE_URL`` names, and are dropped however the review ends.
 ``DATABASE_URL`` (perhaps production) is never used.
+
+The report is written whatever it finds; the command then exits 1 when it holds a
+blocking warning (⛔), so CI fails the pull request, and 2 when no review could be made.
 """
 
 from __future__ import annotations
@@ -217,66 +220,9 @@ def extract_base(root: Path, commit: str, target: Path) -> None:
 
 # --- what a revision destroys -------------------------------------------------------
 
-_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
-_NAME = rf"{_IDENTIFIER}(?:\s*\.\s*{_IDENTIFIER})?"
-_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>[^;]+)", re.I | re.M)
-_TRUNCATE = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?(?:ONLY\s+)?(?P<names>[^;]+)", re.I | re.M)
-_ALTER_TABLE = re.compile(
-    rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{_NAME})\s+(?P<actions>[^;]+)",
-    re.I | re.M,
-)
-_DROP_COLUMN = re.compile(
-    rf"(?:^|,)\s*DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?(?P<column>{_IDENTIFIER})", re.I
-)
-_NAME_AT_START = re.compile(rf"\s*(?P<name>{_NAME})")
-
-
-def _unquote(name: str) -> str:
-    """``public."user"`` -> ``user``; unquoted names fold to lower case, as in SQL."""
-    last: str = re.findall(_IDENTIFIER, name)[-1]
-    return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
-
-
-def _names(listing: str) -> list[str]:
-    names = []
-    for piece in listing.split(","):
-        match = _NAME_AT_START.match(piece)
-        if match:
-            names.append(_unquote(match["name"]))
-    return names
-
-
-@dataclass(frozen=True, order=True)
-class Loss:
-    """Data a statement destroys: a table, a column, or every row of a table."""
-
-    table: str
-    column: str | None = None
-    truncate: bool = False
-
-    def describe(self) -> str:
-        if self.truncate:
-            return f"every row of table {code(self.table)} (TRUNCATE)"
-        if self.column is None:
-            return f"table {code(self.table)}"
-        return f"column {code(f'{self.table}.{self.column}')}"
-
-
-def data_losses(sql: str) -> list[Loss]:
-    """The tables and columns `sql` drops and the tables it empties (Alembic's own
-    ``alembic_version`` aside), read from the statements themselves."""
-    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    losses: set[Loss] = set()
-    for match in _DROP_TABLE.finditer(sql):
-        losses.update(Loss(table) for table in _names(match["names"]))
-    for match in _TRUNCATE.finditer(sql):
-        losses.update(Loss(table, truncate=True) for table in _names(match["names"]))
-    for match in _ALTER_TABLE.finditer(sql):
-        table = _unquote(match["table"])
-        for drop in _DROP_COLUMN.finditer(match["actions"]):
-            if drop["column"].upper() != "CONSTRAINT":
-                losses.add(Loss(table, _unquote(drop["column"])))
-    return sorted(loss for loss in losses if loss.table != "alembic_version")
+#: Read from the SQL, in one place for the review, ``make revision`` and the deploy.
+Loss = lint.Loss
+data_losses = lint.data_losses
 
 
 # --- one revision, reviewed ---------------------------------------------------------
@@ -782,7 +728,7 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
     name = code(revision.revision)
     found = [Alert(BLOCKING, f"{name}: {error}") for error in revision.errors]
     if losses := revision.upgrade_losses:
-        what = ", ".join(loss.describe() for loss in losses)
+        what = ", ".join(loss.describe(code) for loss in losses)
         if reason := revision.destructive_acknowledged:
             text = f"{name} destroys data on upgrade: {what}. Acknowledged: “{reason}”"
             found.append(Alert(ATTENTION, text))
@@ -793,7 +739,7 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
             )
             found.append(Alert(BLOCKING, text))
     if losses := revision.downgrade_losses:
-        what = ", ".join(loss.describe() for loss in losses)
+        what = ", ".join(loss.describe(code) for loss in losses)
         text = f"Downgrading {name} drops {what}: the data written there is lost"
         found.append(Alert(ATTENTION, text))
     for rename in revision.renames:
@@ -1175,14 +1121,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        report = review(database.PROJECT_ROOT, args.base).markdown()
+        reviewed = review(database.PROJECT_ROOT, args.base)
     except (ReviewError, schema_docs.DocsError, database.DatabaseError) as exc:
         print(f"review: error: {exc}", file=sys.stderr)
         return 2
+    report = reviewed.markdown()
     output: Path = args.output
     output.write_text(report)
     sys.stdout.write(report)
     say(f"wrote {output} ({time.monotonic() - started:.1f} s)")
+    blocking = [alert for alert in reviewed.alerts if alert.level == BLOCKING]
+    if blocking:
+        # The report is written either way: CI posts it, then fails the pull request.
+        count = f"{len(blocking)} blocking warning{'' if len(blocking) == 1 else 's'}"
+        print(
+            f"review: {count} ({BLOCKING}) in {output}, the first: {blocking[0].text}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -16,6 +16,7 @@ as a reviewer reads it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -30,7 +31,7 @@ from sqlalchemy.engine import URL
 
 from models.security import own_row_policies
 from tests.conftest import NewDatabase, child_url
-from tests.evolution import Project, evolve, with_users
+from tests.evolution import PLACEHOLDER, Project, Run, acknowledged, evolve, with_users
 
 TYPES_MODULE = '''
 """Column types of the project's own (tests/test_evolution.py)."""
@@ -474,6 +475,125 @@ def test_new_tables_link_tables_policies_roles_and_drops(
 
     replayed_on_an_empty_database(project, new_database)
     linted_as_generated(project, [revision_id(text) for text in written])
+
+
+# --- what a revision destroys, flagged when it is written ----------------------------
+
+MOOD_MODULE = '''
+"""Moods, and a log of them, of the tests' own (tests/test_evolution.py)."""
+
+from sqlmodel import Field, SQLModel
+
+import models.base  # noqa: F401
+from models.security import ROW_SECURITY, without_row_security
+
+_NONE = {ROW_SECURITY: without_row_security("test: what a revision destroys")}
+
+
+class EvolutionMood(SQLModel, table=True):
+    __tablename__ = "evolution_mood"
+    __table_args__ = ({"info": _NONE},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    body: str
+    mood: str | None = None
+
+
+class EvolutionMoodLog(SQLModel, table=True):
+    __tablename__ = "evolution_mood_log"
+    __table_args__ = ({"info": _NONE},)
+
+    id: int | None = Field(default=None, primary_key=True)
+'''
+
+
+def log_lines(run: Run, having: str) -> list[str]:
+    """The log lines of `run` that hold `having`, without their level and logger."""
+    return [line.split("] ", 1)[-1] for line in run.stderr.splitlines() if having in line]
+
+
+def checked_as_code(project: Project, path: Path) -> None:
+    """The revision at `path` passes ruff (lint and format) and mypy as written, with the
+    copy's configuration, as ``make lint`` runs them."""
+    relative = str(path.relative_to(project.root))
+    for tool in (["ruff", "check"], ["ruff", "format", "--check"], ["mypy"]):
+        result = subprocess.run(
+            [sys.executable, "-m", *tool, relative],
+            cwd=project.root,
+            env=project.environment(None),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def squawk_gate(
+    project: Project, admin_url: URL, revision: str
+) -> subprocess.CompletedProcess[str]:
+    """The copy's own test that gates every revision (``tests/test_squawk.py``), for
+    `revision`, as ``make test`` runs it."""
+    return project.pytest(admin_url, "-k", revision, "tests/test_squawk.py")
+
+
+@pytest.mark.slow  # runs the copy's own tests and mypy: the slow tier
+def test_a_revision_that_destroys_data_is_flagged_when_written(
+    project: Project, admin_url: URL
+) -> None:
+    """A column and a table dropped from the models: ``alembic revision --autogenerate``
+    says in one line what the revision destroys and writes its acknowledgement empty,
+    in a file that lint and mypy pass as written; ``upgrade head`` runs it, saying in one
+    line that it does not say why; the copy's own test suite fails on it until its
+    author fills the line (the review does too: tests/test_review.py)."""
+    project.write("models/evolution_mood.py", MOOD_MODULE)
+    project.append(
+        "models/__init__.py", registered("evolution_mood", "EvolutionMood", "EvolutionMoodLog")
+    )
+    created, _ = project.succeed(["revision", "--autogenerate", "-m", "moods"], ["upgrade", "head"])
+    assert "destroys data" not in created.output
+
+    project.replace("models/evolution_mood.py", "    mood: str | None = None\n", "")
+    project.replace(
+        "models/__init__.py",
+        registered("evolution_mood", "EvolutionMood", "EvolutionMoodLog"),
+        registered("evolution_mood", "EvolutionMood"),
+    )
+    text = project.read("models/evolution_mood.py")
+    project.write("models/evolution_mood.py", text[: text.index("class EvolutionMoodLog")])
+    before = project.revision_files()
+    (written,) = project.succeed(["revision", "--autogenerate", "-m", "moods without mood"])
+    (path,) = project.revision_files() - before
+    what = "column evolution_mood.mood, table evolution_mood_log"
+    assert log_lines(written, "destroys data") == [
+        f"{path.name} destroys data on upgrade ({what}): say why in its "
+        "destructive_acknowledged (written empty); make test and make review fail until it does"
+    ]
+    revision = path.read_text()
+    # Last before the functions: the placeholder, under a comment saying what goes.
+    top = revision.split("def upgrade()", 1)[0].rstrip().splitlines()
+    assert top[-1] == PLACEHOLDER
+    comment = list(itertools.takewhile(lambda line: line.startswith("# "), reversed(top[:-1])))
+    said = " ".join(line.removeprefix("# ") for line in reversed(comment))
+    assert said.startswith(f"Its upgrade destroys data: {what}. Say why"), said
+    checked_as_code(project, path)
+
+    (upgraded,) = project.succeed(["upgrade", "head"])
+    (unsaid,) = log_lines(upgraded, "without saying why")
+    assert unsaid.startswith(f"Revision {revision_id(revision)} ({path.name}) destroys data")
+    assert "it runs all the same" in unsaid
+
+    gated = squawk_gate(project, admin_url, revision_id(revision))
+    assert gated.returncode != 0, gated.stdout
+    said = (
+        f"destroys data on upgrade ({what}) without saying why: fill its destructive_acknowledged"
+    )
+    assert said in gated.stdout, gated.stdout
+
+    acknowledged(path, "test: moods are not kept")
+    (again,) = project.succeed(["downgrade", "-1"], ["upgrade", "head"])[1:]
+    assert log_lines(again, "without saying why") == []
+    gated = squawk_gate(project, admin_url, revision_id(revision))
+    assert gated.returncode == 0, gated.stdout
 
 
 # --- changes to live tables ---------------------------------------------------------
