@@ -47,7 +47,16 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database, deploy, enums, lint, online, online_columns, renames
+from migrations import (
+    database,
+    dependency_order,
+    deploy,
+    enums,
+    lint,
+    online,
+    online_columns,
+    renames,
+)
 from migrations.rowsecurity import operations as row_level
 
 log = logging.getLogger(__name__)
@@ -155,15 +164,23 @@ def _without_table_info(script: MigrationScript) -> None:
                 operation.info = {}
 
 
-def _without_work_on_dropped_tables(container: OpContainer) -> None:
+def _without_work_on_dropped_tables(
+    container: OpContainer, reads: dependency_order.PolicyReads
+) -> None:
     """Leave out what a table's drop does by itself: dropping its indexes and
     constraints and its row-level security (a plain ``DROP INDEX`` on a live table,
-    for one, would hold writers for nothing). Called once the downgrade has been
-    derived from the upgrade, so a dropped table's downgrade still rebuilds it all."""
+    for one, would hold writers for nothing); but not the drop of a policy that reads
+    another table dropped too (:mod:`migrations.dependency_order`). Called once the
+    downgrade has been derived from the upgrade, so a dropped table's downgrade still
+    rebuilds it all."""
     dropped = {op.table_name for op in container.ops if isinstance(op, ops.DropTableOp)}
     kept: list[Any] = []
     for operation in container.ops:
-        if isinstance(operation, row_level.TABLE_OPERATIONS) and operation.table_name in dropped:
+        if (
+            isinstance(operation, row_level.TABLE_OPERATIONS)
+            and operation.table_name in dropped
+            and not dependency_order.kept_policy_drops(operation, dropped, reads)
+        ):
             continue
         if isinstance(operation, ops.ModifyTableOps) and operation.table_name in dropped:
             operation.ops = [
@@ -178,16 +195,19 @@ def _without_work_on_dropped_tables(container: OpContainer) -> None:
 
 
 def process_revision_directives(*, drop_empty: bool) -> Any:
-    """The ``process_revision_directives`` hook: online rewrites and up-front locks
+    """The ``process_revision_directives`` hook: operations in an order that runs
+    (:mod:`migrations.dependency_order`), online rewrites and up-front locks
     (:func:`migrations.online.rewrite`), no table ``info`` rendered, and, when
     `drop_empty` (``alembic revision --autogenerate``), no file when there is nothing
     to do."""
 
     def hook(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+        reads = dependency_order.policy_reads(context)
         for script in directives:
             _without_table_info(script)
             for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
-                _without_work_on_dropped_tables(container)
+                _without_work_on_dropped_tables(container, reads)
+                dependency_order.in_dependency_order(container, reads)
         online_columns.prepare(directives)
         online.rewrite(context, revision, directives)
         renames.rewrite(context, revision, directives)

@@ -477,6 +477,152 @@ def test_new_tables_link_tables_policies_roles_and_drops(
     linted_as_generated(project, [revision_id(text) for text in written])
 
 
+# --- tables that read each other: created and dropped in order ---------------------
+
+PROJECT_MODULE = '''
+"""Projects, their members and tasks, of the tests' own (tests/test_evolution.py)."""
+
+import uuid
+
+from sqlalchemy import Column, ForeignKey, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+import models.base  # noqa: F401
+from models.security import ROW_SECURITY, Policy, RowSecurity, owned_by
+
+# The project's policy reads the member table, named with its schema, while the member
+# table's foreign key references the project: neither table can go first on its own.
+_MEMBERS_READ = Policy(
+    "todo_app_members_read", "SELECT", ("todo_app",), permissive=False,
+    using="EXISTS (SELECT 1 FROM public.evolution_member m "
+          "WHERE m.project_id = evolution_project.id)",
+)
+
+
+class EvolutionProject(SQLModel, table=True):
+    __tablename__ = "evolution_project"
+    __table_args__ = (
+        {"info": {ROW_SECURITY: owned_by("user_id") + RowSecurity(policies=(_MEMBERS_READ,))}},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(
+        sa_column=Column("user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str
+
+
+class EvolutionMember(SQLModel, table=True):
+    __tablename__ = "evolution_member"
+    __table_args__ = ({"info": {ROW_SECURITY: owned_by("user_id")}},)
+
+    project_id: int = Field(
+        sa_column=Column(
+            "project_id", Integer, ForeignKey("evolution_project.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    user_id: str = Field(
+        sa_column=Column(
+            "user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+
+
+class EvolutionTask(SQLModel, table=True):
+    __tablename__ = "evolution_task"
+    __table_args__ = ({"info": {ROW_SECURITY: owned_by("user_id")}},)
+
+    id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            "id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+        ),
+    )
+    user_id: str = Field(
+        sa_column=Column("user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
+    )
+    project_id: int | None = Field(
+        default=None,
+        sa_column=Column("project_id", Integer, ForeignKey("evolution_project.id"), nullable=True),
+    )
+    title: str = Field(sa_column=Column("title", String(40), nullable=False))
+'''
+
+
+def add_projects(p: Project) -> None:
+    p.write("models/evolution_project.py", PROJECT_MODULE)
+    p.append(
+        "models/__init__.py",
+        registered("evolution_project", "EvolutionMember", "EvolutionProject", "EvolutionTask"),
+    )
+
+
+def drop_projects(p: Project) -> None:
+    """Projects and members dropped, and the live task table's column referencing them."""
+    p.replace(
+        "models/__init__.py",
+        registered("evolution_project", "EvolutionMember", "EvolutionProject", "EvolutionTask"),
+        registered("evolution_project", "EvolutionTask"),
+    )
+    text = p.read("models/evolution_project.py")
+    start, end = text.index("class EvolutionProject"), text.index("class EvolutionTask")
+    text = text[:start] + text[end:]
+    text = text.replace(
+        text[text.index("    project_id: int | None") : text.index("    title: str")], ""
+    )
+    p.write("models/evolution_project.py", text)
+
+
+def before(text: str, first: str, then: str) -> bool:
+    """Whether `first` comes before `then` in `text` (both must be there)."""
+    assert first in text, first
+    assert then in text, then
+    return text.index(first) < text.index(then)
+
+
+def test_tables_that_read_each_other_are_created_and_dropped_in_order(
+    project: Project, new_database: NewDatabase
+) -> None:
+    """A project table whose policy reads a member table (named ``public.``, created in
+    the same revision) whose foreign key references the project: the downgrade drops
+    the policy first, then the member table, then the project. Dropped from the models
+    with a live table's column referencing them, the upgrade takes the same care and
+    its downgrade creates the project first, the member table, then the policy that
+    reads it. And ``alembic check`` does not announce SERIAL columns."""
+    written = []
+    projects = evolve(project, "evolution projects", add_projects)
+    up, down = upgrade_part(projects), downgrade_part(projects)
+    assert "FROM public.evolution_member m" in up
+    (members_read,) = [c for c in calls(down, "drop_policy") if "todo_app_members_read" in c]
+    assert before(down, members_read, 'op.drop_table("evolution_member")')
+    assert before(down, 'op.drop_table("evolution_member")', 'op.drop_table("evolution_project")')
+    (checked,) = project.succeed(["check"])
+    assert "No new upgrade operations detected" in checked.output
+    assert "Detected sequence" not in checked.output, "SERIAL announced on every check"
+    written.append(projects)
+
+    gone = evolve(project, "evolution projects gone", drop_projects, acknowledge="test: a trial")
+    # As a reader scans it, whitespace aside (the downgrade's transaction is indented).
+    up, down = (" ".join(part.split()) for part in (upgrade_part(gone), downgrade_part(gone)))
+    (members_read,) = [c for c in calls(up, "drop_policy") if "todo_app_members_read" in c]
+    assert before(up, members_read, 'op.drop_table("evolution_member")')
+    assert before(up, 'op.drop_table("evolution_member")', 'op.drop_table("evolution_project")')
+    task_unlinked = 'op.drop_column("evolution_task", "project_id")'
+    assert before(up, task_unlinked, 'op.drop_table("evolution_project")')
+    project_back = 'op.create_table( "evolution_project",'
+    member_back = 'op.create_table( "evolution_member",'
+    assert before(down, project_back, member_back)
+    (recreated,) = [c for c in calls(down, "create_policy") if "todo_app_members_read" in c]
+    assert before(down, member_back, recreated)
+    assert before(down, project_back, 'op.add_column( "evolution_task"')
+    written.append(gone)
+
+    replayed_on_an_empty_database(project, new_database)
+    linted_as_generated(project, [revision_id(text) for text in written])
+
+
 # --- what a revision destroys, flagged when it is written ----------------------------
 
 MOOD_MODULE = '''
