@@ -273,6 +273,51 @@ def data_losses(sql: str) -> list[Loss]:
     return sorted(loss for loss in losses if loss.table != "alembic_version")
 
 
+@dataclass(frozen=True)
+class TypeChange:
+    """``ALTER TABLE <table> ALTER COLUMN <column> TYPE <type> [USING <using>]``."""
+
+    table: str
+    column: str
+    type: str
+    using: str | None = None
+
+
+_ALTER_COLUMN_TYPE = re.compile(
+    rf"(?:^|,)\s*ALTER\s+(?:COLUMN\s+)?(?P<column>{_IDENTIFIER})\s+(?:SET\s+DATA\s+)?TYPE\s+",
+    re.I,
+)
+_USING = re.compile(r"\s+USING\s+", re.I)
+
+
+def _up_to_top_level_comma(text: str) -> str:
+    depth, quoted = 0, False
+    for index, character in enumerate(text):
+        if character == "'":
+            quoted = not quoted
+        elif not quoted and character in "()":
+            depth += 1 if character == "(" else -1
+        elif not quoted and depth == 0 and character == ",":
+            return text[:index]
+    return text
+
+
+def type_changes(sql: str) -> list[TypeChange]:
+    """The column type changes `sql`'s statements make, in order."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    found = []
+    for match in _ALTER_TABLE.finditer(sql):
+        table, actions = _unquoted(match["table"]), match["actions"]
+        for change in _ALTER_COLUMN_TYPE.finditer(actions):
+            written = _up_to_top_level_comma(actions[change.end() :]).strip()
+            type_, *using = _USING.split(written, maxsplit=1)
+            column = _unquoted(change["column"])
+            found.append(
+                TypeChange(table, column, type_.strip(), using[0].strip() if using else None)
+            )
+    return found
+
+
 def rendered_upgrade(module: ModuleType) -> str:
     """The SQL `module`'s (a revision's) ``upgrade()`` emits, rendered offline in this
     process as ``alembic upgrade --sql`` renders it (without the session settings,

@@ -16,9 +16,11 @@ The working tree is compared with a base commit (``origin/main`` unless ``--base
 * the **row-security matrix** after the change, what changed marked, and the
   **entity-relationship diagram** of the schema after it (:mod:`migrations.schema_docs`);
 * **warnings** a reviewer must not miss: data lost on upgrade or on downgrade, a
-  destructive revision that does not acknowledge it, a table or column renamed (code
-  reading the old name breaks), a table without row-level security, squawk findings
-  not acknowledged, released revisions edited or deleted.
+  destructive revision that does not acknowledge it, a downgrade whose type change
+  rewrites the table and fails on values that no longer fit (asked of PostgreSQL on the
+  head database), a table or column renamed (code reading the old name breaks), a
+  table without row-level security, squawk findings not acknowledged, released
+  revisions edited or deleted.
 
 A rename (``ALTER TABLE ... RENAME``, of a table, a column, a constraint, an index or a
 sequence, in a new revision's SQL; :mod:`migrations.renames` writes them for what the
@@ -65,10 +67,12 @@ from typing import TypeVar
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import pool as sa_pool
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 import models
-from migrations import database, lint, schema_docs
+from migrations import database, lint, online_columns, schema_docs
 from migrations.rowsecurity import declarations
 from migrations.rowsecurity.compare import Catalog
 from migrations.schema_docs import Column, Constraint, Index, Schema, Table, code
@@ -238,6 +242,9 @@ class RevisionReview:
     downgrade_sql: str = ""
     findings: list[lint.Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The downgrade's type changes PostgreSQL does not make in place, with what it does
+    #: instead and the column's type after the change (:func:`downgrade_type_changes`).
+    downgrade_rewrites: list[tuple[lint.TypeChange, str, str]] = field(default_factory=list)
 
     @property
     def revision(self) -> str:
@@ -303,6 +310,33 @@ def review_revision(script: Script, root: Path) -> RevisionReview:
     except lint.LintError as exc:
         reviewed.errors.append(str(exc))
     return reviewed
+
+
+def downgrade_type_changes(url: URL, revisions: list[RevisionReview], after: Schema) -> None:
+    """Each downgrade's type changes that PostgreSQL does not make in place (a
+    ``varchar(80)`` narrowed back to ``varchar(40)`` rewrites the table and fails on a
+    longer value), asked of a temporary copy of the table on the database `url` at the
+    working tree's head, recorded on the revision's review."""
+    engine = database.create_engine(url, poolclass=sa_pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            for revision in revisions:
+                for change in lint.type_changes(revision.downgrade_sql):
+                    table = after.tables.get(change.table)
+                    column = table.columns.get(change.column) if table is not None else None
+                    if column is None:
+                        continue  # gone by the head: a later revision changed it again
+                    try:
+                        effect = online_columns.type_change_effect(
+                            connection, change.table, change.column, change.type, using=change.using
+                        )
+                    except DBAPIError:
+                        continue  # not a type PostgreSQL knows here: the SQL says enough
+                    if effect is not None:
+                        revision.downgrade_rewrites.append((change, effect, column.type))
+            connection.rollback()
+    finally:
+        engine.dispose()
 
 
 # --- the schema, before and after ---------------------------------------------------
@@ -742,6 +776,14 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
         what = ", ".join(loss.describe(code) for loss in losses)
         text = f"Downgrading {name} drops {what}: the data written there is lost"
         found.append(Alert(ATTENTION, text))
+    for change, effect, now in revision.downgrade_rewrites:
+        old = code(change.type)
+        text = (
+            f"Downgrading {name} changes column {code(f'{change.table}.{change.column}')} back "
+            f"to {old} (it is {code(now)} after the change), which {effect} under ACCESS "
+            f"EXCLUSIVE, and fails on any value written since that {old} cannot hold"
+        )
+        found.append(Alert(ATTENTION, text))
     for rename in revision.renames:
         if rename.kind in ("table", "column"):
             old = f"{rename.table}.{rename.old}" if rename.table else rename.old
@@ -1084,6 +1126,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
         after = schema_docs.read_database(head_url)
         before = schema_docs.read_database(base_url) if base_url is not None else Schema()
         revisions = [future.result() for future in reviewed]
+        downgrade_type_changes(head_url, revisions, after)
 
     renames = [rename for revision in revisions for rename in revision.renames]
     changes = compare(before, after, renames)

@@ -240,6 +240,7 @@ def evolve(
     *,
     acknowledge: str | None = None,
     squawk: dict[str, str] | None = None,
+    said: list[Run] | None = None,
 ) -> str:
     """One model change through the cycle a reviewer asks for, with the plain CLI:
     ``revision --autogenerate``, ``upgrade head``, ``check``, ``downgrade -1``, ``check``
@@ -247,11 +248,13 @@ def evolve(
     ``check`` again. `acknowledge`, when given, fills the new revision's empty
     ``destructive_acknowledged`` (which must be there: the revision destroys data), and
     `squawk` is written as its ``squawk_acknowledged``, as its author would. Returns the
-    revision's text."""
+    revision's text; `said`, when given, gets the run of ``revision --autogenerate``."""
     previous = project.models()
     before = project.revision_files()
     change(project)
     (generated,) = project.succeed(["revision", "--autogenerate", "-m", message])
+    if said is not None:
+        said.append(generated)
     written = project.revision_files() - before
     assert len(written) == 1, f"{message!r} wrote {len(written)} revisions: {generated}"
     (path,) = written

@@ -559,6 +559,11 @@ def add_projects(p: Project) -> None:
     )
 
 
+def widen_task_titles(p: Project) -> None:
+    """varchar(40) to varchar(80): in place; its downgrade is not."""
+    p.replace("models/evolution_project.py", "String(40)", "String(80)")
+
+
 def drop_projects(p: Project) -> None:
     """Projects and members dropped, and the live task table's column referencing them."""
     p.replace(
@@ -590,7 +595,9 @@ def test_tables_that_read_each_other_are_created_and_dropped_in_order(
     the policy first, then the member table, then the project. Dropped from the models
     with a live table's column referencing them, the upgrade takes the same care and
     its downgrade creates the project first, the member table, then the policy that
-    reads it. And ``alembic check`` does not announce SERIAL columns."""
+    reads it. Between the two, a widened title whose downgrade narrows it again is said
+    to when written, and its downgrade fails on a title too long for the old type. And
+    ``alembic check`` does not announce SERIAL columns."""
     written = []
     projects = evolve(project, "evolution projects", add_projects)
     up, down = upgrade_part(projects), downgrade_part(projects)
@@ -602,6 +609,27 @@ def test_tables_that_read_each_other_are_created_and_dropped_in_order(
     assert "No new upgrade operations detected" in checked.output
     assert "Detected sequence" not in checked.output, "SERIAL announced on every check"
     written.append(projects)
+
+    said: list[Run] = []
+    widened = evolve(project, "evolution task titles widened", widen_task_titles, said=said)
+    narrowing = (
+        "evolution_task.title: the downgrade changes it back from VARCHAR(80) to VARCHAR(40), "
+        "which rewrites the table and rebuilds its indexes under ACCESS EXCLUSIVE, and fails on "
+        "any value written since that VARCHAR(40) cannot hold: before downgrading, make every "
+        "value fit VARCHAR(40)"
+    )
+    assert log_lines(said[0], "the downgrade changes") == [narrowing]
+    account = " ".join(widened.split("Revision ID:", 1)[0].split())
+    assert "Downgrade: 1. In one transaction: - change evolution_task.title back from" in account
+    assert "VARCHAR(80) to VARCHAR(40), which rewrites the table" in account
+    url = sa.make_url(project.database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
+        db.execute("INSERT INTO evolution_task (user_id, title) VALUES ('ada', repeat('x', 60))")
+        (refused,) = project.alembic(["downgrade", "-1"])
+        (line,) = refused.failed_lines()
+        assert "value too long for type character varying(40)" in line, line
+        db.execute("DELETE FROM evolution_task")
+    written.append(widened)
 
     gone = evolve(project, "evolution projects gone", drop_projects, acknowledge="test: a trial")
     # As a reader scans it, whitespace aside (the downgrade's transaction is indented).

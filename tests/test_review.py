@@ -348,3 +348,66 @@ def test_a_report_too_long_for_a_comment_leaves_the_sql_out(
     shortened = report.markdown()
     assert "SELECT 1;" not in shortened
     assert "SQL left out" in shortened
+
+
+NARROWING_REVISIONS = {
+    "rrrr00000001_review_notes.py": '''"""review notes"""
+
+from alembic import op
+
+revision = "rrrr00000001"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE review_note (id bigint PRIMARY KEY, title varchar(40) NOT NULL)")
+    op.execute("ALTER TABLE review_note ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE review_note FORCE ROW LEVEL SECURITY")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE review_note")
+''',
+    "rrrr00000002_review_note_titles_widened.py": '''"""review note titles widened"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "rrrr00000002"
+down_revision = "rrrr00000001"
+branch_labels = None
+depends_on = None
+
+squawk_acknowledged = {{"changing-column-type": "test: in place, PostgreSQL says"}}
+
+
+def upgrade() -> None:
+    op.alter_column("review_note", "title", type_=sa.String(80), existing_type=sa.String(40))
+
+
+def downgrade() -> None:
+    op.alter_column("review_note", "title", type_=sa.String(40), existing_type=sa.String(80))
+''',
+}
+
+
+def test_review_warns_of_a_downgrade_that_narrows_a_type(project: Path, admin_url: URL) -> None:
+    """A title widened from varchar(40) to varchar(80), in place; its downgrade narrows
+    it back, which PostgreSQL (asked on the head database) does by rewriting the table,
+    failing on a longer title: the review says so, without blocking."""
+    versions = project / "migrations" / "versions"
+    for name, text in NARROWING_REVISIONS.items():
+        (versions / name).write_text(text.format(head=HEAD))
+
+    report, stderr = run_review(project, admin_url)
+
+    (warning,) = [line for line in report.splitlines() if "changes column" in line]
+    assert warning == (
+        f"- {ATTENTION} Downgrading `rrrr00000002` changes column `review_note.title` back to "
+        "`VARCHAR(40)` (it is `character varying(80)` after the change), which rewrites the "
+        "table and rebuilds its indexes under ACCESS EXCLUSIVE, and fails on any value written "
+        "since that `VARCHAR(40)` cannot hold"
+    )
+    assert_dropped(admin_url, stderr)
