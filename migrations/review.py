@@ -752,8 +752,8 @@ class Alert:
 
 
 ACKNOWLEDGE_HOW = (
-    f'add `{DESTRUCTIVE_ACKNOWLEDGED} = "<why losing this data is right>"` to the revision '
-    "once the loss is intended"
+    f'say why in the revision\'s `{DESTRUCTIVE_ACKNOWLEDGED} = "<why losing this data is right>"` '
+    "(make revision writes it empty) once the loss is intended"
 )
 
 
