@@ -179,7 +179,7 @@ def _without_work_on_dropped_tables(
         if (
             isinstance(operation, row_level.TABLE_OPERATIONS)
             and operation.table_name in dropped
-            and not dependency_order.kept_policy_drops(operation, dropped, reads)
+            and not dependency_order.policy_drop_stays(operation, dropped, reads)
         ):
             continue
         if isinstance(operation, ops.ModifyTableOps) and operation.table_name in dropped:

@@ -26,7 +26,7 @@ topological sort):
   or altered that read ``t``.
 
 A policy on a dropped table that reads another dropped table is dropped on its own
-first (:func:`kept_policy_drops`): the two tables' drops may not be orderable (the
+first (:func:`policy_drop_stays`): the two tables' drops may not be orderable (the
 policy reads the member table, whose foreign key references the first), and the
 explicit drop breaks that cycle.
 
@@ -78,7 +78,7 @@ def _policy_reads(operation: MigrateOperation, reads: PolicyReads) -> set[str]:
     return reads.get((table, policy.name), set()) - {table}
 
 
-def kept_policy_drops(operation: MigrateOperation, dropped: set[str], reads: PolicyReads) -> bool:
+def policy_drop_stays(operation: MigrateOperation, dropped: set[str], reads: PolicyReads) -> bool:
     """Whether `operation`, on a table the same revision drops, must stay: a policy's
     drop whose policy reads another table dropped there too (see the module)."""
     return isinstance(operation, row_level.DropPolicyOp) and bool(
