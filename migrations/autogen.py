@@ -13,14 +13,18 @@ story and so tools and tests can use the same filters:
 * the ``verify_revision`` post-write hook (``alembic.ini``): a revision just written
   must import, render its upgrade and downgrade SQL, and upgrade, downgrade and
   upgrade again on a throwaway database, or ``alembic revision`` fails with one line
-  naming the file.
+  naming the file. A revision whose upgrade's SQL destroys data
+  (:func:`migrations.lint.data_losses`) is said to in one line, and gets an empty
+  ``destructive_acknowledged`` for its author to fill.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
 import os
+import textwrap
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,7 +47,16 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database, deploy, enums, online, online_columns, renames
+from migrations import (
+    database,
+    dependency_order,
+    deploy,
+    enums,
+    lint,
+    online,
+    online_columns,
+    renames,
+)
 from migrations.rowsecurity import operations as row_level
 
 log = logging.getLogger(__name__)
@@ -151,15 +164,23 @@ def _without_table_info(script: MigrationScript) -> None:
                 operation.info = {}
 
 
-def _without_work_on_dropped_tables(container: OpContainer) -> None:
+def _without_work_on_dropped_tables(
+    container: OpContainer, reads: dependency_order.PolicyReads
+) -> None:
     """Leave out what a table's drop does by itself: dropping its indexes and
     constraints and its row-level security (a plain ``DROP INDEX`` on a live table,
-    for one, would hold writers for nothing). Called once the downgrade has been
-    derived from the upgrade, so a dropped table's downgrade still rebuilds it all."""
+    for one, would hold writers for nothing); but not the drop of a policy that reads
+    another table dropped too (:mod:`migrations.dependency_order`). Called once the
+    downgrade has been derived from the upgrade, so a dropped table's downgrade still
+    rebuilds it all."""
     dropped = {op.table_name for op in container.ops if isinstance(op, ops.DropTableOp)}
     kept: list[Any] = []
     for operation in container.ops:
-        if isinstance(operation, row_level.TABLE_OPERATIONS) and operation.table_name in dropped:
+        if (
+            isinstance(operation, row_level.TABLE_OPERATIONS)
+            and operation.table_name in dropped
+            and not dependency_order.policy_drop_stays(operation, dropped, reads)
+        ):
             continue
         if isinstance(operation, ops.ModifyTableOps) and operation.table_name in dropped:
             operation.ops = [
@@ -174,16 +195,19 @@ def _without_work_on_dropped_tables(container: OpContainer) -> None:
 
 
 def process_revision_directives(*, drop_empty: bool) -> Any:
-    """The ``process_revision_directives`` hook: online rewrites and up-front locks
+    """The ``process_revision_directives`` hook: operations in an order that runs
+    (:mod:`migrations.dependency_order`), online rewrites and up-front locks
     (:func:`migrations.online.rewrite`), no table ``info`` rendered, and, when
     `drop_empty` (``alembic revision --autogenerate``), no file when there is nothing
     to do."""
 
     def hook(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+        reads = dependency_order.policy_reads(context)
         for script in directives:
             _without_table_info(script)
             for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
-                _without_work_on_dropped_tables(container)
+                _without_work_on_dropped_tables(container, reads)
+                dependency_order.in_dependency_order(container, reads)
         online_columns.prepare(directives)
         online.rewrite(context, revision, directives)
         renames.rewrite(context, revision, directives)
@@ -201,17 +225,17 @@ def process_revision_directives(*, drop_empty: bool) -> Any:
 
 
 @contextmanager
-def _quiet(*names: str) -> Iterator[None]:
-    """Raise `names`' loggers to WARNING for the duration (offline rendering chatter)."""
+def _quiet(*names: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise `names`' loggers to `level` for the duration (offline rendering chatter)."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(level)
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for logger, was in zip(loggers, levels, strict=True):
+            logger.setLevel(was)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -251,8 +275,10 @@ def verify_revision(path: str, options: Mapping[str, str]) -> None:
     down = module.down_revision
     start = "base" if down is None else down if isinstance(down, str) else down[0]
     config_file = options.get("config") or "alembic.ini"
+    upgrade_sql = io.StringIO()
     for verb, span in (("upgrade", f"{start}:{revision}"), ("downgrade", f"{revision}:{start}")):
-        config = Config(config_file, output_buffer=io.StringIO(), stdout=io.StringIO())
+        output = upgrade_sql if verb == "upgrade" else io.StringIO()
+        config = Config(config_file, output_buffer=output, stdout=io.StringIO())
         config.attributes["configure_logging"] = False
         try:
             with _quiet("alembic", "migrations"):
@@ -262,8 +288,59 @@ def verify_revision(path: str, options: Mapping[str, str]) -> None:
                 f"{written.name} was written but `alembic {verb} {span} --sql` fails"
                 f"{_where_in(written, exc)}: {_first_line(exc)}"
             ) from None
+    if losses := lint.data_losses(upgrade_sql.getvalue()):
+        _ask_why(written, module, losses)
     if os.environ.get(VERIFY_VARIABLE, "").strip().lower() != "offline":
         _run_on_a_throwaway_database(written, config_file, revision, start)
+
+
+def _ask_why(written: Path, module: Any, losses: list[lint.Loss]) -> None:
+    """Say in one line that the revision at `written` destroys data (`losses`, read from
+    its upgrade's SQL) and, unless it already says why, write an empty
+    ``destructive_acknowledged`` for its author to fill: until it holds a reason, the
+    tests and the review fail on the revision, and a deploy says so."""
+    what = lint.describe_losses(losses)
+    name = lint.DESTRUCTIVE_ACKNOWLEDGED
+    if lint.destructive_reason(module) is not None:
+        log.info("%s destroys data on upgrade (%s), and says why", written.name, what)
+        return
+    wrote = not hasattr(module, name)
+    if wrote:
+        _write_placeholder(written, what)
+    log.warning(
+        "%s destroys data on upgrade (%s): say why in its %s (%s); make test and make review "
+        "fail until it does",
+        written.name,
+        what,
+        name,
+        "written empty" if wrote else "it is empty",
+    )
+
+
+def _write_placeholder(written: Path, what: str) -> None:
+    """``destructive_acknowledged = ""`` after the revision's last top-level assignment
+    before its functions (its identifiers, or ``squawk_acknowledged``), with a comment
+    saying what goes, formatted as ruff formats it."""
+    text = written.read_text()
+    tree = ast.parse(text)
+    assignments = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            break
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            assignments.append(node)
+    lines = text.splitlines(keepends=True)
+    after = assignments[-1].end_lineno if assignments else 0
+    assert after is not None
+    comment = textwrap.wrap(
+        f"Its upgrade destroys data: {what}. Say why that is right; while this is empty, "
+        "make test and make review fail on this revision.",
+        width=86,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    block = ["\n", *(f"# {line}\n" for line in comment), f"{lint.DESTRUCTIVE_PLACEHOLDER}\n"]
+    written.write_text("".join([*lines[:after], *block, *lines[after:]]))
 
 
 def _run_on_a_throwaway_database(
@@ -287,7 +364,9 @@ def _run_on_a_throwaway_database(
                 ):
                     config = Config(config_file, stdout=io.StringIO())
                     config.attributes["connection"] = engine
-                    with _quiet("alembic", "migrations"):
+                    # What a deploy would warn of (an unacknowledged loss, say) is said
+                    # already, of the revision itself: a failure here is the one line.
+                    with _quiet("alembic", "migrations", level=logging.ERROR):
                         getattr(command, verb)(config, target)
             finally:
                 engine.dispose()

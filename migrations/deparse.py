@@ -15,7 +15,13 @@ catalog, and both sides are compared as PostgreSQL prints them:
   real tables are never locked or changed, and the whole cost is a few round trips
   per autogenerate run, whatever the number of tables;
 * a declaration PostgreSQL refuses (an expression that does not parse, a column
-  that does not exist) is reported now, in one line, rather than at deploy time.
+  that does not exist) is reported now, in one line, rather than at deploy time;
+* a policy may name a table with its schema (``public.project_member``): that name
+  reaches past the twins to the real table, so a model table the database lacks (one
+  this very revision creates) gets a stand-in there too, its columns only, for the
+  savepoint's length. The policies are read back with ``pg_temp`` searched last and
+  its name taken out, so that every table prints as the catalog will print it on the
+  real tables, named with its schema or not.
 
 Declared functions get twins in ``pg_temp`` too, to be read back as ``pg_proc`` holds
 them; one the database lacks is also created in its schema for the savepoint's
@@ -24,6 +30,7 @@ length, for the policies that call it.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +87,16 @@ class _Statement:
 _POLICIES = """
     SELECT tablename, policyname, qual, with_check FROM pg_policies
     WHERE schemaname = pg_my_temp_schema()::regnamespace::text
+"""
+#: ``pg_temp`` last, so that a real table named like a twin (``public.todo``) prints as
+#: it prints without twins; a twin then prints with its temporary schema's name.
+_TEMPORARY_LAST = """
+    SELECT set_config('search_path', current_setting('search_path') || ', pg_temp', true),
+           pg_my_temp_schema()::regnamespace::text
+"""
+_MISSING = """
+    SELECT name FROM unnest(%(names)s::text[]) AS name
+    WHERE to_regclass(format('public.%%I', name)) IS NULL
 """
 _POLICY_READS = """
     SELECT c.relname, p.polname, r.relname
@@ -171,6 +188,9 @@ def _statements(
     quote = dialect.identifier_preparer.quote
     twins: list[_Statement] = []
     inside: list[_Statement] = _function_statements(declared_functions)
+    missing = set(
+        connection.exec_driver_sql(_MISSING, {"names": [table.name for table in tables]}).scalars()
+    )
     for table in tables:
         columns = ", ".join(
             f"{quote(column.name)} {column.type.compile(dialect=dialect)}"
@@ -180,6 +200,9 @@ def _statements(
         twins.append(
             _Statement(f"the columns of {table.name!r}", f"CREATE TEMP TABLE {name} ({columns})")
         )
+        if table.name in missing:
+            stand_in = f"CREATE TABLE public.{name} ({columns})"
+            twins.append(_Statement(f"the columns of {table.name!r}", stand_in))
         for check in declared_checks(table):
             sql = str(sa.schema.AddConstraint(check).compile(dialect=dialect))
             what = f"CHECK {check_name(table, check)!r} on {table.name!r}"
@@ -241,8 +264,6 @@ def deparse(
     try:
         _create_enum_types(connection, tables)
         _run(connection, statements)
-        for table, name, using, with_check in connection.exec_driver_sql(_POLICIES):
-            declared.policies[table][name] = (using, with_check)
         for table, name, other in connection.exec_driver_sql(_POLICY_READS):
             declared.policy_reads[(table, name)].add(other)
         for table, name, expression in connection.exec_driver_sql(_CHECKS):
@@ -255,9 +276,25 @@ def deparse(
                 connection, "p.pronamespace = pg_my_temp_schema()"
             )
             declared.definer_problems = definer_safety.problems(connection, twins_of_definers)
+        # Last: the search path changes for what is left of the savepoint.
+        _, temporary = connection.exec_driver_sql(_TEMPORARY_LAST).one()
+        for table, name, using, with_check in connection.exec_driver_sql(_POLICIES):
+            declared.policies[table][name] = (
+                _without_schema(using, temporary),
+                _without_schema(with_check, temporary),
+            )
     finally:
         twins.rollback()
     return declared
+
+
+def _without_schema(expression: str | None, schema: str) -> str | None:
+    """`expression` with the twins' temporary schema taken out of the names it
+    qualifies (a table in a query as ``pg_temp.``, a ``regclass`` literal as
+    ``pg_temp_3.``): without the twins, those tables are visible unqualified."""
+    if expression is None:
+        return None
+    return re.sub(rf'(?<![\w$"])(?:{re.escape(schema)}|pg_temp)\.', "", expression)
 
 
 _per_run: WeakKeyDictionary[AutogenContext, Declared] = WeakKeyDictionary()

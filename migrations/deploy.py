@@ -752,11 +752,63 @@ def _first_line(exc: BaseException | None) -> str:
 
 
 def _database_error(exc: DBAPIError) -> str:
-    """The driver's error in one line, saying so when the connection went with it."""
+    """The driver's error in one line, with PostgreSQL's DETAIL (which names the
+    duplicated key, the object in the way...) without the rows' values, and saying so
+    when the connection went with it."""
     error = _first_line(exc.orig)
+    detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None)
+    if detail:
+        error += f" (DETAIL: {without_values(detail)})"
     if exc.connection_invalidated:
         error += " (the connection was lost)"
     return error
+
+
+#: How PostgreSQL's DETAIL goes on after a key's values (``Key (a)=(1) is duplicated.``).
+_AFTER_KEY_VALUES = (
+    " is duplicated",
+    " already exists",
+    " is not present in table",
+    " is still referenced from table",
+    " conflicts with existing key",
+)
+_ROW_VALUES = re.compile(r"^Failing row contains \(.*\)(\.?)$", re.DOTALL)
+#: Said where values were left out.
+VALUES_LEFT_OUT = "…"
+
+
+def without_values(detail: str) -> str:
+    """PostgreSQL's DETAIL in one line, the values of rows it quotes left out: they are
+    data (an e-mail address, a title), and a deploy's line reaches CI logs. The key's
+    columns stay (they come from an index's definition), and so does the rest; ``-x
+    debug=1`` prints the whole error."""
+    detail = " ".join(detail.split())
+    if _ROW_VALUES.match(detail):
+        return _ROW_VALUES.sub(rf"Failing row contains ({VALUES_LEFT_OUT})\1", detail)
+    if not detail.startswith("Key ("):
+        return detail
+    columns_end = _closing(detail, len("Key "))
+    if columns_end is None or not detail.startswith("=(", columns_end + 1):
+        return f"Key ({VALUES_LEFT_OUT})"
+    key = detail[: columns_end + 1]
+    for after in _AFTER_KEY_VALUES:
+        at = detail.rfind(")" + after)
+        if at > columns_end:
+            rest = detail[at + 1 :]
+            if after == " conflicts with existing key":
+                rest = f"{after} ({VALUES_LEFT_OUT})"
+            return f"{key}=({VALUES_LEFT_OUT}){rest}"
+    return f"{key}=({VALUES_LEFT_OUT})"
+
+
+def _closing(text: str, start: int) -> int | None:
+    """The index of the parenthesis closing the one at `start`."""
+    depth = 0
+    for index in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return index
+    return None
 
 
 class _RunningStatement:

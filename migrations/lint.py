@@ -21,22 +21,30 @@ Renames: squawk's ``renaming-table``, ``renaming-column`` and ``renaming-object`
 answered by the models' own declaration (``renamed_from``, :mod:`migrations.renames`),
 which the generated upgrade lists in its docstring: a rename statement the list holds
 is acknowledged; any other rename needs its ``squawk_acknowledged`` reason.
+
+What a revision destroys (:func:`data_losses`) is read here too, from the SQL its
+upgrade runs, for everyone who asks: ``make revision`` (which writes the
+acknowledgement for its author to fill), the test that gates every revision, the
+review, and the deploy's restore point (:func:`upgrade_losses`, rendered in process).
 """
 
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 
 from migrations import alembic_cli
@@ -49,6 +57,9 @@ SQUAWK = shutil.which("squawk", path=str(Path(sys.executable).parent)) or "squaw
 ACKNOWLEDGED = "squawk_acknowledged"
 #: The module-level string in which a revision acknowledges the data its upgrade drops.
 DESTRUCTIVE_ACKNOWLEDGED = "destructive_acknowledged"
+#: What ``make revision`` writes into a revision that destroys data, for its author to
+#: fill: an empty reason, which the tests and the review refuse.
+DESTRUCTIVE_PLACEHOLDER = f'{DESTRUCTIVE_ACKNOWLEDGED} = ""'
 
 #: Rules against destroying data: acknowledged by :data:`DESTRUCTIVE_ACKNOWLEDGED`.
 DESTROYING_RULES = frozenset(
@@ -191,6 +202,149 @@ def listed_renames(module: ModuleType) -> set[Rename]:
     return found
 
 
+# --- what a revision destroys ---------------------------------------------------------
+
+_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>[^;]+)", re.I | re.M)
+_TRUNCATE = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?(?:ONLY\s+)?(?P<names>[^;]+)", re.I | re.M)
+_DELETE = re.compile(rf"^\s*DELETE\s+FROM\s+(?:ONLY\s+)?(?P<table>{_NAME})", re.I | re.M)
+_ALTER_TABLE = re.compile(
+    rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{_NAME})\s+(?P<actions>[^;]+)",
+    re.I | re.M,
+)
+_DROP_COLUMN = re.compile(
+    rf"(?:^|,)\s*DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?(?P<column>{_IDENTIFIER})", re.I
+)
+_NAME_AT_START = re.compile(rf"\s*(?P<name>{_NAME})")
+
+
+def _names(listing: str) -> list[str]:
+    names = []
+    for piece in listing.split(","):
+        match = _NAME_AT_START.match(piece)
+        if match:
+            names.append(_unquoted(match["name"]))
+    return names
+
+
+@dataclass(frozen=True, order=True)
+class Loss:
+    """Data a statement destroys: a table, a column, every row of a table (`truncate`)
+    or some of them (`delete`)."""
+
+    table: str
+    column: str | None = None
+    truncate: bool = False
+    delete: bool = False
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        """``column note.mood``, ``table note``...; `name` dresses a name (the review
+        writes it as code)."""
+        if self.truncate:
+            return f"every row of table {name(self.table)} (TRUNCATE)"
+        if self.delete:
+            return f"rows of table {name(self.table)} (DELETE)"
+        if self.column is None:
+            return f"table {name(self.table)}"
+        return f"column {name(f'{self.table}.{self.column}')}"
+
+
+def describe_losses(losses: list[Loss]) -> str:
+    """``column note.mood, table note_link``."""
+    return ", ".join(loss.describe() for loss in losses)
+
+
+def data_losses(sql: str) -> list[Loss]:
+    """The tables and columns `sql` drops, the tables it empties and those it deletes
+    rows from (Alembic's own ``alembic_version`` aside), read from the statements
+    themselves (a statement starts a line, as rendered SQL has it)."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    losses: set[Loss] = set()
+    for match in _DROP_TABLE.finditer(sql):
+        losses.update(Loss(table) for table in _names(match["names"]))
+    for match in _TRUNCATE.finditer(sql):
+        losses.update(Loss(table, truncate=True) for table in _names(match["names"]))
+    for match in _DELETE.finditer(sql):
+        losses.add(Loss(_unquoted(match["table"]), delete=True))
+    for match in _ALTER_TABLE.finditer(sql):
+        table = _unquoted(match["table"])
+        for drop in _DROP_COLUMN.finditer(match["actions"]):
+            if drop["column"].upper() != "CONSTRAINT":
+                losses.add(Loss(table, _unquoted(drop["column"])))
+    return sorted(loss for loss in losses if loss.table != "alembic_version")
+
+
+@dataclass(frozen=True)
+class TypeChange:
+    """``ALTER TABLE <table> ALTER COLUMN <column> TYPE <type> [USING <using>]``."""
+
+    table: str
+    column: str
+    type: str
+    using: str | None = None
+
+
+_ALTER_COLUMN_TYPE = re.compile(
+    rf"(?:^|,)\s*ALTER\s+(?:COLUMN\s+)?(?P<column>{_IDENTIFIER})\s+(?:SET\s+DATA\s+)?TYPE\s+",
+    re.I,
+)
+_USING = re.compile(r"\s+USING\s+", re.I)
+
+
+def _up_to_top_level_comma(text: str) -> str:
+    depth, quoted = 0, False
+    for index, character in enumerate(text):
+        if character == "'":
+            quoted = not quoted
+        elif not quoted and character in "()":
+            depth += 1 if character == "(" else -1
+        elif not quoted and depth == 0 and character == ",":
+            return text[:index]
+    return text
+
+
+def type_changes(sql: str) -> list[TypeChange]:
+    """The column type changes `sql`'s statements make, in order."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    found = []
+    for match in _ALTER_TABLE.finditer(sql):
+        table, actions = _unquoted(match["table"]), match["actions"]
+        for change in _ALTER_COLUMN_TYPE.finditer(actions):
+            written = _up_to_top_level_comma(actions[change.end() :]).strip()
+            type_, *using = _USING.split(written, maxsplit=1)
+            column = _unquoted(change["column"])
+            found.append(
+                TypeChange(table, column, type_.strip(), using[0].strip() if using else None)
+            )
+    return found
+
+
+def rendered_upgrade(module: ModuleType) -> str:
+    """The SQL `module`'s (a revision's) ``upgrade()`` emits, rendered offline in this
+    process as ``alembic upgrade --sql`` renders it (without the session settings,
+    transactions and version-table updates around it): a few milliseconds, where the
+    command costs a Python start."""
+    # The project's operations (op.lock_tables, op.create_policy...), registered by
+    # importing their modules, as env.py does; already imported when env.py runs.
+    import migrations.autogen
+    import migrations.rowsecurity.compare  # noqa: F401
+
+    output = io.StringIO()
+    context = MigrationContext.configure(
+        dialect_name="postgresql",
+        # As env.py renders offline: for psql, a % stays one.
+        dialect_opts={"paramstyle": "named"},
+        opts={"as_sql": True, "output_buffer": output, "literal_binds": True},
+    )
+    with Operations.context(context):
+        module.upgrade()
+    return output.getvalue()
+
+
+def upgrade_losses(module: ModuleType) -> list[Loss]:
+    """What `module`'s (a revision's) upgrade destroys, read from its SQL."""
+    return data_losses(rendered_upgrade(module))
+
+
 def start_of(revision: Script) -> str:
     """What `revision` upgrades from: its down revision, or ``base`` for the first."""
     down = revision.down_revision
@@ -265,7 +419,8 @@ def acknowledged(module: ModuleType) -> dict[str, str]:
 
 
 def destructive_reason(module: ModuleType) -> str | None:
-    """Why `module` (a revision) may destroy data, when it says so."""
+    """Why `module` (a revision) may destroy data, when it says so: the placeholder
+    ``make revision`` writes (an empty string) says nothing."""
     reason = getattr(module, DESTRUCTIVE_ACKNOWLEDGED, None)
     return reason.strip() or None if isinstance(reason, str) else None
 

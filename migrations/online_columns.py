@@ -32,6 +32,10 @@ after the revision:
   expand/contract way, unless the model accepts the rewrite:
   ``Column(..., info={"rewrite_acknowledged": "why"})`` (:data:`REWRITE_ACKNOWLEDGED`;
   it also accepts the rewrite of a new column's volatile default on a small table).
+  The downgrade undoes the change and cannot be refused, but when PostgreSQL does not
+  make the reverse change in place either (``varchar(80)`` back to ``varchar(40)``
+  rewrites the table and fails on a longer value), ``make revision`` says so in one
+  line and the revision's account of its downgrade says so too.
 
 A table the revision creates or drops is left to the plain form. The generated
 revision's docstring says, for every online form (these and the indexes and
@@ -42,6 +46,7 @@ is answered in the revision with what PostgreSQL said.
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,6 +66,8 @@ from sqlalchemy.exc import DBAPIError
 from migrations import enums, online
 from migrations.backfill import BackfillOp, run_with_a_brief_lock
 from migrations.online_unique import AddConstraintUsingIndexOp
+
+log = logging.getLogger(__name__)
 
 #: The column ``info`` key in which a model accepts a change that rewrites the table,
 #: with the reason: ``Column("rank", BigInteger, info={REWRITE_ACKNOWLEDGED: "why"})``.
@@ -212,14 +219,16 @@ def _files(connection: Connection) -> dict[str, int]:
     return {name: node for name, node in connection.exec_driver_sql(_FILES)}
 
 
-def _what_it_does(connection: Connection, create: str, change: str) -> str | None:
-    """What `change` does to the temporary table `create` makes (named ``_PROBE``): None
-    when nothing but the catalog changes, else what PostgreSQL does to the rows or
-    says against it. Inside a savepoint that is rolled back: nothing is kept."""
+def _what_it_does(connection: Connection, create: Sequence[str], change: str) -> str | None:
+    """What `change` does to the temporary table the statements `create` make (named
+    ``_PROBE``): None when nothing but the catalog changes, else what PostgreSQL does
+    to the rows or says against it. Inside a savepoint that is rolled back: nothing is
+    kept."""
     savepoint = connection.begin_nested()
     try:
         connection.exec_driver_sql(f"SET LOCAL TimeZone = '{_PROBE_TIME_ZONE}'")
-        connection.exec_driver_sql(create.replace("%", "%%"))
+        for statement in create:
+            connection.exec_driver_sql(statement.replace("%", "%%"))
         files = _files(connection)
         scans = connection.exec_driver_sql(_SCANS).scalar()
         try:
@@ -243,20 +252,40 @@ def _type_sql(context: MigrationContext, type_: Any) -> str:
     return str(sa.types.to_instance(type_).compile(dialect=context.dialect))
 
 
+def type_change_effect(
+    connection: Connection,
+    table: str,
+    column: str,
+    new_type: str,
+    *,
+    using: str | None = None,
+    from_type: str | None = None,
+) -> str | None:
+    """What changing `column` of `table` to `new_type` (SQL) does to the table: None
+    for nothing but the catalog, else what PostgreSQL does to the rows or says against
+    it; asked of a temporary copy of the table (its indexes, constraints and defaults,
+    no rows), its column first changed to `from_type` when given (the type an upgrade
+    gives it, for the change its downgrade makes)."""
+    quote = connection.dialect.identifier_preparer.quote
+    create = [f"CREATE TEMPORARY TABLE {_PROBE} (LIKE {quote(table)} INCLUDING ALL)"]
+    alter = f"ALTER TABLE pg_temp.{_PROBE} ALTER COLUMN {quote(column)} TYPE"
+    if from_type is not None:
+        create.append(f"{alter} {from_type}")
+    change = f"{alter} {new_type}" + (f" USING {using}" if using else "")
+    return _what_it_does(connection, create, change)
+
+
 def _type_change(context: MigrationContext, operation: ops.AlterColumnOp) -> str | None:
     """What the type change of `operation` does to its table (None: nothing but the
     catalog), asked of a temporary copy of the table."""
     assert context.connection is not None
-    using = operation.kw.get("postgresql_using")
-    change = (
-        f"ALTER TABLE pg_temp.{_PROBE} ALTER COLUMN {_quote(context, operation.column_name)} "
-        f"TYPE {_type_sql(context, operation.modify_type)}" + (f" USING {using}" if using else "")
+    return type_change_effect(
+        context.connection,
+        operation.table_name,
+        operation.column_name,
+        _type_sql(context, operation.modify_type),
+        using=operation.kw.get("postgresql_using"),
     )
-    create = (
-        f"CREATE TEMPORARY TABLE {_PROBE} "
-        f"(LIKE {_quote(context, operation.table_name)} INCLUDING ALL)"
-    )
-    return _what_it_does(context.connection, create, change)
 
 
 def _default_rewrites(context: MigrationContext, column: sa.Column[Any]) -> bool:
@@ -268,7 +297,7 @@ def _default_rewrites(context: MigrationContext, column: sa.Column[Any]) -> bool
     # No statement to compile: only the column's default, as DDL writes it.
     compiler = context.dialect.ddl_compiler(context.dialect, None)  # type: ignore[arg-type]
     default = compiler.get_column_default_string(column)
-    create = f"CREATE TEMPORARY TABLE {_PROBE} ()"
+    create = [f"CREATE TEMPORARY TABLE {_PROBE} ()"]
     for type_sql in (_type_sql(context, column.type), "text"):
         change = f"ALTER TABLE pg_temp.{_PROBE} ADD COLUMN probed {type_sql} DEFAULT {default}"
         effect = _what_it_does(context.connection, create, change)
@@ -445,6 +474,52 @@ def _judge_type_change(
     )
 
 
+def _judge_downgrade_type_change(context: MigrationContext, operation: ops.AlterColumnOp) -> None:
+    """A downgrade's type change undoes its upgrade's and cannot be refused; but when
+    PostgreSQL does not make it in place (a ``varchar(80)`` narrowed back to
+    ``varchar(40)`` rewrites the table, checking every value), the downgrade holds the
+    table under ACCESS EXCLUSIVE for the rewrite and fails on any value written since
+    that the old type cannot hold. Asked of a temporary copy of the table given the
+    upgrade's type first; said in one line at ``make revision`` and in the revision's
+    account of its downgrade."""
+    if operation.existing_type is None or operation.modify_type is None:
+        return
+    assert context.connection is not None
+    where = f"{operation.table_name}.{operation.column_name}"
+    upgraded = _type_sql(context, operation.existing_type)
+    old = _type_sql(context, operation.modify_type)
+    try:
+        effect = type_change_effect(
+            context.connection,
+            operation.table_name,
+            operation.column_name,
+            old,
+            using=operation.kw.get("postgresql_using"),
+            from_type=upgraded,
+        )
+    except DBAPIError as exc:  # the copy could not be given the upgrade's type (no cast)
+        reason = str(exc.orig).strip().splitlines()[0]
+        effect = f"may rewrite the table (PostgreSQL could not be asked: {reason})"
+    if effect is None:
+        return
+    if effect.startswith("PostgreSQL refuses"):
+        effect = f"cannot be made in place ({effect})"
+    risk = (
+        f"{effect} under ACCESS EXCLUSIVE, and fails on any value written since that {old} "
+        "cannot hold"
+    )
+    operation.info[_SAYS] = f"change {where} back from {upgraded} to {old}, which {risk}"
+    log.warning(
+        "%s: the downgrade changes it back from %s to %s, which %s: before downgrading, "
+        "make every value fit %s",
+        where,
+        upgraded,
+        old,
+        risk,
+        old,
+    )
+
+
 @online.rewriter.rewrites(ops.AlterColumnOp)
 def alter_column_online(
     context: MigrationContext, revision: Any, operation: ops.AlterColumnOp
@@ -456,6 +531,8 @@ def alter_column_online(
     column = _model_column(context, table, name)
     if operation.modify_type is not None and not _in_downgrade(operation):
         _judge_type_change(context, operation, column)
+    elif operation.modify_type is not None:
+        _judge_downgrade_type_change(context, operation)
     if operation.modify_nullable and _in_downgrade(operation):
         # Undoing the online NOT NULL: backed out after its validation failed, the
         # upgrade left its CHECK behind.

@@ -1,10 +1,13 @@
 """Restore points: before a deploy destroys data on Neon, a branch that keeps it.
 
-A revision that drops a table or a column says why, at its top level
-(``destructive_acknowledged = "..."``): its author's decision, made when it was
-written. The deploy adds the way back. Before ``alembic upgrade`` runs the first such
-revision on a Neon database (holding the deploy lock, before any revision of the run
-has touched anything), it creates a branch of the branch being migrated,
+What a revision destroys is read from what it does: the SQL its upgrade runs, rendered
+in process (:func:`migrations.lint.upgrade_losses`, the reading the review and
+``make revision`` use), whatever its ``destructive_acknowledged`` says. That line is its
+author's reason, asked for by ``make revision``, the tests and the review; a revision
+whose author forgot it runs all the same, saying so in one line, and still gets its
+restore point. Before ``alembic upgrade`` runs the first such revision on a Neon
+database (holding the deploy lock, before any revision of the run has touched
+anything), it creates a branch of the branch being migrated,
 ``restore/<revision>-<UTC time>``: Neon's copy-on-write copy of it as it stands, made
 in about a second whatever its size, without a compute (nothing runs or bills until
 someone reads it), deleted by Neon itself after ``restore_point_expires_in`` (7 days).
@@ -93,8 +96,49 @@ def neon_endpoint(host: str | None) -> str | None:
     return match["endpoint"] if match else None
 
 
-def destroying_upgrades(migration_context: MigrationContext) -> list[Script]:
-    """The revisions this run upgrades through that say they destroy data, in the order
+@dataclass(frozen=True)
+class Destroying:
+    """A revision of the run whose upgrade destroys data, and what."""
+
+    script: Script
+    #: What its upgrade's SQL destroys; empty when that SQL could not be rendered.
+    losses: tuple[lint.Loss, ...]
+    #: Why that SQL could not be read, if it could not (then it may destroy anything).
+    unreadable: str | None = None
+
+    @property
+    def revision(self) -> str:
+        return self.script.revision
+
+    @property
+    def reason(self) -> str | None:
+        """Why, as its author says (None: the acknowledgement is missing or empty)."""
+        return lint.destructive_reason(self.script.module)
+
+    def describe(self) -> str:
+        """``revision 1a2b (file.py) destroys data (column note.mood; "why")``."""
+        what = lint.describe_losses(list(self.losses)) or (
+            f"what, its upgrade's SQL could not tell: {self.unreadable}"
+        )
+        reason = " ".join((self.reason or "").split())
+        said = f'; "{reason}"' if reason else ""
+        name = Path(self.script.path).name
+        return f"revision {self.revision} ({name}) destroys data ({what}{said})"
+
+
+def _destroys(script: Script) -> Destroying | None:
+    """What `script`'s upgrade destroys, read from the SQL it runs; a revision whose SQL
+    cannot be rendered is taken to destroy data (a restore point is the safe side)."""
+    try:
+        losses = lint.upgrade_losses(script.module)
+    except Exception as exc:  # noqa: BLE001  (a revision's own code can raise anything)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return Destroying(script, (), f"{type(exc).__name__}: {first}".rstrip(": "))
+    return Destroying(script, tuple(losses)) if losses else None
+
+
+def destroying_upgrades(migration_context: MigrationContext) -> list[Destroying]:
+    """The revisions this run upgrades through whose upgrade destroys data, in the order
     they run. Asked of the function Alembic's own loop asks (the command's), so the
     answer holds however the destination was written (head, +2, a label, a range)."""
     steps_of = migration_context._migrations_fn  # noqa: SLF001  (see the docstring)
@@ -103,21 +147,37 @@ def destroying_upgrades(migration_context: MigrationContext) -> list[Script]:
     # unknown to this repository).
     heads = () if migration_context.purge else migration_context.get_current_heads()
     steps = steps_of(heads, migration_context)
-    return [
-        step.revision
+    found = (
+        _destroys(step.revision)
         for step in steps
-        if isinstance(step, RevisionStep)
-        and step.is_upgrade
-        and getattr(step.revision.module, lint.DESTRUCTIVE_ACKNOWLEDGED, None) is not None
-    ]
+        if isinstance(step, RevisionStep) and step.is_upgrade
+    )
+    return [destroying for destroying in found if destroying is not None]
 
 
-def _destroying(revisions: Sequence[Script]) -> str:
-    """``revision 1a2b (file.py) destroys data ("why")``, and how many more do."""
-    first = revisions[0]
-    reason = " ".join(str(lint.destructive_reason(first.module) or "no reason given").split())
+def _destroying(revisions: Sequence[Destroying]) -> str:
+    """``revision 1a2b (file.py) destroys data (column note.mood; "why")``, and how many
+    more do."""
     more = f", as {len(revisions) - 1} more of this run do" if len(revisions) > 1 else ""
-    return f'revision {first.revision} ({Path(first.path).name}) destroys data ("{reason}"){more}'
+    return f"{revisions[0].describe()}{more}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]  # a log line is a sentence
+
+
+def say_what_is_not_acknowledged(revisions: Sequence[Destroying]) -> None:
+    """One line for each revision that destroys data without saying why. It runs all
+    the same: the tests and the review refuse it before it can reach a deploy from main,
+    and a Neon database gets its restore point either way (research.md)."""
+    for destroying in revisions:
+        if destroying.reason is None:
+            log.warning(
+                "%s without saying why (its %s is missing or empty): it runs all the same; "
+                "make test and make review fail until it says why",
+                _sentence(destroying.describe()),
+                lint.DESTRUCTIVE_ACKNOWLEDGED,
+            )
 
 
 def comment_offline(migration_context: MigrationContext) -> None:
@@ -145,10 +205,11 @@ def make_before_data_is_lost(
     if not revisions:
         return
     destroying = _destroying(revisions)
-    said = destroying[:1].upper() + destroying[1:]  # a log line is a sentence
+    said = _sentence(destroying)
     if not migration_context.get_current_heads():
         log.info("%s; the database starts empty (at base): no restore point needed", said)
         return
+    say_what_is_not_acknowledged(revisions)
     if settings.mode == "off":
         log.warning("%s; no restore point is made (restore_point = off)", said)
         return

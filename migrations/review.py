@@ -16,9 +16,11 @@ The working tree is compared with a base commit (``origin/main`` unless ``--base
 * the **row-security matrix** after the change, what changed marked, and the
   **entity-relationship diagram** of the schema after it (:mod:`migrations.schema_docs`);
 * **warnings** a reviewer must not miss: data lost on upgrade or on downgrade, a
-  destructive revision that does not acknowledge it, a table or column renamed (code
-  reading the old name breaks), a table without row-level security, squawk findings
-  not acknowledged, released revisions edited or deleted.
+  destructive revision that does not acknowledge it, a downgrade whose type change
+  rewrites the table and fails on values that no longer fit (asked of PostgreSQL on the
+  head database), a table or column renamed (code reading the old name breaks), a
+  table without row-level security, squawk findings not acknowledged, released
+  revisions edited or deleted.
 
 A rename (``ALTER TABLE ... RENAME``, of a table, a column, a constraint, an index or a
 sequence, in a new revision's SQL; :mod:`migrations.renames` writes them for what the
@@ -40,6 +42,9 @@ it with a module-level string::
 The databases are ``todo_review_*`` on the embedded server, or on the server whose
 admin URL ``REVIEW_DATABASE_URL`` names, and are dropped however the review ends.
 ``DATABASE_URL`` (perhaps production) is never used.
+
+The report is written whatever it finds; the command then exits 1 when it holds a
+blocking warning (⛔), so CI fails the pull request, and 2 when no review could be made.
 """
 
 from __future__ import annotations
@@ -62,10 +67,12 @@ from typing import TypeVar
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import pool as sa_pool
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 import models
-from migrations import database, lint, schema_docs
+from migrations import database, lint, online_columns, schema_docs
 from migrations.rowsecurity import declarations
 from migrations.rowsecurity.compare import Catalog
 from migrations.schema_docs import Column, Constraint, Index, Schema, Table, code
@@ -217,66 +224,9 @@ def extract_base(root: Path, commit: str, target: Path) -> None:
 
 # --- what a revision destroys -------------------------------------------------------
 
-_IDENTIFIER = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
-_NAME = rf"{_IDENTIFIER}(?:\s*\.\s*{_IDENTIFIER})?"
-_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<names>[^;]+)", re.I | re.M)
-_TRUNCATE = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?(?:ONLY\s+)?(?P<names>[^;]+)", re.I | re.M)
-_ALTER_TABLE = re.compile(
-    rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{_NAME})\s+(?P<actions>[^;]+)",
-    re.I | re.M,
-)
-_DROP_COLUMN = re.compile(
-    rf"(?:^|,)\s*DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?(?P<column>{_IDENTIFIER})", re.I
-)
-_NAME_AT_START = re.compile(rf"\s*(?P<name>{_NAME})")
-
-
-def _unquote(name: str) -> str:
-    """``public."user"`` -> ``user``; unquoted names fold to lower case, as in SQL."""
-    last: str = re.findall(_IDENTIFIER, name)[-1]
-    return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
-
-
-def _names(listing: str) -> list[str]:
-    names = []
-    for piece in listing.split(","):
-        match = _NAME_AT_START.match(piece)
-        if match:
-            names.append(_unquote(match["name"]))
-    return names
-
-
-@dataclass(frozen=True, order=True)
-class Loss:
-    """Data a statement destroys: a table, a column, or every row of a table."""
-
-    table: str
-    column: str | None = None
-    truncate: bool = False
-
-    def describe(self) -> str:
-        if self.truncate:
-            return f"every row of table {code(self.table)} (TRUNCATE)"
-        if self.column is None:
-            return f"table {code(self.table)}"
-        return f"column {code(f'{self.table}.{self.column}')}"
-
-
-def data_losses(sql: str) -> list[Loss]:
-    """The tables and columns `sql` drops and the tables it empties (Alembic's own
-    ``alembic_version`` aside), read from the statements themselves."""
-    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    losses: set[Loss] = set()
-    for match in _DROP_TABLE.finditer(sql):
-        losses.update(Loss(table) for table in _names(match["names"]))
-    for match in _TRUNCATE.finditer(sql):
-        losses.update(Loss(table, truncate=True) for table in _names(match["names"]))
-    for match in _ALTER_TABLE.finditer(sql):
-        table = _unquote(match["table"])
-        for drop in _DROP_COLUMN.finditer(match["actions"]):
-            if drop["column"].upper() != "CONSTRAINT":
-                losses.add(Loss(table, _unquote(drop["column"])))
-    return sorted(loss for loss in losses if loss.table != "alembic_version")
+#: Read from the SQL, in one place for the review, ``make revision`` and the deploy.
+Loss = lint.Loss
+data_losses = lint.data_losses
 
 
 # --- one revision, reviewed ---------------------------------------------------------
@@ -292,6 +242,9 @@ class RevisionReview:
     downgrade_sql: str = ""
     findings: list[lint.Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The downgrade's type changes PostgreSQL does not make in place, with what it does
+    #: instead and the column's type after the change (:func:`downgrade_type_changes`).
+    downgrade_rewrites: list[tuple[lint.TypeChange, str, str]] = field(default_factory=list)
 
     @property
     def revision(self) -> str:
@@ -357,6 +310,33 @@ def review_revision(script: Script, root: Path) -> RevisionReview:
     except lint.LintError as exc:
         reviewed.errors.append(str(exc))
     return reviewed
+
+
+def downgrade_type_changes(url: URL, revisions: list[RevisionReview], after: Schema) -> None:
+    """Each downgrade's type changes that PostgreSQL does not make in place (a
+    ``varchar(80)`` narrowed back to ``varchar(40)`` rewrites the table and fails on a
+    longer value), asked of a temporary copy of the table on the database `url` at the
+    working tree's head, recorded on the revision's review."""
+    engine = database.create_engine(url, poolclass=sa_pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            for revision in revisions:
+                for change in lint.type_changes(revision.downgrade_sql):
+                    table = after.tables.get(change.table)
+                    column = table.columns.get(change.column) if table is not None else None
+                    if column is None:
+                        continue  # gone by the head: a later revision changed it again
+                    try:
+                        effect = online_columns.type_change_effect(
+                            connection, change.table, change.column, change.type, using=change.using
+                        )
+                    except DBAPIError:
+                        continue  # not a type PostgreSQL knows here: the SQL says enough
+                    if effect is not None:
+                        revision.downgrade_rewrites.append((change, effect, column.type))
+            connection.rollback()
+    finally:
+        engine.dispose()
 
 
 # --- the schema, before and after ---------------------------------------------------
@@ -772,8 +752,8 @@ class Alert:
 
 
 ACKNOWLEDGE_HOW = (
-    f'add `{DESTRUCTIVE_ACKNOWLEDGED} = "<why losing this data is right>"` to the revision '
-    "once the loss is intended"
+    f'say why in the revision\'s `{DESTRUCTIVE_ACKNOWLEDGED} = "<why losing this data is right>"` '
+    "(make revision writes it empty) once the loss is intended"
 )
 
 
@@ -782,7 +762,7 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
     name = code(revision.revision)
     found = [Alert(BLOCKING, f"{name}: {error}") for error in revision.errors]
     if losses := revision.upgrade_losses:
-        what = ", ".join(loss.describe() for loss in losses)
+        what = ", ".join(loss.describe(code) for loss in losses)
         if reason := revision.destructive_acknowledged:
             text = f"{name} destroys data on upgrade: {what}. Acknowledged: “{reason}”"
             found.append(Alert(ATTENTION, text))
@@ -793,8 +773,16 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
             )
             found.append(Alert(BLOCKING, text))
     if losses := revision.downgrade_losses:
-        what = ", ".join(loss.describe() for loss in losses)
+        what = ", ".join(loss.describe(code) for loss in losses)
         text = f"Downgrading {name} drops {what}: the data written there is lost"
+        found.append(Alert(ATTENTION, text))
+    for change, effect, now in revision.downgrade_rewrites:
+        old = code(change.type)
+        text = (
+            f"Downgrading {name} changes column {code(f'{change.table}.{change.column}')} back "
+            f"to {old} (it is {code(now)} after the change), which {effect} under ACCESS "
+            f"EXCLUSIVE, and fails on any value written since that {old} cannot hold"
+        )
         found.append(Alert(ATTENTION, text))
     for rename in revision.renames:
         if rename.kind in ("table", "column"):
@@ -1138,6 +1126,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
         after = schema_docs.read_database(head_url)
         before = schema_docs.read_database(base_url) if base_url is not None else Schema()
         revisions = [future.result() for future in reviewed]
+        downgrade_type_changes(head_url, revisions, after)
 
     renames = [rename for revision in revisions for rename in revision.renames]
     changes = compare(before, after, renames)
@@ -1175,14 +1164,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        report = review(database.PROJECT_ROOT, args.base).markdown()
+        reviewed = review(database.PROJECT_ROOT, args.base)
     except (ReviewError, schema_docs.DocsError, database.DatabaseError) as exc:
         print(f"review: error: {exc}", file=sys.stderr)
         return 2
+    report = reviewed.markdown()
     output: Path = args.output
     output.write_text(report)
     sys.stdout.write(report)
     say(f"wrote {output} ({time.monotonic() - started:.1f} s)")
+    blocking = [alert for alert in reviewed.alerts if alert.level == BLOCKING]
+    if blocking:
+        # The report is written either way: CI posts it, then fails the pull request.
+        count = f"{len(blocking)} blocking warning{'' if len(blocking) == 1 else 's'}"
+        print(
+            f"review: {count} ({BLOCKING}) in {output}, the first: {blocking[0].text}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

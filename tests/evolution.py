@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from migrations import lint
 from migrations.autogen import VERIFY_VARIABLE
 from tests import alembic_batch
 from tests.conftest import PROJECT_ROOT, child_url, new_engine
@@ -220,6 +221,18 @@ def with_users(root: Path, url: URL, *users: str) -> Project:
     return Project.copy(root, child_url(url))
 
 
+#: What ``make revision`` writes into a revision that destroys data, for its author.
+PLACEHOLDER = lint.DESTRUCTIVE_PLACEHOLDER
+
+
+def acknowledged(path: Path, reason: str) -> None:
+    """The revision at `path` says why it destroys data, as its author does: in the
+    empty ``destructive_acknowledged`` that ``make revision`` wrote for it."""
+    text = path.read_text()
+    assert text.count(PLACEHOLDER) == 1, f"{path.name} was not flagged as destroying data"
+    path.write_text(text.replace(PLACEHOLDER, f"destructive_acknowledged = {json.dumps(reason)}"))
+
+
 def evolve(
     project: Project,
     message: str,
@@ -227,27 +240,28 @@ def evolve(
     *,
     acknowledge: str | None = None,
     squawk: dict[str, str] | None = None,
+    said: list[Run] | None = None,
 ) -> str:
     """One model change through the cycle a reviewer asks for, with the plain CLI:
     ``revision --autogenerate``, ``upgrade head``, ``check``, ``downgrade -1``, ``check``
     against the previous models (the new revision set aside), ``upgrade head`` and
-    ``check`` again. `acknowledge`, when given, is written into the new revision as its
-    ``destructive_acknowledged`` reason, and `squawk` as its ``squawk_acknowledged``, as
-    its author would. Returns the revision's text."""
+    ``check`` again. `acknowledge`, when given, fills the new revision's empty
+    ``destructive_acknowledged`` (which must be there: the revision destroys data), and
+    `squawk` is written as its ``squawk_acknowledged``, as its author would. Returns the
+    revision's text; `said`, when given, gets the run of ``revision --autogenerate``."""
     previous = project.models()
     before = project.revision_files()
     change(project)
     (generated,) = project.succeed(["revision", "--autogenerate", "-m", message])
+    if said is not None:
+        said.append(generated)
     written = project.revision_files() - before
     assert len(written) == 1, f"{message!r} wrote {len(written)} revisions: {generated}"
     (path,) = written
-    said = []
     if acknowledge is not None:
-        said.append(f"destructive_acknowledged = {json.dumps(acknowledge)}")
+        acknowledged(path, acknowledge)
     if squawk is not None:
-        said.append(f"squawk_acknowledged = {json.dumps(squawk)}")
-    if said:
-        ours = "\n".join(said) + "\n\n\ndef upgrade()"
+        ours = f"squawk_acknowledged = {json.dumps(squawk)}\n\n\ndef upgrade()"
         path.write_text(path.read_text().replace("def upgrade()", ours, 1))
     project.succeed(["upgrade", "head"], ["check"], ["downgrade", "-1"])
     project.checked_without(path, previous)

@@ -16,6 +16,7 @@ as a reviewer reads it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -30,7 +31,7 @@ from sqlalchemy.engine import URL
 
 from models.security import own_row_policies
 from tests.conftest import NewDatabase, child_url
-from tests.evolution import Project, evolve, with_users
+from tests.evolution import PLACEHOLDER, Project, Run, acknowledged, evolve, with_users
 
 TYPES_MODULE = '''
 """Column types of the project's own (tests/test_evolution.py)."""
@@ -474,6 +475,299 @@ def test_new_tables_link_tables_policies_roles_and_drops(
 
     replayed_on_an_empty_database(project, new_database)
     linted_as_generated(project, [revision_id(text) for text in written])
+
+
+# --- tables that read each other: created and dropped in order ---------------------
+
+PROJECT_MODULE = '''
+"""Projects, their members and tasks, of the tests' own (tests/test_evolution.py)."""
+
+import uuid
+
+from sqlalchemy import Column, ForeignKey, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlmodel import Field, SQLModel
+
+import models.base  # noqa: F401
+from models.security import ROW_SECURITY, Policy, RowSecurity, owned_by
+
+# The project's policy reads the member table, named with its schema, while the member
+# table's foreign key references the project: neither table can go first on its own.
+_MEMBERS_READ = Policy(
+    "todo_app_members_read", "SELECT", ("todo_app",), permissive=False,
+    using="EXISTS (SELECT 1 FROM public.evolution_member m "
+          "WHERE m.project_id = evolution_project.id)",
+)
+
+
+class EvolutionProject(SQLModel, table=True):
+    __tablename__ = "evolution_project"
+    __table_args__ = (
+        {"info": {ROW_SECURITY: owned_by("user_id") + RowSecurity(policies=(_MEMBERS_READ,))}},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(
+        sa_column=Column("user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str
+
+
+class EvolutionMember(SQLModel, table=True):
+    __tablename__ = "evolution_member"
+    __table_args__ = ({"info": {ROW_SECURITY: owned_by("user_id")}},)
+
+    project_id: int = Field(
+        sa_column=Column(
+            "project_id", Integer, ForeignKey("evolution_project.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    user_id: str = Field(
+        sa_column=Column(
+            "user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+
+
+class EvolutionTask(SQLModel, table=True):
+    __tablename__ = "evolution_task"
+    __table_args__ = ({"info": {ROW_SECURITY: owned_by("user_id")}},)
+
+    id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            "id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+        ),
+    )
+    user_id: str = Field(
+        sa_column=Column("user_id", Text, ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
+    )
+    project_id: int | None = Field(
+        default=None,
+        sa_column=Column("project_id", Integer, ForeignKey("evolution_project.id"), nullable=True),
+    )
+    title: str = Field(sa_column=Column("title", String(40), nullable=False))
+'''
+
+
+def add_projects(p: Project) -> None:
+    p.write("models/evolution_project.py", PROJECT_MODULE)
+    p.append(
+        "models/__init__.py",
+        registered("evolution_project", "EvolutionMember", "EvolutionProject", "EvolutionTask"),
+    )
+
+
+def widen_task_titles(p: Project) -> None:
+    """varchar(40) to varchar(80): in place; its downgrade is not."""
+    p.replace("models/evolution_project.py", "String(40)", "String(80)")
+
+
+def drop_projects(p: Project) -> None:
+    """Projects and members dropped, and the live task table's column referencing them."""
+    p.replace(
+        "models/__init__.py",
+        registered("evolution_project", "EvolutionMember", "EvolutionProject", "EvolutionTask"),
+        registered("evolution_project", "EvolutionTask"),
+    )
+    text = p.read("models/evolution_project.py")
+    start, end = text.index("class EvolutionProject"), text.index("class EvolutionTask")
+    text = text[:start] + text[end:]
+    text = text.replace(
+        text[text.index("    project_id: int | None") : text.index("    title: str")], ""
+    )
+    p.write("models/evolution_project.py", text)
+
+
+def before(text: str, first: str, then: str) -> bool:
+    """Whether `first` comes before `then` in `text` (both must be there)."""
+    assert first in text, first
+    assert then in text, then
+    return text.index(first) < text.index(then)
+
+
+def test_tables_that_read_each_other_are_created_and_dropped_in_order(
+    project: Project, new_database: NewDatabase
+) -> None:
+    """A project table whose policy reads a member table (named ``public.``, created in
+    the same revision) whose foreign key references the project: the downgrade drops
+    the policy first, then the member table, then the project. Dropped from the models
+    with a live table's column referencing them, the upgrade takes the same care and
+    its downgrade creates the project first, the member table, then the policy that
+    reads it. Between the two, a widened title whose downgrade narrows it again is said
+    to when written, and its downgrade fails on a title too long for the old type. And
+    ``alembic check`` does not announce SERIAL columns."""
+    written = []
+    projects = evolve(project, "evolution projects", add_projects)
+    up, down = upgrade_part(projects), downgrade_part(projects)
+    assert "FROM public.evolution_member m" in up
+    (members_read,) = [c for c in calls(down, "drop_policy") if "todo_app_members_read" in c]
+    assert before(down, members_read, 'op.drop_table("evolution_member")')
+    assert before(down, 'op.drop_table("evolution_member")', 'op.drop_table("evolution_project")')
+    (checked,) = project.succeed(["check"])
+    assert "No new upgrade operations detected" in checked.output
+    assert "Detected sequence" not in checked.output, "SERIAL announced on every check"
+    written.append(projects)
+
+    said: list[Run] = []
+    widened = evolve(project, "evolution task titles widened", widen_task_titles, said=said)
+    narrowing = (
+        "evolution_task.title: the downgrade changes it back from VARCHAR(80) to VARCHAR(40), "
+        "which rewrites the table and rebuilds its indexes under ACCESS EXCLUSIVE, and fails on "
+        "any value written since that VARCHAR(40) cannot hold: before downgrading, make every "
+        "value fit VARCHAR(40)"
+    )
+    assert log_lines(said[0], "the downgrade changes") == [narrowing]
+    account = " ".join(widened.split("Revision ID:", 1)[0].split())
+    assert "Downgrade: 1. In one transaction: - change evolution_task.title back from" in account
+    assert "VARCHAR(80) to VARCHAR(40), which rewrites the table" in account
+    url = sa.make_url(project.database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
+        db.execute("INSERT INTO evolution_task (user_id, title) VALUES ('ada', repeat('x', 60))")
+        (refused,) = project.alembic(["downgrade", "-1"])
+        (line,) = refused.failed_lines()
+        assert "value too long for type character varying(40)" in line, line
+        db.execute("DELETE FROM evolution_task")
+    written.append(widened)
+
+    gone = evolve(project, "evolution projects gone", drop_projects, acknowledge="test: a trial")
+    # As a reader scans it, whitespace aside (the downgrade's transaction is indented).
+    up, down = (" ".join(part.split()) for part in (upgrade_part(gone), downgrade_part(gone)))
+    (members_read,) = [c for c in calls(up, "drop_policy") if "todo_app_members_read" in c]
+    assert before(up, members_read, 'op.drop_table("evolution_member")')
+    assert before(up, 'op.drop_table("evolution_member")', 'op.drop_table("evolution_project")')
+    task_unlinked = 'op.drop_column("evolution_task", "project_id")'
+    assert before(up, task_unlinked, 'op.drop_table("evolution_project")')
+    project_back = 'op.create_table( "evolution_project",'
+    member_back = 'op.create_table( "evolution_member",'
+    assert before(down, project_back, member_back)
+    (recreated,) = [c for c in calls(down, "create_policy") if "todo_app_members_read" in c]
+    assert before(down, member_back, recreated)
+    assert before(down, project_back, 'op.add_column( "evolution_task"')
+    written.append(gone)
+
+    replayed_on_an_empty_database(project, new_database)
+    linted_as_generated(project, [revision_id(text) for text in written])
+
+
+# --- what a revision destroys, flagged when it is written ----------------------------
+
+MOOD_MODULE = '''
+"""Moods, and a log of them, of the tests' own (tests/test_evolution.py)."""
+
+from sqlmodel import Field, SQLModel
+
+import models.base  # noqa: F401
+from models.security import ROW_SECURITY, without_row_security
+
+_NONE = {ROW_SECURITY: without_row_security("test: what a revision destroys")}
+
+
+class EvolutionMood(SQLModel, table=True):
+    __tablename__ = "evolution_mood"
+    __table_args__ = ({"info": _NONE},)
+
+    id: int | None = Field(default=None, primary_key=True)
+    body: str
+    mood: str | None = None
+
+
+class EvolutionMoodLog(SQLModel, table=True):
+    __tablename__ = "evolution_mood_log"
+    __table_args__ = ({"info": _NONE},)
+
+    id: int | None = Field(default=None, primary_key=True)
+'''
+
+
+def log_lines(run: Run, having: str) -> list[str]:
+    """The log lines of `run` that hold `having`, without their level and logger."""
+    return [line.split("] ", 1)[-1] for line in run.stderr.splitlines() if having in line]
+
+
+def checked_as_code(project: Project, path: Path) -> None:
+    """The revision at `path` passes ruff (lint and format) and mypy as written, with the
+    copy's configuration, as ``make lint`` runs them."""
+    relative = str(path.relative_to(project.root))
+    for tool in (["ruff", "check"], ["ruff", "format", "--check"], ["mypy"]):
+        result = subprocess.run(
+            [sys.executable, "-m", *tool, relative],
+            cwd=project.root,
+            env=project.environment(None),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def squawk_gate(
+    project: Project, admin_url: URL, revision: str
+) -> subprocess.CompletedProcess[str]:
+    """The copy's own test that gates every revision (``tests/test_squawk.py``), for
+    `revision`, as ``make test`` runs it."""
+    return project.pytest(admin_url, "-k", revision, "tests/test_squawk.py")
+
+
+@pytest.mark.slow  # runs the copy's own tests and mypy: the slow tier
+def test_a_revision_that_destroys_data_is_flagged_when_written(
+    project: Project, admin_url: URL
+) -> None:
+    """A column and a table dropped from the models: ``alembic revision --autogenerate``
+    says in one line what the revision destroys and writes its acknowledgement empty,
+    in a file that lint and mypy pass as written; ``upgrade head`` runs it, saying in one
+    line that it does not say why; the copy's own test suite fails on it until its
+    author fills the line (the review does too: tests/test_review.py)."""
+    project.write("models/evolution_mood.py", MOOD_MODULE)
+    project.append(
+        "models/__init__.py", registered("evolution_mood", "EvolutionMood", "EvolutionMoodLog")
+    )
+    created, _ = project.succeed(["revision", "--autogenerate", "-m", "moods"], ["upgrade", "head"])
+    assert "destroys data" not in created.output
+
+    project.replace("models/evolution_mood.py", "    mood: str | None = None\n", "")
+    project.replace(
+        "models/__init__.py",
+        registered("evolution_mood", "EvolutionMood", "EvolutionMoodLog"),
+        registered("evolution_mood", "EvolutionMood"),
+    )
+    text = project.read("models/evolution_mood.py")
+    project.write("models/evolution_mood.py", text[: text.index("class EvolutionMoodLog")])
+    before = project.revision_files()
+    (written,) = project.succeed(["revision", "--autogenerate", "-m", "moods without mood"])
+    (path,) = project.revision_files() - before
+    what = "column evolution_mood.mood, table evolution_mood_log"
+    assert log_lines(written, "destroys data") == [
+        f"{path.name} destroys data on upgrade ({what}): say why in its "
+        "destructive_acknowledged (written empty); make test and make review fail until it does"
+    ]
+    revision = path.read_text()
+    # Last before the functions: the placeholder, under a comment saying what goes.
+    top = revision.split("def upgrade()", 1)[0].rstrip().splitlines()
+    assert top[-1] == PLACEHOLDER
+    comment = list(itertools.takewhile(lambda line: line.startswith("# "), reversed(top[:-1])))
+    said = " ".join(line.removeprefix("# ") for line in reversed(comment))
+    assert said.startswith(f"Its upgrade destroys data: {what}. Say why"), said
+    checked_as_code(project, path)
+
+    (upgraded,) = project.succeed(["upgrade", "head"])
+    (unsaid,) = log_lines(upgraded, "without saying why")
+    assert unsaid.startswith(f"Revision {revision_id(revision)} ({path.name}) destroys data")
+    assert "it runs all the same" in unsaid
+
+    gated = squawk_gate(project, admin_url, revision_id(revision))
+    assert gated.returncode != 0, gated.stdout
+    said = (
+        f"destroys data on upgrade ({what}) without saying why: fill its destructive_acknowledged"
+    )
+    assert said in gated.stdout, gated.stdout
+
+    acknowledged(path, "test: moods are not kept")
+    (again,) = project.succeed(["downgrade", "-1"], ["upgrade", "head"])[1:]
+    assert log_lines(again, "without saying why") == []
+    gated = squawk_gate(project, admin_url, revision_id(revision))
+    assert gated.returncode == 0, gated.stdout
 
 
 # --- changes to live tables ---------------------------------------------------------

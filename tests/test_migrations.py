@@ -23,7 +23,7 @@ from pytest_alembic.tests.experimental import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from migrations.review import DESTRUCTIVE_ACKNOWLEDGED
+from migrations import lint
 from tests.conftest import SCRIPT, make_alembic_config
 
 #: Oldest first.
@@ -103,12 +103,13 @@ TODO_REVISION = "652a3aa950af"
 
 
 def last_keeping_data(after: str) -> str:
-    """The newest revision after `after` that comes before the first one acknowledging
-    that it destroys data (whose downgrade cannot bring the rows back)."""
+    """The newest revision after `after` that comes before the first one whose upgrade
+    destroys data (read from its SQL, as the deploy reads it; its downgrade cannot bring
+    the rows back)."""
     chain = [revision.revision for revision in CHAIN]
     kept = after
     for revision in CHAIN[chain.index(after) + 1 :]:
-        if getattr(revision.module, DESTRUCTIVE_ACKNOWLEDGED, None):
+        if lint.upgrade_losses(revision.module):
             break
         kept = revision.revision
     return kept

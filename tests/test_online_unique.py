@@ -327,6 +327,8 @@ def test_unique_and_primary_keys_on_live_tables_are_built_online(project: Projec
     assert_written_online(keys)
     (line,) = failed.failed_lines()
     assert 'could not create unique index "online_item_sku_key"' in line, line
+    assert "(DETAIL: Key (sku)=(…) is duplicated.)" in line, line
+    assert "sku-1" not in line, "a row's values stay out of a deploy's line"
     assert "skips the committed transaction and runs the online steps again" in line, line
     assert invalid_indexes(project) == ["online_item_sku_key"]
 
@@ -433,3 +435,29 @@ def test_a_primary_key_on_a_nullable_column_is_refused_in_one_line(
             "AND contype = 'p'"
         )
         assert keys.scalar() == 0
+
+
+def test_a_duplicate_names_the_key_not_its_values(head_engine: Engine, tmp_path: Path) -> None:
+    """A unique index built online over rows that break it fails in one line with
+    PostgreSQL's DETAIL, naming the key's columns and leaving out the duplicated values
+    (data, on their way to CI logs)."""
+    with head_engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE online_guest (email text NOT NULL, code text)")
+        connection.exec_driver_sql(
+            "INSERT INTO online_guest VALUES ('ada@example.com', 'x'), ('ada@example.com', 'x')"
+        )
+    write_revision(
+        tmp_path,
+        """with op.get_context().autocommit_block():
+    op.drop_index_if_invalid("online_guest_email_key")
+    op.create_index(
+        "online_guest_email_key", "online_guest", [sa.text("lower(email)"), "code"],
+        unique=True, postgresql_concurrently=True, if_not_exists=True,
+    )""",
+    )
+    with pytest.raises(CommandError) as refused:
+        command.upgrade(config_with_versions(head_engine, tmp_path), "heads")
+    message = str(refused.value)
+    assert 'could not create unique index "online_guest_email_key"' in message
+    assert "(DETAIL: Key (lower(email), code)=(…) is duplicated.)" in message
+    assert "ada@example.com" not in message

@@ -4,16 +4,17 @@ A throwaway copy of the repository (tests/evolution.py) migrates, through the pl
 ``alembic`` command line, a database that the Neon stand-in (tests/neon_standin.py)
 serves as its default branch ``main``, over that branch's Neon URL: its endpoint's
 host (``ep-...neon.tech``), which libpq's ``hostaddr`` takes to the test server. The
-copy gets a table of its own with rows, then a revision that drops one of its columns,
-acknowledged as destroying data, which meets each way such a deploy goes: offline SQL,
-no API key, Neon failing, a restore point made (a real copy of the database in the
-stand-in, holding the column), restore points turned off, and a database that is not
-Neon's.
+copy gets a table of its own with rows, then a revision that drops one of its columns.
+``make revision`` says so and leaves its ``destructive_acknowledged`` empty for its
+author; the restore point keys on what the revision does, not on that line, so the
+revision meets each way such a deploy goes before anyone says why: offline SQL, no API
+key, Neon failing, a restore point made (a real copy of the database in the stand-in,
+holding the column) with a line saying the reason is missing; then, acknowledged,
+restore points turned off, and a database that is not Neon's.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from sqlalchemy.engine import URL
 
 from migrations import neon, restore_point
 from tests.conftest import NewDatabase, ServerRoles, child_url
-from tests.evolution import Project, Run
+from tests.evolution import PLACEHOLDER, Project, Run, acknowledged
 from tests.neon_standin import (
     API_KEY,
     DATABASE_PREFIX,
@@ -118,13 +119,20 @@ class Destroying:
 
     revision: str
     previous: str
-    #: How the deploy names it: ``revision <id> (<file>) destroys data ("<why>")``.
-    described: str
+    path: Path
 
-    @property
-    def logged(self) -> str:
+    def described(self, reason: str | None = None) -> str:
+        """How the deploy names it: ``revision <id> (<file>) destroys data (column
+        restore_note.mood; "<why>")``."""
+        said = f'; "{reason}"' if reason else ""
+        return (
+            f"revision {self.revision} ({self.path.name}) destroys data "
+            f"(column restore_note.mood{said})"
+        )
+
+    def logged(self, reason: str | None = None) -> str:
         """As a log line starts with it."""
-        return "R" + self.described.removeprefix("r")
+        return "R" + self.described(reason).removeprefix("r")
 
 
 def notes_with_rows(np: NeonProject) -> None:
@@ -145,21 +153,30 @@ def notes_with_rows(np: NeonProject) -> None:
 
 
 def mood_dropped(np: NeonProject) -> Destroying:
-    """The column dropped from the model, the revision written, and its author's
-    acknowledgement added, as a person does."""
+    """The column dropped from the model and the revision written: ``make revision``
+    says in one line what it destroys, and writes the acknowledgement empty."""
     previous = np.version()
     np.project.replace("models/restore_note.py", "    mood: str | None = None\n", "")
     before = np.project.revision_files()
-    np.project.succeed(["revision", "--autogenerate", "-m", "restore notes without mood"])
+    (written,) = np.project.succeed(
+        ["revision", "--autogenerate", "-m", "restore notes without mood"]
+    )
     (path,) = np.project.revision_files() - before
     text = path.read_text()
     assert 'op.drop_column("restore_note", "mood")' in text
-    acknowledged = f"destructive_acknowledged = {json.dumps(REASON)}\n\n\ndef upgrade()"
-    path.write_text(text.replace("def upgrade()", acknowledged, 1))
+    assert PLACEHOLDER in text
+    assert lines_with(written, "destroys data on upgrade") == [
+        f"{path.name} destroys data on upgrade (column restore_note.mood): say why in its "
+        "destructive_acknowledged (written empty); make test and make review fail until it does"
+    ], written.stderr
     revision = re.search(r'^revision: str = "(\w+)"', text, re.M)
     assert revision is not None
-    described = f'revision {revision[1]} ({path.name}) destroys data ("{REASON}")'
-    return Destroying(revision[1], previous, described)
+    return Destroying(revision[1], previous, path)
+
+
+def lines_with(run: Run, having: str) -> list[str]:
+    """The log lines of `run` that hold `having`, without their level and logger."""
+    return [line.split("] ", 1)[-1] for line in run.stderr.splitlines() if having in line]
 
 
 def nothing_changed(np: NeonProject, dropping: Destroying) -> None:
@@ -199,13 +216,15 @@ def offline_then_without_an_api_key(
     )
     monkeypatch.setenv("NEON_API_KEY", API_KEY)
     assert offline.code == 0, offline
-    comment = f"-- {dropping.described}.\n"
+    comment = f"-- {dropping.described()}.\n"
     assert comment in offline.stdout, offline.stdout
     assert offline.stdout.index(comment) < offline.stdout.index("DROP COLUMN mood")
     assert f"neon-branch restore-point <branch> --revision {dropping.revision}" in offline.stdout
 
     (line,) = no_key.failed_lines()
-    assert f"{dropping.described}, and no restore point was made: NEON_API_KEY is not set." in line
+    assert (
+        f"{dropping.described()}, and no restore point was made: NEON_API_KEY is not set." in line
+    )
     assert f"`neon-branch restore-point <the branch of {main.endpoint_id}>" in line, line
     assert "or a branch of it in the Neon console" in line, line
     assert "and rerun with -x restore_point=off; nothing was changed" in line, line
@@ -220,7 +239,7 @@ def neon_failing(np: NeonProject, dropping: Destroying) -> Run:
     (failed,) = np.project.alembic(["-x", "restore_point_retry_for=0.3", "upgrade", "head"])
     np.standin.faults.clear()
     (line,) = failed.failed_lines()
-    assert f"{dropping.described}, and no restore point could be made: Neon: gave up on" in line
+    assert f"{dropping.described()}, and no restore point could be made: Neon: gave up on" in line
     assert "(-x restore_point_retry_for 0.3); last answer: 503" in line, line
     assert line.endswith("; nothing was changed"), line
     nothing_changed(np, dropping)
@@ -230,11 +249,16 @@ def neon_failing(np: NeonProject, dropping: Destroying) -> Run:
 
 def made(np: NeonProject, dropping: Destroying, main: StandinBranch) -> Run:
     """The restore point: asked for with the right name, parent and expiry, made before
-    the revision runs, holding the column's data; the output says how to restore."""
+    the revision runs, holding the column's data; the output says how to restore, and
+    that the revision does not say why it destroys data (it runs all the same)."""
     upgraded, _ = np.project.succeed(
         ["-x", "restore_point_expires_in=3d", "-x", "restore_point_retry_for=5", "upgrade", "head"],
         ["check"],
     )
+    assert lines_with(upgraded, "without saying why") == [
+        f"{dropping.logged()} without saying why (its destructive_acknowledged is missing or "
+        "empty): it runs all the same; make test and make review fail until it says why"
+    ], upgraded.stderr
     (creation,) = np.standin.requests_to("POST", r"/branches$")
     assert creation.body is not None
     assert "endpoints" not in creation.body, "a restore point needs no compute"
@@ -262,10 +286,14 @@ def made(np: NeonProject, dropping: Destroying, main: StandinBranch) -> Run:
 
 
 def turned_off_and_elsewhere(np: NeonProject, dropping: Destroying) -> list[Run]:
-    """Turned off, and on a database that is not Neon's, no restore point is asked for;
-    ``required`` there stops the deploy."""
+    """Its author says why; then, turned off, and on a database that is not Neon's, no
+    restore point is asked for; ``required`` there stops the deploy."""
+    acknowledged(dropping.path, REASON)
     _, off = np.project.succeed(["downgrade", "-1"], ["-x", "restore_point=off", "upgrade", "head"])
-    assert f"{dropping.logged}; no restore point is made (restore_point = off)" in off.stderr
+    assert (
+        f"{dropping.logged(REASON)}; no restore point is made (restore_point = off)" in off.stderr
+    )
+    assert "without saying why" not in off.stderr
     elsewhere = np.project.alembic(
         ["downgrade", "-1"],
         ["upgrade", "head"],

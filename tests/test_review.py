@@ -29,6 +29,7 @@ from migrations.review import ATTENTION, BLOCKING, Loss
 from migrations.schema_docs import Schema
 from models.security import ROW_SECURITY
 from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, new_engine
+from tests.evolution import PLACEHOLDER
 
 #: What the review needs of the project: its Alembic set-up, models and squawk rules.
 COPIED = ("alembic.ini", ".squawk.toml", "migrations", "models")
@@ -146,8 +147,12 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def run_review(root: Path, admin_url: URL, base: str = "HEAD") -> tuple[str, str]:
-    """`python -m migrations.review` in `root`, as `make review` runs it: (report, stderr)."""
+def run_review(
+    root: Path, admin_url: URL, base: str = "HEAD", *, blocking: bool = False
+) -> tuple[str, str]:
+    """`python -m migrations.review` in `root`, as `make review` runs it: (report, stderr).
+    It writes its report either way, and exits 1 when the report holds a `blocking`
+    warning (then CI fails), 0 otherwise."""
     environment = {**os.environ, schema_docs.ADMIN_URL_VARIABLE: child_url(admin_url)}
     output = root / "review.md"
     result = subprocess.run(
@@ -159,8 +164,11 @@ def run_review(root: Path, admin_url: URL, base: str = "HEAD") -> tuple[str, str
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == (1 if blocking else 0), result.stderr
     assert output.read_text() == result.stdout
+    failed = [line for line in result.stderr.splitlines() if line.startswith("review: ")]
+    failed = [line for line in failed if "blocking warning" in line]
+    assert len(failed) == (1 if blocking else 0), result.stderr
     return result.stdout, result.stderr
 
 
@@ -231,14 +239,15 @@ def test_review_warns_of_a_destructive_revision_without_acknowledgement(
     project: Path, admin_url: URL
 ) -> None:
     """A revision that drops a column of the models (whichever one the models have to
-    spare, :func:`droppable_column`) is a blocking warning until it acknowledges it."""
+    spare, :func:`droppable_column`) is a blocking warning, and the review fails, while
+    its acknowledgement is the empty one ``make revision`` writes."""
     drop = droppable_column()
     dropping = project / "migrations" / "versions" / "dddd00000001_drop_a_column.py"
     where = f"{drop.table}.{drop.column}"
     revision = {"revision": "dddd00000001", "down": HEAD, **vars(drop)}
-    dropping.write_text(DROPPING_REVISION.format(acknowledgement="", **revision))
+    dropping.write_text(DROPPING_REVISION.format(acknowledgement=PLACEHOLDER, **revision))
 
-    report, stderr = run_review(project, admin_url)
+    report, stderr = run_review(project, admin_url, blocking=True)
 
     assert "columns: 1 dropped" in report
     if drop.checks:  # a CHECK on the column alone goes with it
@@ -339,3 +348,66 @@ def test_a_report_too_long_for_a_comment_leaves_the_sql_out(
     shortened = report.markdown()
     assert "SELECT 1;" not in shortened
     assert "SQL left out" in shortened
+
+
+NARROWING_REVISIONS = {
+    "rrrr00000001_review_notes.py": '''"""review notes"""
+
+from alembic import op
+
+revision = "rrrr00000001"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE review_note (id bigint PRIMARY KEY, title varchar(40) NOT NULL)")
+    op.execute("ALTER TABLE review_note ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE review_note FORCE ROW LEVEL SECURITY")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE review_note")
+''',
+    "rrrr00000002_review_note_titles_widened.py": '''"""review note titles widened"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "rrrr00000002"
+down_revision = "rrrr00000001"
+branch_labels = None
+depends_on = None
+
+squawk_acknowledged = {{"changing-column-type": "test: in place, PostgreSQL says"}}
+
+
+def upgrade() -> None:
+    op.alter_column("review_note", "title", type_=sa.String(80), existing_type=sa.String(40))
+
+
+def downgrade() -> None:
+    op.alter_column("review_note", "title", type_=sa.String(40), existing_type=sa.String(80))
+''',
+}
+
+
+def test_review_warns_of_a_downgrade_that_narrows_a_type(project: Path, admin_url: URL) -> None:
+    """A title widened from varchar(40) to varchar(80), in place; its downgrade narrows
+    it back, which PostgreSQL (asked on the head database) does by rewriting the table,
+    failing on a longer title: the review says so, without blocking."""
+    versions = project / "migrations" / "versions"
+    for name, text in NARROWING_REVISIONS.items():
+        (versions / name).write_text(text.format(head=HEAD))
+
+    report, stderr = run_review(project, admin_url)
+
+    (warning,) = [line for line in report.splitlines() if "changes column" in line]
+    assert warning == (
+        f"- {ATTENTION} Downgrading `rrrr00000002` changes column `review_note.title` back to "
+        "`VARCHAR(40)` (it is `character varying(80)` after the change), which rewrites the "
+        "table and rebuilds its indexes under ACCESS EXCLUSIVE, and fails on any value written "
+        "since that `VARCHAR(40)` cannot hold"
+    )
+    assert_dropped(admin_url, stderr)

@@ -1,4 +1,7 @@
 """squawk lints each revision's offline SQL; a violation fails unless acknowledged.
+And a revision whose SQL destroys data (a table or column dropped, rows truncated or
+deleted) fails until its ``destructive_acknowledged`` says why: ``make revision``
+writes it empty for its author to fill.
 
 A revision acknowledges a rule in a module-level ``squawk_acknowledged`` mapping of
 rule name to reason, and the rules against destroying data by its
@@ -24,8 +27,14 @@ from tests.conftest import SCRIPT
 def test_revision_passes_squawk(revision: Script, tmp_path: Path) -> None:
     for rule, reason in lint.acknowledged(revision.module).items():
         assert reason.strip(), f"{revision.revision} acknowledges {rule} without a reason"
+    sql = lint.offline_sql(revision)
+    losses = lint.data_losses(sql)
+    assert not losses or lint.destructive_reason(revision.module), (
+        f"{revision.revision} destroys data on upgrade ({lint.describe_losses(losses)}) "
+        f"without saying why: fill its {lint.DESTRUCTIVE_ACKNOWLEDGED}"
+    )
     sql_file = tmp_path / f"{revision.revision}.sql"
-    sql_file.write_text(lint.offline_sql(revision))
+    sql_file.write_text(sql)
     problems = [
         finding.describe() for finding in lint.unacknowledged(revision, lint.squawk(sql_file))
     ]

@@ -35,7 +35,7 @@ from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
-from migrations import deparse
+from migrations import deparse, dependency_order
 from migrations.rowsecurity import declarations
 from migrations.rowsecurity import functions as routines
 from migrations.rowsecurity import operations as ops
@@ -75,6 +75,8 @@ class Catalog:
     policy_columns: dict[tuple[str, str], set[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(set)
     )
+    #: The other tables each policy's expressions read, by (table, policy).
+    policy_tables: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     switches: dict[str, tuple[bool, bool]] = field(default_factory=dict)
     policies: dict[str, dict[str, Policy]] = field(default_factory=lambda: defaultdict(dict))
     grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -151,6 +153,17 @@ _POLICY_COLUMNS = """
     JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
     WHERE c.relnamespace = current_schema()::regnamespace
 """
+# A table a policy reads is recorded by the columns it reads (refobjsubid > 0), or whole
+# when it reads none.
+_POLICY_TABLES = """
+    SELECT DISTINCT c.relname, p.polname, r.relname
+    FROM pg_policy p
+    JOIN pg_class c ON c.oid = p.polrelid
+    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                    AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class r ON r.oid = d.refobjid
+    WHERE c.relnamespace = current_schema()::regnamespace AND r.oid <> c.oid
+"""
 _COLUMN_GRANTS = f"""
     SELECT c.relname, a.attname, coalesce(r.rolname, 'public'), x.privilege_type, x.is_grantable
     FROM pg_class c
@@ -218,6 +231,8 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
         catalog.sequence_usage[(table, column)] = set(users)
     for table, name, other, column in connection.exec_driver_sql(_POLICY_COLUMNS):
         catalog.policy_columns[(table, name)].add((other, column))
+    for table, name, other in connection.exec_driver_sql(_POLICY_TABLES):
+        catalog.policy_tables[(table, name)].add(other)
     for table, role, privilege, grantable in connection.exec_driver_sql(_GRANTS, managed):
         catalog.grants[(table, role)] = catalog.grants.get((table, role), frozenset()) | {privilege}
         if grantable:
@@ -565,6 +580,10 @@ def compare_row_security(
 
     deparsed = deparse.for_run(autogen_context)
     catalog = read_catalog(connection)
+    # For the order of the revision's operations (a table dropped after the policies
+    # that read it): what the policies read, as they are and as declared.
+    dependency_order.remember_policy_reads(autogen_context.migration_context, catalog.policy_tables)
+    dependency_order.remember_policy_reads(autogen_context.migration_context, deparsed.policy_reads)
     tables = deparse.compared_tables(autogen_context)
     # Functions before the policies that call them (after them in a downgrade).
     held = routines.read_functions(connection, "'public'::regnamespace")

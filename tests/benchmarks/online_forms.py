@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 
+from migrations import lint
 from tests.benchmarks.common import (
     BenchError,
     Benchmark,
@@ -181,9 +182,12 @@ def _by_hand(text: str) -> str:
 
 
 def _acknowledged(text: str) -> str:
-    """``destructive_acknowledged`` added at the top level, as its author would."""
-    said = f"destructive_acknowledged = {json.dumps(_DESTRUCTIVE)}\n\n\ndef upgrade()"
-    return text.replace("def upgrade()", said, 1)
+    """The empty ``destructive_acknowledged`` make revision wrote, filled as its author
+    would."""
+    if lint.DESTRUCTIVE_PLACEHOLDER not in text:
+        raise BenchError("make revision no longer flags a dropped column as destroying data")
+    filled = f"{lint.DESTRUCTIVE_ACKNOWLEDGED} = {json.dumps(_DESTRUCTIVE)}"
+    return text.replace(lint.DESTRUCTIVE_PLACEHOLDER, filled, 1)
 
 
 @dataclass(frozen=True)
