@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError
 
 from migrations.rowsecurity import declarations, definer_safety, operations
 from migrations.rowsecurity import functions as routines
-from models.security import FUNCTIONS, Function
+from models.security import Function
 
 #: Index definitions compare from their access method on: the name and the table
 #: (``ON pg_temp_3.todo`` against ``ON public.todo``) say nothing about the index.
@@ -331,7 +331,7 @@ def for_run(autogen_context: AutogenContext) -> Declared:
                     (policy.name, operations.policy_clauses(policy))
                     for policy in (security.policies if security else ())
                 ]
-            declared_functions = FUNCTIONS
+            declared_functions = declarations.declared_functions(tables)
         deparsed = deparse(connection, tables, policies, declared_functions)
         if deparsed.definer_problems:
             raise declarations.DeclarationError("; ".join(deparsed.definer_problems))

@@ -23,7 +23,11 @@ topological sort):
   before every policy whose expression reads ``t``;
 * ``drop_table(t)`` after every operation on ``t``, after every table dropped, foreign
   key dropped or column dropped that references ``t``, and after every policy dropped
-  or altered that read ``t``.
+  or altered that read ``t``;
+* a function a policy calls (PostgreSQL tracks that: the shared tables' policies call
+  their sharing functions) created before the policy and its EXECUTE grants, and
+  dropped after them and after every table the same step drops (whose policies,
+  defaults and CHECKs go with it).
 
 A policy on a dropped table that reads another dropped table is dropped on its own
 first (:func:`policy_drop_stays`): the two tables' drops may not be orderable (the
@@ -39,6 +43,7 @@ and the declared ones as PostgreSQL recorded them on their twins
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -48,6 +53,7 @@ from alembic.operations import MigrateOperation, ops
 from alembic.operations.ops import OpContainer
 from alembic.runtime.migration import MigrationContext
 
+from migrations.rowsecurity import functions as routines
 from migrations.rowsecurity import operations as row_level
 
 #: The tables each policy reads, by (table, policy): the catalog's and the declared
@@ -135,27 +141,65 @@ def _inner(operation: MigrateOperation) -> Iterator[MigrateOperation]:
             yield from _inner(inner)
 
 
+#: A function a policy calls, as the policies name them (``public.name(``).
+_CALLED = re.compile(r'\bpublic\.(?:"((?:[^"]|"")+)"|(\w+))\s*\(')
+
+
+def _function_key(name: str) -> str:
+    """How a function stands among the tables in the sets below (no table is named so)."""
+    return f"function {name}"
+
+
+def _calls(policy: Any) -> set[str]:
+    """The functions a policy's expressions call, as keys of :func:`_function_key`."""
+    text = f"{policy.using or ''} {policy.with_check or ''}"
+    return {
+        _function_key(quoted.replace('""', '"') if quoted else plain)
+        for quoted, plain in _CALLED.findall(text)
+    }
+
+
+def _function_of(operation: MigrateOperation) -> str | None:
+    """The function an operation on one (its creation, drop, owner, EXECUTE) acts on."""
+    if isinstance(operation, routines.CreateFunctionOp):
+        return _function_key(operation.function.name)
+    signature = getattr(operation, "signature", None)
+    if isinstance(signature, str):
+        return _function_key(routines.split_signature(signature)[1])
+    return None
+
+
 def _needs(operation: MigrateOperation, reads: PolicyReads) -> set[str]:
-    """The tables that must exist before `operation` runs."""
+    """The tables (and functions) that must exist before `operation` runs."""
     needed: set[str] = set()
     for inner in _inner(operation):
         if (table := _table_of(inner)) is not None and not isinstance(inner, ops.CreateTableOp):
             needed.add(table)
         needed |= _referenced(inner)
         if isinstance(inner, row_level.CreatePolicyOp | row_level.AlterPolicyOp):
-            needed |= _policy_reads(inner, reads)
+            needed |= _policy_reads(inner, reads) | _calls(inner.policy)
+        if (function := _function_of(inner)) is not None and not isinstance(
+            inner, routines.CreateFunctionOp
+        ):
+            needed.add(function)
     return needed
 
 
 def _lets_go(operation: MigrateOperation, reads: PolicyReads) -> set[str]:
-    """The tables that may go only once `operation` has run."""
+    """The tables (and functions) that may go only once `operation` has run."""
     held: set[str] = set()
     for inner in _inner(operation):
         if (table := _table_of(inner)) is not None and not isinstance(inner, ops.DropTableOp):
             held.add(table)
         held |= _released(inner)
         if isinstance(inner, row_level.DropPolicyOp | row_level.AlterPolicyOp):
-            held |= _policy_reads(inner, reads)
+            held |= _policy_reads(inner, reads) | _calls(inner.policy)
+        if isinstance(inner, row_level.AlterPolicyOp):
+            held |= _calls(inner.previous)
+        if (function := _function_of(inner)) is not None and not isinstance(
+            inner, routines.DropFunctionOp
+        ):
+            held.add(function)
     return held
 
 
@@ -169,9 +213,27 @@ def in_dependency_order(container: OpContainer, reads: PolicyReads) -> None:
     operations = list(container.ops)
     created = _positions(operations, ops.CreateTableOp)
     dropped = _positions(operations, ops.DropTableOp)
+    for index, operation in enumerate(operations):
+        if isinstance(operation, routines.DropFunctionOp):
+            dropped[_function_key(operation.function.name)] = index
+        elif isinstance(operation, routines.CreateFunctionOp) and not isinstance(
+            operation, routines.ReplaceFunctionOp
+        ):
+            created[_function_key(operation.function.name)] = index
     if not created and not dropped:
         return
     before: list[set[int]] = [set() for _ in operations]
+    # A table dropped takes its policies, defaults and CHECKs along, which may call a
+    # function the same step drops (the row security of a dropped table is left to the
+    # drop): the functions go last. No table ever needs a function gone first.
+    table_drops = set(dropped.values()) & {
+        index
+        for index, operation in enumerate(operations)
+        if isinstance(operation, ops.DropTableOp)
+    }
+    for index, operation in enumerate(operations):
+        if isinstance(operation, routines.DropFunctionOp):
+            before[index] |= table_drops
     for index, operation in enumerate(operations):
         for table in _needs(operation, reads):
             if (creation := created.get(table)) is not None and creation != index:

@@ -134,11 +134,15 @@ AUTH_ROLE = Role("todo_auth")
 #: Owns the functions that verify who the current user is: it reads the token, user
 #: and expiry of Better Auth's sessions, and nothing else.
 IDENTITY_ROLE = Role("todo_identity")
+#: Owns the functions that say which shared rows the current user may read, change, or
+#: manage the members of (:func:`shared_with`): it reads the shared tables' keys and
+#: owners, and the membership tables, and nothing else.
+SHARING_ROLE = Role("todo_sharing")
 #: Every role these declarations grant to, name in a policy or make own a function,
 #: each created as declared (NOLOGIN, NOBYPASSRLS, owning no table, unless it says
 #: otherwise). An existing role that differs is refused by the migration and reported
 #: by ``alembic check``.
-ROLES: tuple[str, ...] = (APP_ROLE, AUTH_ROLE, IDENTITY_ROLE)
+ROLES: tuple[str, ...] = (APP_ROLE, AUTH_ROLE, IDENTITY_ROLE, SHARING_ROLE)
 #: The grantee every role belongs to; policies and grants may name it, as in SQL.
 PUBLIC = "public"
 
@@ -286,6 +290,37 @@ class ThroughParent:
 
 
 @dataclass(frozen=True)
+class SharedWith:
+    """Rows of this table are their owner's (`owner`, a user id) and are shared with the
+    members the membership table `members` lists (:class:`MemberOf`). The policies, and
+    the functions they call, are derived when the models are compared
+    (``migrations/rowsecurity``), as the membership table is known only then."""
+
+    members: str
+    owner: str
+    key: str
+    role: str
+    identity: Identity
+
+
+@dataclass(frozen=True)
+class MemberOf:
+    """A membership table: each row makes user `user` a member of the shared row that
+    `shared` (a foreign key) references, at level `level` (``"viewer"``, ``"editor"``...),
+    one of `levels`. Every member reads the shared row; `writers` change it; `managers`
+    add, change and remove its members, as its owner does."""
+
+    shared: str
+    user: str
+    level: str
+    levels: tuple[str, ...]
+    writers: tuple[str, ...]
+    managers: tuple[str, ...]
+    role: str
+    identity: Identity
+
+
+@dataclass(frozen=True)
 class RowSecurity:
     """Everything row-level about one table."""
 
@@ -301,6 +336,10 @@ class RowSecurity:
     owner_roles: frozenset[str] = field(default=frozenset(), compare=False)
     #: Ownership through a parent row (a link table), when rows belong to one user so.
     through: ThroughParent | None = field(default=None, compare=False)
+    #: Sharing with members, when the table's rows are shared (:func:`shared_with`).
+    sharing: SharedWith | None = field(default=None, compare=False)
+    #: The membership it records, when the table lists a shared row's members.
+    membership: MemberOf | None = field(default=None, compare=False)
     #: Why the table has no row-level security, when it opts out.
     exemption: str | None = field(default=None, compare=False)
     #: Catalog lints (tests/test_catalog_lint.py) this table breaks on purpose:
@@ -316,6 +355,8 @@ class RowSecurity:
             owner_column=self.owner_column or other.owner_column,
             owner_roles=self.owner_roles | other.owner_roles,
             through=self.through or other.through,
+            sharing=self.sharing or other.sharing,
+            membership=self.membership or other.membership,
             exemption=self.exemption or other.exemption,
             lint_acknowledged={**self.lint_acknowledged, **other.lint_acknowledged},
         )
@@ -435,12 +476,18 @@ def owner_is_current_user(column: str, identity: Identity = IDENTITY) -> str:
 
 
 def own_row_policies(
-    role: str, mine: str, written: str | None = None, *, claim_acknowledged: str | None = None
+    role: str,
+    mine: str,
+    written: str | None = None,
+    *,
+    changeable: str | None = None,
+    claim_acknowledged: str | None = None,
 ) -> tuple[Policy, ...]:
-    """One policy per command for `role`: it reads, changes and deletes only the rows
-    for which `mine` holds, and writes only rows for which `written` (by default the
-    same condition) holds."""
-    written = written or mine
+    """One policy per command for `role`: it reads only the rows for which `mine` holds,
+    changes and deletes only those for which `changeable` (by default the same condition)
+    holds, and writes only rows for which `written` (by default `changeable`) holds."""
+    changeable = changeable or mine
+    written = written or changeable
     why = claim_acknowledged
     return (
         Policy(f"{role}_select_own", "SELECT", (role,), using=mine, claim_acknowledged=why),
@@ -449,11 +496,11 @@ def own_row_policies(
             f"{role}_update_own",
             "UPDATE",
             (role,),
-            using=mine,
+            using=changeable,
             with_check=written,
             claim_acknowledged=why,
         ),
-        Policy(f"{role}_delete_own", "DELETE", (role,), using=mine, claim_acknowledged=why),
+        Policy(f"{role}_delete_own", "DELETE", (role,), using=changeable, claim_acknowledged=why),
     )
 
 
@@ -519,6 +566,59 @@ def readable_own_row(
         grants=(Grant(role, READ_ONLY, columns),),
         owner_column=column,
         owner_roles=frozenset({role}),
+    )
+
+
+def shared_with(
+    members: str,
+    *,
+    owner: str,
+    key: str = "id",
+    role: str = APP_ROLE,
+    identity: Identity = IDENTITY,
+) -> RowSecurity:
+    """Rows belong to the user whose id is in `owner`, who shares each with the members
+    the table `members` lists for it (declared :func:`member_of`). For `role`:
+
+    * the owner and every member read the row; the owner and the members whose level
+      writes change it; only the owner deletes it, and a user creates rows of their own;
+    * nobody changes the owner or the key (`role` gets UPDATE on the other columns only),
+      so no member takes a row over or moves it;
+    * rows owned through a shared row (``owned_through`` a foreign key to it: the todos
+      of a shared list, their comments) follow it: read by whoever reads it, written by
+      whoever writes it.
+
+    The checks run once per statement, through SECURITY DEFINER functions owned by
+    ``todo_sharing`` (``<table>_readable_ids()``...), so that no policy reads the other
+    table's rows under its own policies (which would recurse), and revoking a membership
+    takes effect at the member's next statement."""
+    return RowSecurity(
+        grants=(Grant(role, frozenset({"SELECT", "INSERT", "DELETE"})),),
+        sharing=SharedWith(members, owner, key, role, identity),
+        owner_column=owner,
+        owner_roles=frozenset({role}),
+    )
+
+
+def member_of(
+    shared: str,
+    *,
+    user: str = "user_id",
+    level: str = "role",
+    levels: tuple[str, ...] = ("viewer", "editor"),
+    writers: tuple[str, ...] = ("editor",),
+    managers: tuple[str, ...] = (),
+    role: str = APP_ROLE,
+    identity: Identity = IDENTITY,
+) -> RowSecurity:
+    """A membership table of a shared table (:func:`shared_with`): `shared` references
+    the shared row, `user` the member, `level` their level, one of `levels`. For `role`,
+    a member of a row sees its other members; its owner and its `managers` add, change
+    and remove members, never themselves (so nobody adds themselves, or raises their own
+    level); a member may leave."""
+    return RowSecurity(
+        grants=(Grant(role, READ_WRITE),),
+        membership=MemberOf(shared, user, level, levels, writers, managers, role, identity),
     )
 
 

@@ -17,30 +17,37 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import get_args
+from typing import Literal, get_args
 
 from alembic.util import CommandError
 from sqlalchemy import MetaData, Table
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from models.security import (
+    DEFINER_SEARCH_PATH,
     FUNCTIONS,
     IDENTITY,
     PUBLIC,
     ROLES,
     ROW_SECURITY,
+    SHARING_ROLE,
     VERIFIED_USER_ID,
     Command,
     Function,
+    Grant,
+    MemberOf,
+    Policy,
     Privilege,
     RowSecurity,
+    SharedWith,
     ThroughParent,
     declared_role,
     own_row_policies,
 )
 
 # PostgreSQL's quoting rules (reserved words such as user), without a connection.
-_quote = PGDialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+_DIALECT = PGDialect()  # type: ignore[no-untyped-call]
+_quote = _DIALECT.identifier_preparer.quote
 
 HOW_TO_DECLARE = (
     'info={ROW_SECURITY: owned_by("<column>")}, owned_through("<foreign key column>") or '
@@ -80,18 +87,233 @@ def row_security(table: Table) -> RowSecurity | None:
     """The table's row security with every derived policy in place, or None when it
     declares none."""
     declaration = declared(table)
-    if declaration is None or declaration.through is None:
-        return declaration
-    through = declaration.through
-    mine = _owned_through(table, through, seen=(table.name,), per_row=False)
-    mine = f"{mine} AND {_scan_gate(table, through.identity.proven)}"
-    policies = own_row_policies(
-        through.role,
-        mine=mine,
-        written=_owned_through(table, through, seen=(table.name,), per_row=True),
-        claim_acknowledged=through.claim_acknowledged,
+    if declaration is None:
+        return None
+    if declaration.through is not None:
+        declaration = declaration + _through_parent(table, declaration.through)
+    if declaration.sharing is not None:
+        declaration = declaration + _shared(table, declaration.sharing)
+    if declaration.membership is not None:
+        declaration = declaration + _membership(table, declaration.membership)
+    return declaration
+
+
+def _through_parent(table: Table, through: ThroughParent) -> RowSecurity:
+    """The four policies of a row owned through its parent: read where the parent is
+    read, changed and written where it is changed (the same, unless a shared row is on
+    the way up)."""
+    gate = _scan_gate(table, through.identity.proven)
+    seen = (table.name,)
+    read = _owned_through(table, through, seen=seen, per_row=False, access="read")
+    change = _owned_through(table, through, seen=seen, per_row=False, access="write")
+    written = _owned_through(table, through, seen=seen, per_row=True, access="write")
+    return RowSecurity(
+        policies=own_row_policies(
+            through.role,
+            mine=f"{read} AND {gate}",
+            changeable=f"{change} AND {gate}",
+            written=written,
+            claim_acknowledged=through.claim_acknowledged,
+        )
     )
-    return declaration + RowSecurity(policies=policies)
+
+
+# --- shared rows --------------------------------------------------------------------
+
+#: What a sharing function answers: the keys of the shared rows the current user reads,
+#: changes (owner and writers), or manages the members of (owner and managers).
+Access = Literal["read", "write", "manage"]
+_ACCESS_SUFFIX: dict[Access, str] = {
+    "read": "readable_ids",
+    "write": "writable_ids",
+    "manage": "managed_ids",
+}
+
+
+def sharing_function_name(table_name: str, access: Access) -> str:
+    return f"{table_name}_{_ACCESS_SUFFIX[access]}"
+
+
+def _shared_keys(table_name: str, access: Access) -> str:
+    """SQL: the keys of the rows of `table_name` the current user has `access` to, as
+    an array evaluated once per statement (an InitPlan)."""
+    return f"ARRAY(SELECT public.{_quote(sharing_function_name(table_name, access))}())"
+
+
+def _members_of(table: Table, sharing: SharedWith) -> tuple[Table, MemberOf]:
+    """The membership table of the shared `table`, as it declares itself."""
+    where = f"{table.name!r} is shared with the members of {sharing.members!r}"
+    members = table.metadata.tables.get(sharing.members)
+    if members is None:
+        raise DeclarationError(f"{where}, which is not a table of the models")
+    declaration = declared(members)
+    if declaration is None or declaration.membership is None:
+        raise DeclarationError(
+            f"{where}, which does not declare member_of(...) from models.security"
+        )
+    column = members.columns.get(declaration.membership.shared)
+    keys = list(column.foreign_keys) if column is not None else []
+    if len(keys) != 1 or keys[0].column.table is not table:
+        raise DeclarationError(
+            f"{where}, but its column {declaration.membership.shared!r} is no foreign key to it"
+        )
+    if keys[0].column.name != sharing.key:
+        raise DeclarationError(
+            f"{where}, whose {declaration.membership.shared!r} references "
+            f"{keys[0].column.name!r}, not the shared key {sharing.key!r}"
+        )
+    return members, declaration.membership
+
+
+def _shared(table: Table, sharing: SharedWith) -> RowSecurity:
+    """A shared table's policies: read by its owner and members, changed by its owner and
+    writers (never its owner or key: the role may UPDATE the other columns only),
+    deleted by its owner alone, created by anyone for themselves; and what its sharing
+    functions' owner may read of it."""
+    for column in (sharing.owner, sharing.key):
+        if column not in table.columns:
+            raise DeclarationError(
+                f"{table.name!r} is shared with owner {sharing.owner!r} and key "
+                f"{sharing.key!r}, but has no column {column!r}"
+            )
+    _members_of(table, sharing)
+    name = _quote(table.name)
+    key = f"{name}.{_quote(sharing.key)}"
+    gate = _scan_gate(table, sharing.identity.proven)
+    readable = f"{key} = ANY ({_shared_keys(table.name, 'read')})"
+    writable = f"{key} = ANY ({_shared_keys(table.name, 'write')})"
+    mine = sharing.identity.owns(f"{name}.{_quote(sharing.owner)}")
+    role = sharing.role
+    changeable = frozenset(
+        column.name for column in table.columns if column.name not in (sharing.key, sharing.owner)
+    )
+    return RowSecurity(
+        policies=(
+            Policy(f"{role}_select_shared", "SELECT", (role,), using=f"{readable} AND {gate}"),
+            Policy(f"{role}_insert_own", "INSERT", (role,), with_check=mine),
+            Policy(
+                f"{role}_update_shared",
+                "UPDATE",
+                (role,),
+                using=f"{writable} AND {gate}",
+                with_check=writable,
+            ),
+            Policy(f"{role}_delete_own", "DELETE", (role,), using=mine),
+            Policy(f"{SHARING_ROLE}_lookup", "SELECT", (SHARING_ROLE,), using="true"),
+        ),
+        grants=(
+            Grant(role, frozenset({"UPDATE"}), changeable),
+            Grant(SHARING_ROLE, frozenset({"SELECT"}), frozenset({sharing.key, sharing.owner})),
+        ),
+    )
+
+
+def _membership(table: Table, membership: MemberOf) -> RowSecurity:
+    """A membership table's policies: a member of a shared row sees its members; its owner
+    and managers add, change and remove them, never themselves, and only at a declared
+    level; a member may leave."""
+    where = f"{table.name!r} lists members through {membership.shared!r}"
+    for column in (membership.shared, membership.user, membership.level):
+        if column not in table.columns:
+            raise DeclarationError(f"{where}, but has no column {column!r}")
+    if undeclared := sorted({*membership.writers, *membership.managers} - {*membership.levels}):
+        raise DeclarationError(f"{where}: levels {undeclared} are not among {membership.levels}")
+    (key,) = table.columns[membership.shared].foreign_keys
+    shared: Table = key.column.table
+    sharing = declared(shared)
+    if sharing is None or sharing.sharing is None or sharing.sharing.members != table.name:
+        raise DeclarationError(
+            f"{where}, but {shared.name!r} does not declare shared_with({table.name!r}, ...)"
+        )
+    name = _quote(table.name)
+    parent = f"{name}.{_quote(membership.shared)}"
+    member = f"{name}.{_quote(membership.user)}"
+    me = membership.identity.user_id
+    gate = _scan_gate(table, membership.identity.proven)
+    readable = f"{parent} = ANY ({_shared_keys(shared.name, 'read')})"
+    managed = f"{parent} = ANY ({_shared_keys(shared.name, 'manage')})"
+    levels = ", ".join("'" + level.replace("'", "''") + "'" for level in membership.levels)
+    written = (
+        f"{managed} AND {member} <> {me} AND "
+        f"{name}.{_quote(membership.level)}::text = ANY (ARRAY[{levels}]::text[])"
+    )
+    role = membership.role
+    return RowSecurity(
+        policies=(
+            Policy(f"{role}_select_members", "SELECT", (role,), using=f"{readable} AND {gate}"),
+            Policy(f"{role}_insert_members", "INSERT", (role,), with_check=written),
+            Policy(
+                f"{role}_update_members",
+                "UPDATE",
+                (role,),
+                using=f"{managed} AND {gate}",
+                with_check=written,
+            ),
+            Policy(
+                f"{role}_delete_members",
+                "DELETE",
+                (role,),
+                using=f"({managed} OR {member} = {me}) AND {gate}",
+            ),
+            Policy(f"{SHARING_ROLE}_lookup", "SELECT", (SHARING_ROLE,), using="true"),
+        ),
+        grants=(
+            Grant(
+                SHARING_ROLE,
+                frozenset({"SELECT"}),
+                frozenset({membership.shared, membership.user, membership.level}),
+            ),
+        ),
+    )
+
+
+def sharing_functions(table: Table) -> tuple[Function, ...]:
+    """The SECURITY DEFINER functions a shared table's policies (and those of its
+    membership table and of the rows owned through it) call: the keys of the rows the
+    current user reads, changes, or manages the members of. Owned by ``todo_sharing``,
+    which reads the tables without their policies applying to it recursively."""
+    security = declared(table)
+    if security is None or security.sharing is None:
+        return ()
+    sharing = security.sharing
+    members, membership = _members_of(table, sharing)
+    key_type = table.columns[sharing.key].type.compile(dialect=_DIALECT)
+    level = f"m.{_quote(membership.level)}::pg_catalog.text"
+    functions = []
+    for access, levels in (
+        ("read", membership.levels),
+        ("write", membership.writers),
+        ("manage", membership.managers),
+    ):
+        listed = ", ".join("'" + value.replace("'", "''") + "'" for value in levels)
+        member_rows = (
+            f"SELECT m.{_quote(membership.shared)} FROM public.{_quote(members.name)} m, me\n"
+            f"            WHERE m.{_quote(membership.user)} = me.id"
+            f" AND {level} = ANY (ARRAY[{listed}]::pg_catalog.text[])"
+            if levels
+            else ""
+        )
+        union = f"\n            UNION\n            {member_rows}" if member_rows else ""
+        functions.append(
+            Function(
+                name=sharing_function_name(table.name, access),  # type: ignore[arg-type]
+                returns=f"SETOF {key_type}",
+                volatility="STABLE",
+                security_definer=True,
+                search_path=DEFINER_SEARCH_PATH,
+                owner=SHARING_ROLE,
+                executors=(sharing.role,),
+                body=f"""
+    BEGIN
+        RETURN QUERY
+            WITH me AS (SELECT {sharing.identity.user_id} AS id)
+            SELECT t.{_quote(sharing.key)} FROM public.{_quote(table.name)} t, me
+            WHERE t.{_quote(sharing.owner)} = me.id{union};
+    END
+    """,
+            )
+        )
+    return tuple(functions)
 
 
 def _scan_gate(table: Table, proven: str) -> str:
@@ -115,7 +337,12 @@ def declared_row_security(metadata: MetaData) -> Iterator[tuple[Table, RowSecuri
 
 
 def _owned_through(
-    table: Table, through: ThroughParent, *, seen: tuple[str, ...], per_row: bool
+    table: Table,
+    through: ThroughParent,
+    *,
+    seen: tuple[str, ...],
+    per_row: bool,
+    access: Access = "read",
 ) -> str:
     """The condition that a row of `table` belongs to the current user through the
     parent row its `column_name` references. Every name is qualified, so that no column
@@ -130,6 +357,10 @@ def _owned_through(
     * to vet the rows a statement writes (WITH CHECK, `per_row` True), the one parent
       row, ``EXISTS (SELECT 1 ... WHERE key = col ...)``, found through the parent's key
       whatever the number of parent rows the user has.
+
+    A shared parent (:func:`models.security.shared_with`) is read by whoever reads it and
+    written by whoever writes it (`access`): the keys its sharing functions give, once
+    per statement, in either form.
     """
     column_name, role = through.column, through.role
     column = table.columns.get(column_name)
@@ -149,6 +380,14 @@ def _owned_through(
             f"{where}, which leads back to {parent.name!r}: a policy may not read its own table"
         )
     parent_security = declared(parent)
+    reference = f"{_quote(table.name)}.{_quote(column.name)}"
+    if parent_security is not None and parent_security.sharing is not None:
+        if parent_column.name != parent_security.sharing.key:
+            raise DeclarationError(
+                f"{where}, which references {parent.name}.{parent_column.name}, not the "
+                f"shared key {parent_security.sharing.key!r}"
+            )
+        return f"{reference} = ANY ({_shared_keys(parent.name, access)})"
     if parent_security is None or not (parent_security.owner_column or parent_security.through):
         raise DeclarationError(
             f"{where}, but {parent.name!r} is owned by no user: declare it owned_by(...) "
@@ -173,10 +412,9 @@ def _owned_through(
             parent_security.through.column, role, through.identity, through.claim_acknowledged
         )
         parent_is_mine = _owned_through(
-            parent, grandparent, seen=(*seen, parent.name), per_row=per_row
+            parent, grandparent, seen=(*seen, parent.name), per_row=per_row, access=access
         )
     key = f"{name}.{_quote(parent_column.name)}"
-    reference = f"{_quote(table.name)}.{_quote(column.name)}"
     if per_row:
         return f"EXISTS (SELECT 1 FROM {name} WHERE {key} = {reference} AND {parent_is_mine})"
     return f"{reference} = ANY (ARRAY(SELECT {key} FROM {name} WHERE {parent_is_mine}))"
@@ -192,7 +430,12 @@ def check_declarations(tables: Iterable[Table]) -> None:
         for group in declared_role(role).member_of
         if group not in ROLES
     ]
-    problems += [problem for function in FUNCTIONS for problem in _function_problems(function)]
+    tables = list(tables)
+    problems += [
+        problem
+        for function in declared_functions_or_none(tables)
+        for problem in _function_problems(function)
+    ]
     if problems:
         raise DeclarationError("; ".join(problems))
 
@@ -346,18 +589,28 @@ def declared_functions(tables: Iterable[Table]) -> tuple[Function, ...]:
     declared executors and by every role whose policies call it, or call another
     function of the same identity (a role that must prove whom it acts for must be able
     to bind a session too, not only to have it checked)."""
+    tables = list(tables)
+    sharing = [function for table in tables for function in sharing_functions(table)]
+    functions = [*FUNCTIONS, *sharing]
     callers: dict[str, set[str]] = defaultdict(set)
     for table in tables:
         declaration = row_security(table)
         for policy in declaration.policies if declaration else ():
             expressions = f"{policy.using or ''} {policy.with_check or ''}"
-            for function in FUNCTIONS:
-                if f"{function.schema}.{function.name}(" in expressions:
+            for function in functions:
+                if f"{function.schema}.{_quote(function.name)}(" in expressions or (
+                    f"{function.schema}.{function.name}(" in expressions
+                ):
                     callers[function.signature] |= set(policy.roles)
     for identity_functions in (IDENTITY.functions,):
         together = set().union(*(callers[f.signature] for f in identity_functions))
         for function in identity_functions:
             callers[function.signature] |= together
+    if sharing:
+        # The sharing functions ask who the current user is, as their owner.
+        for function in IDENTITY.functions:
+            if function.name == "verified_user_id":
+                callers[function.signature].add(SHARING_ROLE)
     return tuple(
         replace(
             function,
@@ -365,8 +618,17 @@ def declared_functions(tables: Iterable[Table]) -> tuple[Function, ...]:
                 dict.fromkeys([*function.executors, *sorted(callers[function.signature])])
             ),
         )
-        for function in FUNCTIONS
+        for function in functions
     )
+
+
+def declared_functions_or_none(tables: list[Table]) -> tuple[Function, ...]:
+    """The declared functions, or the static ones when the declarations do not resolve
+    (their problems are said already)."""
+    try:
+        return declared_functions(tables)
+    except DeclarationError:
+        return FUNCTIONS
 
 
 def _function_problems(function: Function) -> Iterator[str]:
