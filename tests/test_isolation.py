@@ -1085,6 +1085,8 @@ def generic_read(
         sa.literal(value, column.type).compile(connection, compile_kwargs={"literal_binds": True})
     )
     arguments = f"{literal}, {literal}" if range_ else literal
+    # A plan made without the value: the probes of one column run the same one.
+    connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
     connection.exec_driver_sql(
         f"PREPARE {name} AS SELECT {first} FROM {quote(access.name)} WHERE {where}"
     )
@@ -1094,7 +1096,9 @@ def generic_read(
         ).scalar_one()
     finally:
         connection.exec_driver_sql(f"DEALLOCATE {name}")
-    counts = [c for _, c in scans_read(_plan(raw))]
+    plan = _plan(raw)
+    assert "$1" in json.dumps(plan), f"not a generic plan: {plan}"
+    counts = [c for _, c in scans_read(plan)]
     return tuple(sum(column) for column in zip(*counts, strict=True)) if counts else ()
 
 
