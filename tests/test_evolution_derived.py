@@ -394,7 +394,12 @@ def test_the_derived_tests_hold_on_new_shapes_and_fail_on_broken_policies(
     assert tables_named(failures) == broken_tables, failures
     elsewhere = [f for f in failures if not tables_named([f])]
     assert elsewhere == [], f"failures that name neither broken table: {elsewhere}"
+    # The claim fools only those who claim; USING (true) lets in anyone, claiming or not.
     claims = [f for f in failures if "forged_claim" in f or "claiming_another" in f]
-    assert tables_named(claims) == {"evolution_project_member"}, failures
+    assert tables_named(claims) == broken_tables, failures
     nobody = [f for f in failures if "without_a_verified_user" in f]
-    assert tables_named(nobody) == broken_tables, failures
+    assert tables_named(nobody) == {"evolution_task_check"}, failures
+    # Each failure names the policy that lets it through.
+    assert "through todo_app_select_my_memberships" in broken.stdout
+    assert "rests on the claimed user id" in broken.stdout
+    assert "through todo_app_select_every_check" in broken.stdout

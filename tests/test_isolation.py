@@ -93,6 +93,8 @@ from tests.rls_oracle import Access, Evaluator, Owned, World, every_access, reco
 
 #: What each declared role may do to each table it reaches, as declared.
 ACCESSES = every_access()
+#: How a policy learns who the current user is: a setting, or a declared function.
+IDENTITY_CALLS = ("current_setting(", *(f"{function.name}(" for function in FUNCTIONS))
 #: Those whose rows a policy for the role matches to their owner.
 OWNED = tuple(access for access in ACCESSES if access.ownership is not None)
 VICTIM = USERS[0]
@@ -591,7 +593,31 @@ def ways_for(access: Access, ways: Sequence[str]) -> list[str]:
     return [way for way in ways if binds or way not in BINDING_WAYS]
 
 
-NOBODY_CASES = [(access, way) for access in ACCESSES for way in ways_for(access, list(NOBODY))]
+def identity_matters(access: Access) -> bool:
+    """Whether a policy of the access asks who the transaction is (reads a setting or
+    calls a function of the identity): where none does, every way of being nobody is
+    the same, and so is any claim."""
+    return any(
+        call in f"{rule.policy.using or ''} {rule.policy.with_check or ''}"
+        for rule in access.rules
+        for call in IDENTITY_CALLS
+    )
+
+
+#: (access, way of being nobody): every way where a policy asks who, one elsewhere.
+#: The accesses whose policies ask who the transaction is: what a claim could fool.
+ASKING = tuple(access for access in ACCESSES if identity_matters(access))
+#: (access, way of being nobody without claiming anyone): every such way where a
+#: policy asks who, one elsewhere. The ways that claim are the next test's.
+NOBODY_CASES = [
+    (access, way)
+    for access in ACCESSES
+    for way in ways_for(
+        access,
+        [w for w in NOBODY if w not in FORGED_CLAIMS] if access in ASKING else ["never bound"],
+    )
+]
+FORGED_CASES = [(access, way) for access in ASKING for way in FORGED_CLAIMS]
 
 
 def unrecognised(access: Access, actor: Actor) -> bool:
@@ -600,16 +626,12 @@ def unrecognised(access: Access, actor: Actor) -> bool:
     return bool(owned) and all(recognised(rule.identity, actor) is None for rule in owned)
 
 
-@pytest.mark.parametrize(("access", "nobody"), NOBODY_CASES, ids=ids(NOBODY_CASES))
-def test_without_a_verified_user(
+def reach_without_identity(
     access: Access, nobody: str, seeded: SeededDatabase, connection: Connection
-) -> None:
-    """Without a live session of its own, a transaction reaches what the declarations
-    say (of an owned table: nothing). An owned table's rows belong to their owners:
-    whatever other policies it has, a transaction its ownership does not recognise
-    reaches none of them (but what a trusted job's ``claim_acknowledged`` policy lets
-    a claim reach)."""
-    access = access.at(seeded.world)
+) -> Reach:
+    """What a transaction without a live session of its own (`nobody`: the way it is
+    nobody) reaches: what the declarations say and, of an owned table, nothing but what
+    a trusted job's ``claim_acknowledged`` policy lets a claim reach."""
     actor = NOBODY[nobody]
     expected = expected_reach(access, actor, seeded.rows)
     with acting_as_nobody(connection, nobody, access.role):
@@ -627,6 +649,18 @@ def test_without_a_verified_user(
             f"{admitted_by(access, actor, beyond, seeded.rows)}: an owned table's rows are "
             "reachable by their owner alone"
         )
+    return actual
+
+
+@pytest.mark.parametrize(("access", "nobody"), NOBODY_CASES, ids=ids(NOBODY_CASES))
+def test_without_a_verified_user(
+    access: Access, nobody: str, seeded: SeededDatabase, connection: Connection
+) -> None:
+    """Without a live session of its own, a transaction reaches what the declarations
+    say (of an owned table: nothing). An owned table's rows belong to their owners:
+    whatever other policies it has, a transaction its ownership does not recognise
+    reaches none of them."""
+    reach_without_identity(access.at(seeded.world), nobody, seeded, connection)
 
 
 def describe(access: Access, facts: set[tuple[str, object]], rows: Seeded) -> str:
@@ -644,44 +678,47 @@ def describe(access: Access, facts: set[tuple[str, object]], rows: Seeded) -> st
     return "; ".join(said)
 
 
-@parametrize_accesses
+#: What a failure of a claim says to do.
+TRUST_NO_CLAIM = (
+    "a policy rests on the claimed user id (app.user_id) without the verified one "
+    "(public.verified_user_id()); a trusted job's says claim_acknowledged"
+)
+
+
+@pytest.mark.parametrize(("access", "forged"), FORGED_CASES, ids=ids(FORGED_CASES))
 def test_a_forged_claim_grants_nothing_a_transaction_without_identity_has(
-    access: Access, seeded: SeededDatabase, connection: Connection
+    access: Access, forged: str, seeded: SeededDatabase, connection: Connection
 ) -> None:
     """The claimed user id (``app.user_id``) is the transaction's say-so: any SQL it runs
-    may set it. Claiming the victim, in any way, reaches nothing that a transaction
-    that binds nothing and claims no one does not, whichever policy is asked, unless it
-    says ``claim_acknowledged`` (a trusted job's)."""
+    may set it. Claiming the victim (by hand, with a forged binding, or left on a pooled
+    connection) reaches what the declarations say, and nothing that a transaction that
+    binds nothing and claims no one does not (which ``test_without_a_verified_user``
+    holds the database to), whichever policy is asked, unless it says
+    ``claim_acknowledged`` (a trusted job's)."""
     access = access.at(seeded.world)
-    with acting_as_nobody(connection, "never bound", access.role):
-        baseline = actual_reach(connection, access, seeded.rows)
-    for forged in FORGED_CLAIMS:
-        with acting_as_nobody(connection, forged, access.role):
-            claimed = actual_reach(connection, access, seeded.rows)
-        actor = NOBODY[forged]
-        allowed = expected_reach(access.only_acknowledged(), actor, seeded.rows)
-        gained = claimed.facts() - baseline.facts() - allowed.facts()
-        assert not gained, (
-            f"on {access.name}, {access.role} claiming {VICTIM} ({forged}) "
-            f"{describe(access, gained, seeded.rows)}, which a transaction without identity "
-            f"does not, through {admitted_by(access, actor, gained, seeded.rows)}: a policy "
-            "rests on the claimed user id (app.user_id) without the verified one "
-            "(public.verified_user_id()); a trusted job's says claim_acknowledged"
-        )
+    claimed = reach_without_identity(access, forged, seeded, connection)
+    actor = NOBODY[forged]
+    baseline = expected_reach(access, NO_ONE, seeded.rows)
+    allowed = expected_reach(access.only_acknowledged(), actor, seeded.rows)
+    gained = claimed.facts() - baseline.facts() - allowed.facts()
+    assert not gained, (
+        f"on {access.name}, {access.role} claiming {VICTIM} ({forged}) "
+        f"{describe(access, gained, seeded.rows)}, which a transaction without identity "
+        f"does not, through {admitted_by(access, actor, gained, seeded.rows)}: {TRUST_NO_CLAIM}"
+    )
 
 
-@parametrize_accesses
+@pytest.mark.parametrize("access", ASKING, ids=ids(ASKING))
 def test_a_signed_in_user_gains_nothing_by_also_claiming_another_id(
     access: Access, seeded: SeededDatabase, connection: Connection
 ) -> None:
     """Signed in as a user, then claiming the next user's id by hand: what is reached is
-    what the declarations say, and nothing that the user alone does not reach (but what
-    ``claim_acknowledged`` policies allow)."""
+    what the declarations say, and nothing that the user alone does not reach (which
+    ``test_each_user_reaches_what_the_declarations_say`` holds the database to), but
+    what ``claim_acknowledged`` policies allow."""
     access = access.at(seeded.world)
     for user in USERS:
         other = others(user)[0]
-        with acting(connection, Actor.user(user), role=access.role):
-            alone = actual_reach(connection, access, seeded.rows)
         actor = Actor(user, other)
         with acting(connection, actor, role=access.role):
             claiming = actual_reach(connection, access, seeded.rows)
@@ -690,14 +727,13 @@ def test_a_signed_in_user_gains_nothing_by_also_claiming_another_id(
             f"{access.role} acting for {user} and claiming {other} on {access.name}: "
             f"{claiming.differences(expected)} (+: beyond what the declarations say)"
         )
+        alone = expected_reach(access, Actor.user(user), seeded.rows)
         allowed = expected_reach(access.only_acknowledged(), actor, seeded.rows)
         gained = claiming.facts() - alone.facts() - allowed.facts()
         assert not gained, (
             f"on {access.name}, {user} signed in and claiming {other} "
             f"{describe(access, gained, seeded.rows)} beyond what {user} alone does, through "
-            f"{admitted_by(access, actor, gained, seeded.rows)}: a policy rests on the "
-            "claimed user id (app.user_id) without the verified one "
-            "(public.verified_user_id()); a trusted job's says claim_acknowledged"
+            f"{admitted_by(access, actor, gained, seeded.rows)}: {TRUST_NO_CLAIM}"
         )
 
 
@@ -778,8 +814,6 @@ def test_role_has_no_privilege_on_tables_not_declared_for_it(
 
 #: Where a plan node evaluates an expression per row.
 PER_ROW = ("Filter", "Index Cond", "Recheck Cond", "Join Filter", "Hash Cond", "TID Cond")
-#: How a policy learns who the current user is: a setting, or a declared function.
-IDENTITY_CALLS = ("current_setting(", *(f"{function.name}(" for function in FUNCTIONS))
 
 
 def plan_nodes(plan: dict[str, Any], *, into_initplans: bool = True) -> Iterator[dict[str, Any]]:
@@ -1006,7 +1040,7 @@ def gated(access: Access, actor: Actor) -> bool:
 
 GATED = [
     (access, way)
-    for access, way in NOBODY_CASES
+    for access, way in [*NOBODY_CASES, *FORGED_CASES]
     if access.row_security and "SELECT" in access.commands and gated(access, NOBODY[way])
 ]
 
@@ -1104,14 +1138,17 @@ def generic_read(
 
 #: Who probes: a signed-in user who owns nothing, or nobody (for tables whose scans a
 #: missing identity does not skip; the others are proven above).
-PROBERS: Final = {"signed in": Actor.user(OUTSIDER), **NOBODY}
 PROBED = [
     (access, prober)
     for access in ACCESSES
     if access.row_security and "SELECT" in access.commands
     for prober in [
         "signed in",
-        *(w for w in ways_for(access, list(NOBODY)) if not gated(access, NOBODY[w])),
+        *(
+            way
+            for candidate, way in [*NOBODY_CASES, *FORGED_CASES]
+            if candidate is access and not gated(access, NOBODY[way])
+        ),
     ]
 ]
 
