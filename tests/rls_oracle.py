@@ -361,8 +361,13 @@ class Access:
         return [column for column in self.table.columns if column.name in granted]
 
     def updatable_columns(self) -> list[str]:
+        """The columns the role may set (a generated column may be set by nobody)."""
         granted = self._granted("UPDATE") or frozenset()
-        return [column.name for column in self.table.columns if column.name in granted]
+        return [
+            column.name
+            for column in self.table.columns
+            if column.name in granted and column.computed is None and column.identity is None
+        ]
 
     @property
     def commands(self) -> frozenset[str]:
