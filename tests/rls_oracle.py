@@ -184,7 +184,11 @@ class Evaluator:
     temporary twin of the table (its columns and defaults, no policy) that holds the
     rows, under the table's own name, which a temporary table takes first. The
     expressions' subqueries read the real tables, under their row security. Results are
-    kept: each distinct row is evaluated once per role, actor and expression."""
+    kept: each distinct row is evaluated once per role, actor and expression.
+
+    Each evaluation takes a connection of its own (`engine` pools none): a session
+    keeps its temporary schema once it made one, and a session that has one is no
+    longer one the API's binding accepts."""
 
     engine: Engine
     #: Every expression evaluated together for a role and table, by (role, table).
@@ -220,11 +224,15 @@ class Evaluator:
         rows: Sequence[Row],
     ) -> None:
         with self.engine.connect() as connection, connection.begin():
+            # The actor first: bind_session refuses a connection that holds temporary
+            # objects (an earlier client's, to the API), and the twin is one.
+            set_role(connection, role)
+            become(connection, actor, role)
+            connection.exec_driver_sql("RESET ROLE")
             twin = _twin(connection, table, rows)
             grantee = connection.dialect.identifier_preparer.quote(role)
             connection.exec_driver_sql(f"GRANT SELECT ON {twin} TO {grantee}")
             set_role(connection, role)
-            become(connection, actor, role)
             columns = ", ".join(f"({expression})" for expression in expressions)
             name = connection.dialect.identifier_preparer.quote(table.name)
             found = connection.exec_driver_sql(

@@ -45,7 +45,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database
 from migrations.rowsecurity.declarations import declared_functions, row_security
 from models import metadata
 from models.security import (
@@ -153,14 +152,11 @@ class SeededDatabase:
 def seeded(admin_url: URL, head_template: str) -> Iterator[SeededDatabase]:
     with database_copy(admin_url, head_template, "isolation") as url:
         engine = new_engine(url)
-        # The oracle's own connections, to evaluate what only PostgreSQL can.
-        evaluating = database.create_engine(url, pool_size=1, max_overflow=1)
         try:
             with engine.begin() as connection:
                 rows = seed(connection)
-            yield SeededDatabase(engine, rows, World(rows, Evaluator(evaluating)))
+            yield SeededDatabase(engine, rows, World(rows, Evaluator(engine)))
         finally:
-            evaluating.dispose()
             engine.dispose()
 
 

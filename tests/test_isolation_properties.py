@@ -30,7 +30,6 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import URL, Connection
 
-from migrations import database
 from models import metadata
 from models.security import APP_ROLE
 from tests.conftest import database_copy, new_engine
@@ -243,14 +242,12 @@ class Database:
 def db(admin_url: URL, head_template: str) -> Iterator[Database]:
     with database_copy(admin_url, head_template, "properties") as url:
         engine = new_engine(url)
-        evaluating = database.create_engine(url, pool_size=1, max_overflow=1)
         try:
             with engine.connect() as main, engine.connect() as fresh:
                 with main.begin():
                     rows = seed(main)
-                yield Database(main, fresh, rows, World(rows, Evaluator(evaluating)))
+                yield Database(main, fresh, rows, World(rows, Evaluator(engine)))
         finally:
-            evaluating.dispose()
             engine.dispose()
 
 
