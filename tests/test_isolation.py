@@ -8,8 +8,9 @@ what the role does to the seeded rows is compared with what the declarations say
 may (:mod:`tests.rls_oracle`), acting the way the API does (one transaction, ``SET
 LOCAL ROLE``, ``SELECT public.bind_session(<token>)`` with the user's live Better
 Auth session) for three users and an outsider, and as nobody in every way an attacker
-running SQL as the role without a live session of their own could try. On top of what
-each declaration says, every table is held to what none may break:
+running SQL as the role without a live session of their own could try (one way, for
+a table whose policies never ask who the transaction is). On top of what each
+declaration says, every table is held to what none may break:
 
 * a transaction without a verified user reaches no row of an owned table;
 * a forged claim (``set_config('app.user_id', ...)``, a forged binding, one left on a
@@ -129,16 +130,13 @@ EXPECTED_UNREACHABLE |= {(AUTH_ROLE, "todo")}
 ALL_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
-def ids(cases: Sequence[Any]) -> list[str]:
+def ids(cases: Sequence[Access | tuple[Access, str]]) -> list[str]:
     """`role-table[-more]` for each case: a failure names its table."""
-    return [
-        "-".join(
-            str(part) if not isinstance(part, Access) else f"{part.role}-{part}" for part in case
-        )
-        if isinstance(case, tuple)
-        else f"{case.role}-{case}"
-        for case in cases
-    ]
+    named = []
+    for case in cases:
+        access, *more = case if isinstance(case, tuple) else (case,)
+        named.append("-".join([access.role, access.name, *more]))
+    return named
 
 
 @dataclass(frozen=True)
