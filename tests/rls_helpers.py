@@ -1,18 +1,23 @@
 """Shared by the row-level security tests: the declarations read as data, rows made for
-the tables they declare owned, and one transaction acting as an application role.
+every table a role reaches, and one transaction acting as an application role.
 
 Everything here is derived from the row-security declarations of the tables of
 ``models.metadata`` (resolved as the comparator resolves them, so a table owned
-through a parent row gets its derived policies). A newly declared owned table, owned
-by a column or through a parent row, is covered by the tests that use these helpers
-without a test of its own. When rows for such a table cannot be made generically,
-:func:`new_row` fails with a message naming the table and column and pointing at
-:data:`ROW_FACTORIES`: nothing is ever skipped silently.
+through a parent row gets its derived policies), and from the tables' own shape:
+their foreign keys, keys, unique constraints and column types. A newly declared table
+(owned by a column, through a parent row at any depth, a link table with a composite
+key, a lookup table without row security) gets rows without a line of test code.
+When rows for a table cannot be made generically, seeding fails with a message
+naming the table and column and pointing at :data:`ROW_FACTORIES`: nothing is ever
+skipped silently.
+
+Who may see and change which of those rows is :mod:`tests.rls_oracle`'s.
 """
 
 from __future__ import annotations
 
 import decimal
+import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,17 +31,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 import session_binding
-from migrations.rowsecurity.declarations import declared_functions, row_security
+from migrations.rowsecurity.declarations import declared, declared_functions, row_security
 from models import metadata
-from models.security import APP_ROLE, BIND_SESSION, ROLES, RowSecurity
+from models.security import APP_ROLE, BIND_SESSION, PUBLIC, ROLES, declared_role
 
 #: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
 #: violates row-level security policy" (a WITH CHECK failure).
 INSUFFICIENT_PRIVILEGE: Final = "42501"
 
-#: What :func:`attempt` returns for a statement PostgreSQL refused with 42501.
-REFUSED: Final = "refused"
 Refused = Literal["refused"]
+#: What :func:`attempt` returns for a statement PostgreSQL refused with 42501.
+REFUSED: Final[Refused] = "refused"
 
 #: The row commands a role can be granted and policies can govern.
 COMMANDS: Final = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -48,11 +53,14 @@ USERS: Final = ("user-1", "user-2", "user-3")
 #: A user with a live session and no row but their own user row: what a signed-in
 #: attacker sees of other users' rows is what they see of the rest.
 OUTSIDER: Final = "user-without-rows"
-#: Rows seeded per user in each owned table whose owner column allows more than one.
+#: Rows seeded per user in each table, unless its key allows only one per owner.
 ROWS_PER_USER: Final = 2
 
 #: Better Auth's sessions: the credential the verified identity checks.
 SESSION_TABLE: Final = "session"
+
+#: Values by column name: one row of a table, as stored or as about to be written.
+Row = Mapping[str, object]
 
 
 def live_token(user: str) -> str:
@@ -65,144 +73,129 @@ def expired_token(user: str) -> str:
     return f"expired-session-of-{user}"
 
 
-#: Values by column name for one row of a table owned by `owner`; `n` tells rows apart.
-RowFactory = Callable[[str, int], dict[str, object]]
-
-#: Tables whose rows are better made by hand than generically. A table missing here is
-#: made generically (see :func:`generic_row`), or :func:`new_row` says why it cannot be.
-ROW_FACTORIES: Final[Mapping[str, RowFactory]] = {
-    USER_TABLE: lambda owner, n: {
-        "id": owner,
-        "name": f"User {owner}",
-        "email": f"{owner}@example.com",
-        "emailVerified": True,
-    },
-    "todo": lambda owner, n: {"user_id": owner, "title": f"todo {n} of {owner}"},
-}
+# --- who a transaction is -------------------------------------------------------------
 
 
-class NoRowFactoryError(LookupError):
-    """An owned table for which rows can be made neither by a factory nor generically."""
+@dataclass(frozen=True)
+class Actor:
+    """Who a transaction is, as far as policies can tell: the user whose live session
+    it bound (`verified`: what ``public.verified_user_id()`` returns) and the user id it
+    claims (`claimed`: ``app.user_id``, which any SQL may set). None is no one."""
+
+    verified: str | None
+    claimed: str | None
+
+    @classmethod
+    def user(cls, user: str | None) -> Actor:
+        """A transaction as the API runs it for `user` (None or '': for nobody)."""
+        return cls(user or None, user or None)
+
+    def __str__(self) -> str:
+        if self.verified == self.claimed:
+            return f"{self.verified or 'nobody'}"
+        return f"verified {self.verified or 'nobody'}, claiming {self.claimed or 'nobody'}"
 
 
-def granted_commands(security: RowSecurity, role: str) -> frozenset[str]:
-    """The row commands `role` may run: granted the privilege and named by a policy."""
-    privileges = {p for grant in security.grants if grant.role == role for p in grant.privileges}
-    governed = {
-        command
-        for policy in security.policies
-        if role in policy.roles
-        for command in (COMMANDS if policy.command == "ALL" else (policy.command,))
-    }
-    return frozenset(c for c in COMMANDS if c in privileges and c in governed)
+#: A transaction that binds no session and claims no one.
+NO_ONE: Final = Actor(None, None)
 
 
+# --- what the declarations say, as data ---------------------------------------------
+
+
+def acts_as(role: str) -> frozenset[str]:
+    """`role`, PUBLIC and every declared role `role` is a member of (its policies and
+    grants apply to `role` too)."""
+    found = {role, PUBLIC}
+    pending = [role]
+    while pending:
+        for group in declared_role(pending.pop()).member_of:
+            if group not in found:
+                found.add(group)
+                pending.append(group)
+    return frozenset(found)
+
+
+@functools.cache
 def reachable_tables(role: str) -> frozenset[str]:
     """Tables on which the declarations give `role` a privilege or a policy."""
+    roles = acts_as(role)
     return frozenset(
         table.name
         for table in metadata.sorted_tables
         if (security := row_security(table)) is not None
         and (
-            any(grant.role == role for grant in security.grants)
-            or any(role in policy.roles for policy in security.policies)
+            any(grant.role in roles for grant in security.grants)
+            or any(roles & set(policy.roles) for policy in security.policies)
         )
     )
 
 
 @dataclass(frozen=True)
-class OwnedTable:
-    """A table whose rows belong to one user each, as declared for one role.
+class Ownership:
+    """How a row of `table` names the user it belongs to: their id in `column`, or,
+    with a `parent`, the key (`parent_column`) of a row of the parent table whose own
+    ownership says whose it is, to any depth."""
 
-    A row belongs to a user by the value of :attr:`owner_column`: the user's id, or,
-    for a table owned through a parent row, the key of a parent row the user owns."""
-
-    table: sa.Table
-    owner_column: str
-    #: The row commands the role has on it (privilege and policy both declared).
-    commands: frozenset[str]
-    #: The table and column `owner_column` references, when owned through a parent row.
-    parent: tuple[str, str] | None = None
-    #: The commands a restrictive policy narrows further for the role (a user may, say,
-    #: delete only completed todos): on those, the user's own rows are an upper bound.
-    narrowed: frozenset[str] = frozenset()
-
-    @property
-    def name(self) -> str:
-        return self.table.name
-
-    @property
-    def owner(self) -> sa.Column[Any]:
-        return self.table.columns[self.owner_column]
-
-    def readable_columns(self, role: str) -> list[sa.Column[Any]]:
-        """The columns `role` may read: all of them, or those its grants name."""
-        security = row_security(self.table)
-        assert security is not None
-        names: set[str] = set()
-        for grant in security.grants:
-            if grant.role == role and "SELECT" in grant.privileges:
-                names |= set(self.table.columns.keys() if grant.columns is None else grant.columns)
-        return [column for column in self.table.columns if column.name in names]
-
-    @property
-    def one_row_per_owner(self) -> bool:
-        """Whether the owner column alone is the primary key or unique (for a direct
-        owner: one row per user)."""
-        if self.parent is not None:
-            return False
-        primary_key = [column.name for column in self.table.primary_key.columns]
-        return primary_key == [self.owner_column] or bool(self.owner.unique)
-
-    def __str__(self) -> str:
-        return self.name
+    table: str
+    column: str
+    parent: Ownership | None = None
+    parent_column: str | None = None
 
 
-def _parent_of(table: sa.Table, column: str) -> tuple[str, str]:
+@functools.cache
+def ownership(table: sa.Table) -> Ownership | None:
+    """The table's ownership as declared (``owned_by``, ``readable_own_row``: a column
+    holding the user's id; ``owned_through``: a parent row), or None. The same path the
+    derived policies of ``migrations/rowsecurity/declarations.py`` follow."""
+    security = declared(table)
+    if security is None:
+        return None
+    if security.owner_column:
+        return Ownership(table.name, security.owner_column)
+    if security.through is None:
+        return None
+    column = security.through.column
     (key,) = table.columns[column].foreign_keys
-    return key.column.table.name, key.column.name
+    parent = ownership(key.column.table)
+    if parent is None:
+        return None
+    return Ownership(table.name, column, parent, key.column.name)
 
 
-def owned_tables(role: str = APP_ROLE) -> tuple[OwnedTable, ...]:
-    """Every table declared owned (by a column or through a parent row) with at least
-    one policy for `role`, in dependency order."""
-    found = []
-    for table in metadata.sorted_tables:
-        security = row_security(table)
-        if security is None or not any(role in policy.roles for policy in security.policies):
-            continue
-        commands = granted_commands(security, role)
-        narrowed = frozenset(
-            command
-            for policy in security.policies
-            if role in policy.roles and not policy.permissive
-            for command in (COMMANDS if policy.command == "ALL" else (policy.command,))
-        )
-        if security.through is not None and security.through.role == role:
-            column = security.through.column
-            parent = _parent_of(table, column)
-            found.append(OwnedTable(table, column, commands, parent, narrowed))
-        elif security.owner_column is not None and role in security.owner_roles:
-            found.append(OwnedTable(table, security.owner_column, commands, None, narrowed))
-    return tuple(found)
+@functools.cache
+def unique_keys(table: sa.Table) -> tuple[tuple[str, ...], ...]:
+    """Every set of columns the table holds unique: its primary key, its UNIQUE
+    constraints and unique indexes (a partial one too: a row may fall under it)."""
+    keys = [tuple(c.name for c in table.primary_key.columns)]
+    keys += [
+        tuple(c.name for c in constraint.columns)
+        for constraint in table.constraints
+        if isinstance(constraint, sa.UniqueConstraint)
+    ]
+    keys += [
+        tuple(c.name for c in index.columns)
+        for index in table.indexes
+        if index.unique and index.columns
+    ]
+    keys += [(column.name,) for column in table.columns if column.unique]
+    return tuple(dict.fromkeys(key for key in keys if key))
 
 
-def owned_by_any_role() -> tuple[tuple[str, OwnedTable], ...]:
-    """(role, table) for every role and every table owned for it."""
-    return tuple((role, owned) for role in ROLES for owned in owned_tables(role))
+def one_row_per_owner(table: sa.Table) -> bool:
+    """Whether a user can own one row of the table at most: its owner column alone is
+    a key (the user table's ``id``)."""
+    owned = ownership(table)
+    return owned is not None and owned.parent is None and (owned.column,) in unique_keys(table)
 
 
-def users_table() -> OwnedTable:
-    """The user table, viewed as owned by its own ``id``, whatever the declarations say."""
-    return OwnedTable(metadata.tables[USER_TABLE], "id", frozenset())
-
-
-# --- seeded rows and who owns them ------------------------------------------------------
+# --- seeded rows, and who owns what through them ----------------------------------------
 
 
 @dataclass(frozen=True)
 class SeededRow:
-    owner: str
+    #: The user the row belongs to, for a table owned by users (else None).
+    owner: str | None
     #: Primary-key values by column name.
     key: dict[str, object]
     #: Every column's value, as the database stored it.
@@ -211,220 +204,391 @@ class SeededRow:
 
 @dataclass
 class Seeded:
-    """The rows :func:`seed` made, and who owns what through them."""
+    """The rows :func:`seed` made, by table, and who owns what through them."""
 
     rows: dict[str, list[SeededRow]] = field(default_factory=dict)
 
-    def of(self, owned: OwnedTable | str, owner: str) -> list[SeededRow]:
-        name = owned if isinstance(owned, str) else owned.name
-        return [row for row in self.rows.get(name, []) if row.owner == owner]
+    def of(self, table: object, owner: str | None) -> list[SeededRow]:
+        """`owner`'s rows of `table` (a table, its name, or anything named by ``str``)."""
+        return [row for row in self.all(table) if row.owner == owner and owner is not None]
 
-    def reference(self, table: str, column: str, owner: str, n: int = 0) -> object | None:
-        """The `column` value of one of `owner`'s rows of `table` (the `n`-th, cycling):
-        what a foreign key to it holds to point at something `owner` owns."""
-        rows = self.of(table, owner)
-        return rows[n % len(rows)].values[column] if rows else None
+    def all(self, table: object) -> list[SeededRow]:
+        name = table.name if isinstance(table, sa.Table) else str(table)
+        return self.rows.get(name, [])
 
-    def owner_value(self, owned: OwnedTable, owner: str, n: int = 0) -> object | None:
-        """A value of `owned`'s owner column that makes a row `owner`'s (None: none
-        can, e.g. no parent row belongs to the empty id)."""
+    def owner_of(self, owned: Ownership, values: Row) -> str | None:
+        """Whose a row with these values is, following its ownership to the top."""
+        value = values.get(owned.column)
+        if value is None:
+            return None
         if owned.parent is None:
-            return owner
-        return self.reference(*owned.parent, owner, n)
-
-    def owner_values(self, owned: OwnedTable, owner: str) -> list[object]:
-        """Every value of `owned`'s owner column that makes a row `owner`'s."""
-        if owned.parent is None:
-            return [owner]
-        table, column = owned.parent
-        return [row.values[column] for row in self.of(table, owner)]
-
-    def owner_of(self, owned: OwnedTable, value: object) -> str | None:
-        """Whose a row is whose owner column holds `value`."""
-        if owned.parent is None:
-            return None if value is None else str(value)
-        table, column = owned.parent
-        for row in self.rows.get(table, []):
-            if row.values[column] == value:
-                return row.owner
+            return str(value)
+        for parent in self.all(owned.parent.table):
+            if parent.values[str(owned.parent_column)] == value:
+                return self.owner_of(owned.parent, parent.values)
         return None
 
-    def belongs_to(self, owned: OwnedTable, owner: str) -> sa.ColumnElement[bool]:
-        """The condition that picks `owner`'s rows of `owned`."""
-        return owned.owner.in_(self.owner_values(owned, owner))
+    def owner_values(self, owned: Ownership, owner: str) -> list[object]:
+        """Every value of the ownership column that makes a row `owner`'s (none, for an
+        owner who owns no parent row)."""
+        if owned.parent is None:
+            return [owner]
+        return [
+            row.values[str(owned.parent_column)]
+            for row in self.all(owned.parent.table)
+            if self.owner_of(owned.parent, row.values) == owner
+        ]
+
+    def owner_value(self, owned: Ownership, owner: str, n: int = 0) -> object | None:
+        """One value of the ownership column making a row `owner`'s (the `n`-th,
+        cycling), or None when no value can."""
+        values = self.owner_values(owned, owner)
+        return values[n % len(values)] if values else None
 
 
-def _generic_value(table: sa.Table, column: sa.Column[Any], owner: str, n: int) -> object:
+# --- rows made to order -------------------------------------------------------------------
+
+
+class NoRowFactoryError(LookupError):
+    """A table for which rows can be made neither by a factory nor generically."""
+
+
+@dataclass(frozen=True)
+class RowRequest:
+    """What a row factory is asked for: the `n`-th new row of `table` for `owner`
+    (whose row it is, for a table owned by users; for any other table, the user whose
+    rows its foreign keys point at first), given the rows `seeded` so far."""
+
+    table: sa.Table
+    owner: str
+    n: int
+    seeded: Seeded
+
+    def generic(self) -> dict[str, object]:
+        """The row :func:`generic_row` makes: a factory changes what it must."""
+        return generic_row(self)
+
+
+#: Values by column name for a new row, given what is asked (a factory may start from
+#: ``request.generic()`` and change a column or two).
+RowFactory = Callable[[RowRequest], dict[str, object]]
+
+#: Tables whose rows are better made by hand than generically. A table missing here is
+#: made generically (see :func:`generic_row`), or seeding says why it cannot be.
+ROW_FACTORIES: Final[Mapping[str, RowFactory]] = {
+    USER_TABLE: lambda request: {
+        "id": request.owner,
+        "name": f"User {request.owner}",
+        "email": f"{request.owner}@example.com",
+        "emailVerified": True,
+    },
+}
+
+#: Numbers every generated value of a unique column, so no two rows made in one run
+#: share one, whatever the keys it takes part in.
+_serial = itertools.count(1)
+
+
+def _is_required(table: sa.Table, column: sa.Column[Any]) -> bool:
+    """Whether an INSERT must name `column`: NOT NULL, with no default of any kind."""
+    return not (
+        column.nullable
+        or column.server_default is not None
+        or column.default is not None
+        or column.computed is not None
+        or column.identity is not None
+        or column is table.autoincrement_column
+    )
+
+
+def _storage_type(column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
     type_ = column.type
     if isinstance(type_, sa.types.TypeDecorator):  # a type of the project's own: what it stores
-        type_ = type_.impl_instance
+        return type_.impl_instance
+    return type_
+
+
+def _finite_values(column: sa.Column[Any]) -> list[object] | None:
+    """Every value of a column of a finite type (a native or emulated enum, a boolean),
+    in a fixed order; None for any other type."""
+    type_ = _storage_type(column)
     if isinstance(type_, sa.Enum) and type_.enums:
-        return type_.enums[0]
+        return list(type_.enums)
+    if isinstance(type_, sa.Boolean):
+        return [False, True]
+    return None
+
+
+def _generated_value(
+    table: sa.Table, column: sa.Column[Any], owner: str, n: int, *, unique: bool
+) -> object:
+    """A made-up value of `column`'s type; one no other row holds when `unique`."""
+    type_ = _storage_type(column)
     if isinstance(type_, sa.ARRAY):
-        return []
+        return [next(_serial)] if unique else []
+    serial = next(_serial) if unique else 0
     try:
         python_type = type_.python_type
     except NotImplementedError:
         python_type = object
+    length = getattr(type_, "length", None)
+
+    def text() -> str:
+        made = f"{n} {owner} {serial}" if unique else f"{n} {owner}"
+        return made if not length or len(made) <= length else f"{serial:x}"[-length:]
+
     values: dict[type, Callable[[], object]] = {
-        str: lambda: f"{n} {owner}",
-        bool: lambda: False,
-        int: lambda: n + 1,
-        float: lambda: float(n + 1),
-        decimal.Decimal: lambda: decimal.Decimal(n + 1),
-        datetime: lambda: datetime.now(UTC),
-        date: lambda: datetime.now(UTC).date(),
-        time: lambda: time(12, 0),
-        timedelta: lambda: timedelta(minutes=n + 1),
+        str: text,
+        int: lambda: serial or n + 1,
+        float: lambda: float(serial or n + 1),
+        decimal.Decimal: lambda: decimal.Decimal(serial or n + 1),
+        datetime: lambda: datetime.now(UTC) + timedelta(seconds=serial),
+        date: lambda: datetime.now(UTC).date() + timedelta(days=serial),
+        time: lambda: time(12, 0, serial % 60, serial // 60 % 1_000_000),
+        timedelta: lambda: timedelta(minutes=serial or n + 1),
         uuid.UUID: uuid.uuid4,
-        dict: dict,
-        list: list,
-        bytes: f"{n} {owner}".encode,
+        dict: lambda: {"n": serial} if unique else {},
+        list: lambda: [serial] if unique else [],
+        bytes: text().encode,
     }
     if python_type not in values:
         raise NoRowFactoryError(
-            f"owned table {table.name!r}: no generic value for required column "
-            f"{column.name!r} of type {column.type}; add a factory for {table.name!r} "
-            "to ROW_FACTORIES in tests/rls_helpers.py"
+            f"table {table.name!r}: no generic value for required column {column.name!r} of "
+            f"type {column.type}; add a factory for {table.name!r} to ROW_FACTORIES in "
+            "tests/rls_helpers.py"
         )
     return values[python_type]()
 
 
-def generic_row(owned: OwnedTable, owner: str, n: int, seeded: Seeded) -> dict[str, object]:
-    """A row owned by `owner` with a made-up value in every other column that needs one
-    (not nullable, no default). A foreign key points at one of `owner`'s rows of the
-    table it references. Fails with :class:`NoRowFactoryError` on a column it cannot
-    fill: a reference to a table nobody owns, an unknown type."""
-    table = owned.table
-    row: dict[str, object] = {owned.owner_column: seeded.owner_value(owned, owner, n)}
-    for column in table.columns:
-        if (
-            column.name == owned.owner_column
-            or column.nullable
-            or column.server_default is not None
-            or column.default is not None
-            or column.computed is not None
-            or column.identity is not None
-            or column is table.autoincrement_column
-        ):
-            continue
-        if column.foreign_keys:
-            (key,) = column.foreign_keys
-            target = seeded.reference(key.column.table.name, key.column.name, owner, n)
-            if target is None:
-                raise NoRowFactoryError(
-                    f"owned table {table.name!r}: required column {column.name!r} references "
-                    f"{key.column.table.name!r}, of which no row belongs to a user, so rows "
-                    f"cannot be made generically; add a factory for {table.name!r} to "
-                    "ROW_FACTORIES in tests/rls_helpers.py"
-                )
-            row[column.name] = target
-            continue
-        row[column.name] = _generic_value(table, column, owner, n)
-    return _with_an_unused_key(owned, row, owner, n, seeded)
+@dataclass(frozen=True)
+class _Choices:
+    """The values a column may take in a requested row when they are few: `preferred`,
+    picked from by the row's number, and `every` one, preferred first, for a key that
+    needs a combination no row holds yet."""
+
+    preferred: list[object]
+    every: list[object]
 
 
-def _with_an_unused_key(
-    owned: OwnedTable, row: dict[str, object], owner: str, n: int, seeded: Seeded
+def _choices(request: RowRequest, column: sa.Column[Any]) -> _Choices | None:
+    """A reference to a seeded row (the owner's first), the owner's id, an enum's labels
+    (the first one preferred, so the others are values no row holds), a boolean (both,
+    in turn); None for a column whose values are not few (any text, number, date...)."""
+    table, owner, seeded = request.table, request.owner, request.seeded
+    owned = ownership(table)
+    if owned is not None and column.name == owned.column:
+        values = list(seeded.owner_values(owned, owner))
+        return _Choices(values, values)
+    if column.foreign_keys:
+        (key,) = column.foreign_keys
+        rows = seeded.all(key.column.table)
+        # The owner's own rows first (a reference to one of their projects), then the
+        # rest (a member may be any user).
+        own = [row.values[key.column.name] for row in rows if row.owner == owner]
+        every = list(dict.fromkeys([*own, *(row.values[key.column.name] for row in rows)]))
+        return _Choices(own or every, every)
+    finite = _finite_values(column)
+    if finite is None:
+        return None
+    if isinstance(_storage_type(column), sa.Boolean):
+        return _Choices(finite, finite)
+    return _Choices(finite[:1], finite)
+
+
+def _filled_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    """The columns a generic row gives a value: those an INSERT must name, the
+    ownership column, and every NOT NULL column of a key (whose default, such as
+    ``now()``, could repeat within a transaction)."""
+    owned = ownership(table)
+    in_keys = {name for key in unique_keys(table) for name in key}
+    return [
+        column
+        for column in table.columns
+        if _is_required(table, column)
+        or (owned is not None and column.name == owned.column)
+        or (
+            column.name in in_keys
+            and not column.nullable
+            and column.computed is None
+            and column.identity is None
+            and column is not table.autoincrement_column
+        )
+    ]
+
+
+def generic_row(request: RowRequest) -> dict[str, object]:
+    """A row of `request.table` for `request.owner`: the ownership column makes it
+    theirs, and every other column that needs a value (NOT NULL, no default) gets one.
+    A foreign key points at one of the owner's rows of the table it references (any
+    row, when they have none). Every key and UNIQUE constraint of the table is kept: a
+    key made of references, enums or booleans only (a link table's ``(project_id,
+    user_id)``) takes a combination no seeded row holds, and a generated value in any
+    key is one no other row holds. Fails with :class:`NoRowFactoryError` on a column it
+    cannot fill (a reference to a table without rows, an unknown type)."""
+    table, n = request.table, request.n
+    filled = _filled_columns(table)
+    names = {column.name for column in filled}
+    keys = [key for key in unique_keys(table) if set(key) <= names]
+    in_a_key = {name for key in keys for name in key}
+    choices = {column.name: _choices(request, column) for column in filled}
+    row: dict[str, object] = {}
+    for column in filled:
+        choice = choices[column.name]
+        if choice is None:
+            unique = column.name in in_a_key
+            row[column.name] = _generated_value(table, column, request.owner, n, unique=unique)
+        elif choice.preferred:
+            row[column.name] = choice.preferred[n % len(choice.preferred)]
+        else:
+            references = [key.column.table.name for key in column.foreign_keys]
+            raise NoRowFactoryError(
+                f"table {table.name!r}: required column {column.name!r} has no value for a "
+                f"row of {request.owner}'s"
+                + (f" (no seeded row of {references[0]!r} to reference)" if references else "")
+                + f"; add a factory for {table.name!r} to ROW_FACTORIES in tests/rls_helpers.py"
+            )
+    finite_keys = [key for key in keys if all(choices[c] is not None for c in key)]
+    return _with_free_keys(request, row, finite_keys, choices)
+
+
+#: How many combinations of a finite key's values are tried before giving up.
+_COMBINATIONS_TRIED = 20_000
+
+
+def _with_free_keys(
+    request: RowRequest,
+    row: dict[str, object],
+    keys: list[tuple[str, ...]],
+    choices: Mapping[str, _Choices | None],
 ) -> dict[str, object]:
-    """`row`, its foreign keys repointed when its primary key is made of them and the
-    rows already made hold it (a link table whose key is two references): the `n`-th
-    combination of `owner`'s rows no seeded row uses."""
-    key = [column for column in owned.table.primary_key.columns]
-    if not key or not all(column.foreign_keys and column.name in row for column in key):
+    """`row`, its columns in `keys` (keys made of few-valued columns only) set to the
+    `n`-th combination of their values that no seeded row of the table holds in any of
+    those keys."""
+    if not keys:
         return row
-    taken = {
-        tuple(existing.values[column.name] for column in key)
-        for existing in seeded.rows.get(owned.name, [])
-    }
-    choices = []
-    for column in key:
-        (reference,) = column.foreign_keys
-        target = reference.column
-        choices.append([r.values[target.name] for r in seeded.of(target.table.name, owner)])
-    free = [combination for combination in itertools.product(*choices) if combination not in taken]
+    columns = list(dict.fromkeys(name for key in keys for name in key))
+    taken = [
+        {tuple(existing.values[c] for c in key) for existing in request.seeded.all(request.table)}
+        for key in keys
+    ]
+    every = [list(choice.every) if (choice := choices[c]) else [] for c in columns]
+    free = []
+    for combination in itertools.islice(itertools.product(*every), _COMBINATIONS_TRIED):
+        values = dict(zip(columns, combination, strict=True))
+        if all(
+            tuple(values[c] for c in key) not in held for key, held in zip(keys, taken, strict=True)
+        ):
+            free.append(values)
     if not free:
+        described = " and ".join(f"({', '.join(key)})" for key in keys)
         raise NoRowFactoryError(
-            f"owned table {owned.name!r}: every combination of {owner}'s rows its primary key "
-            f"({', '.join(c.name for c in key)}) can reference is taken; seed more rows "
-            "(ROWS_PER_USER) or add a factory to ROW_FACTORIES in tests/rls_helpers.py"
+            f"table {request.table.name!r}: every combination of values its key {described} "
+            f"can take in a row for {request.owner} is taken; seed more rows of what it "
+            "references (ROWS_PER_USER) or add a factory to ROW_FACTORIES in tests/rls_helpers.py"
         )
-    combination = free[n % len(free)]
-    return {**row, **{column.name: value for column, value in zip(key, combination, strict=True)}}
+    return {**row, **free[request.n % len(free)]}
 
 
-def new_row(owned: OwnedTable, owner: str, n: int, seeded: Seeded) -> dict[str, object]:
-    """Values by column name for a new row of `owned` belonging to `owner`."""
-    factory = ROW_FACTORIES.get(owned.name)
-    row = generic_row(owned, owner, n, seeded) if factory is None else factory(owner, n)
-    if seeded.owner_of(owned, row.get(owned.owner_column)) != owner:
-        raise NoRowFactoryError(
-            f"ROW_FACTORIES[{owned.name!r}] must put the owner in {owned.owner_column!r}"
-        )
-    unknown = set(row) - {column.name for column in owned.table.columns}
+def new_row(table: sa.Table, owner: str, n: int, seeded: Seeded) -> dict[str, object]:
+    """Values by column name for a new row of `table` for `owner` (see
+    :class:`RowRequest`); for a table owned by users, a row that belongs to `owner`."""
+    request = RowRequest(table, owner, n, seeded)
+    factory = ROW_FACTORIES.get(table.name)
+    row = generic_row(request) if factory is None else factory(request)
+    unknown = set(row) - {column.name for column in table.columns}
     if unknown:
-        raise NoRowFactoryError(f"ROW_FACTORIES[{owned.name!r}] names no such column: {unknown}")
+        raise NoRowFactoryError(f"ROW_FACTORIES[{table.name!r}] names no such column: {unknown}")
+    owned = ownership(table)
+    if owned is not None and seeded.owner_of(owned, row) != owner:
+        raise NoRowFactoryError(
+            f"ROW_FACTORIES[{table.name!r}] must make {owner}'s row: put a value in "
+            f"{owned.column!r} that makes it theirs"
+        )
     return row
 
 
-def insert(owned: OwnedTable, row: Mapping[str, object]) -> sa.Insert:
+def insert(table: sa.Table, row: Row) -> sa.Insert:
     """INSERT of `row`, without the RETURNING SQLAlchemy would add for a server-made key
     (RETURNING is subject to the SELECT policies too, and hides the row count)."""
-    values = {owned.table.columns[name]: value for name, value in row.items()}
-    return sa.insert(owned.table).values(values).inline()
+    values = {table.columns[name]: value for name, value in row.items()}
+    return sa.insert(table).values(values).inline()
 
 
-def where_key(owned: OwnedTable, key: Mapping[str, object]) -> sa.ColumnElement[bool]:
+def where_key(table: sa.Table, key: Mapping[str, object]) -> sa.ColumnElement[bool]:
     """The condition that picks the row whose primary key is `key`."""
-    return sa.and_(*(owned.table.columns[name] == value for name, value in key.items()))
+    return sa.and_(*(table.columns[name] == value for name, value in key.items()))
+
+
+def seeded_tables() -> list[sa.Table]:
+    """Every table some declared role reaches, and every table their required foreign
+    keys need rows of, in dependency order."""
+    wanted = {name for role in ROLES for name in reachable_tables(role)} | {USER_TABLE}
+    pending = list(wanted)
+    while pending:
+        table = metadata.tables[pending.pop()]
+        for column in table.columns:
+            if _is_required(table, column) or column.primary_key:
+                for key in column.foreign_keys:
+                    if key.column.table.name not in wanted:
+                        wanted.add(key.column.table.name)
+                        pending.append(key.column.table.name)
+    return [table for table in metadata.sorted_tables if table.name in wanted]
 
 
 def seed(
     connection: Connection, users: Sequence[str] = USERS, outsiders: Sequence[str] = (OUTSIDER,)
 ) -> Seeded:
-    """As the connection's (superuser) role: `users` in the user table, then rows for
-    each of them in every table owned for any role, parents first; `outsiders` in the
-    user table only; and a live and an expired session for everyone. Returns the rows."""
+    """As the connection's role (which bypasses RLS): `users` in the user table, then
+    rows for each of them in every other table :func:`seeded_tables` lists, parents
+    first; `outsiders` in the user table only; and a live and an expired session for
+    everyone. Returns the rows."""
     seeded = Seeded()
-    owned = {users_table().name: users_table()}
-    for _, table in owned_by_any_role():
-        owned.setdefault(table.name, table)
-    for name in [t.name for t in metadata.sorted_tables if t.name in owned]:
-        target = owned[name]
-        per_user = 1 if target.one_row_per_owner else ROWS_PER_USER
-        columns = list(target.table.columns)
-        keys = [column.name for column in target.table.primary_key.columns]
-        rows = seeded.rows.setdefault(target.name, [])
+    for table in seeded_tables():
+        if table.name == SESSION_TABLE:
+            continue
+        owned = ownership(table)
+        per_user = 1 if one_row_per_owner(table) else ROWS_PER_USER
         for user in users:
             for n in range(per_user):
-                statement = insert(target, new_row(target, user, n, seeded)).returning(*columns)
-                try:
-                    stored = connection.execute(statement).one()._asdict()
-                except DBAPIError as exc:
-                    reason = (str(exc.orig).strip().splitlines() or ["refused"])[0]
-                    raise NoRowFactoryError(
-                        f"owned table {name!r}: a generic row was refused ({reason}); add a "
-                        f"factory for {name!r} to ROW_FACTORIES in tests/rls_helpers.py"
-                    ) from None
-                rows.append(SeededRow(user, {k: stored[k] for k in keys}, stored))
-    users_rows = seeded.rows[users_table().name]
+                values = new_row(table, user, n, seeded)
+                _store(connection, seeded, table, values, user if owned else None)
     for outsider in outsiders:
-        values = new_row(users_table(), outsider, 0, seeded)
-        stored = (
-            connection.execute(
-                insert(users_table(), values).returning(*users_table().table.columns)
-            )
-            .one()
-            ._asdict()
-        )
-        users_rows.append(SeededRow(outsider, {"id": stored["id"]}, stored))
-    seed_sessions(connection, [*users, *outsiders])
+        values = new_row(metadata.tables[USER_TABLE], outsider, 0, seeded)
+        _store(connection, seeded, metadata.tables[USER_TABLE], values, outsider)
+    for session in _seed_sessions(connection, [*users, *outsiders]):
+        _remember(seeded, metadata.tables[SESSION_TABLE], session, None)
     return seeded
+
+
+def _store(
+    connection: Connection, seeded: Seeded, table: sa.Table, values: Row, owner: str | None
+) -> None:
+    statement = insert(table, values).returning(*table.columns)
+    try:
+        with connection.begin_nested():
+            stored = connection.execute(statement).one()._asdict()
+    except DBAPIError as exc:
+        reason = (str(exc.orig).strip().splitlines() or ["refused"])[0]
+        raise NoRowFactoryError(
+            f"table {table.name!r}: a generic row was refused ({reason}); add a factory for "
+            f"{table.name!r} to ROW_FACTORIES in tests/rls_helpers.py"
+        ) from None
+    _remember(seeded, table, stored, owner)
+
+
+def _remember(seeded: Seeded, table: sa.Table, stored: Row, owner: str | None) -> None:
+    key = {column.name: stored[column.name] for column in table.primary_key.columns}
+    row = SeededRow(owner, key, dict(stored))
+    seeded.rows.setdefault(table.name, []).append(row)
 
 
 def seed_sessions(connection: Connection, users: Sequence[str]) -> None:
     """A live and an expired Better Auth session for each of `users` (see
     :func:`live_token`, :func:`expired_token`)."""
+    _seed_sessions(connection, users)
+
+
+def _seed_sessions(connection: Connection, users: Sequence[str]) -> list[Row]:
     now = datetime.now(UTC)
     sessions = [
         {
@@ -441,12 +605,15 @@ def seed_sessions(connection: Connection, users: Sequence[str]) -> None:
             ("expired", expired_token, timedelta(hours=-1)),
         )
     ]
-    connection.execute(sa.insert(metadata.tables[SESSION_TABLE]), sessions)
+    table = metadata.tables[SESSION_TABLE]
+    stored = connection.execute(sa.insert(table).returning(*table.columns), sessions)
+    return [row._asdict() for row in stored]
 
 
 # --- acting as a role ---------------------------------------------------------------------
 
 
+@functools.cache
 def may_bind_sessions() -> frozenset[str]:
     """The roles that may run :data:`BIND_SESSION`, as the revisions grant it."""
     (function,) = (
@@ -464,6 +631,30 @@ def bind(connection: Connection, token: str) -> str | None:
         return None
 
 
+def claim(connection: Connection, user_id: str | None) -> None:
+    """Set the transaction's claimed user id (``app.user_id``) by hand, as any SQL may."""
+    connection.execute(
+        sa.text("SELECT set_config('app.user_id', :id, true)"), {"id": user_id or ""}
+    )
+
+
+def become(connection: Connection, actor: Actor, role: str) -> None:
+    """Inside a transaction already acting as `role`: make it `actor`, binding the
+    verified user's live session as the API does (a role that may not bind sessions,
+    a trusted job's, only claims), then claiming by hand what the binding did not."""
+    bound: str | None = None
+    if actor.verified is not None and role in may_bind_sessions():
+        bound = bind(connection, live_token(actor.verified))
+        assert bound == actor.verified, f"{actor.verified!r}'s live session bound {bound!r}"
+    if actor.claimed != bound:
+        claim(connection, actor.claimed)
+
+
+def set_role(connection: Connection, role: str) -> None:
+    quoted = connection.dialect.identifier_preparer.quote(role)
+    connection.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
+
+
 @contextmanager
 def acting_as(
     connection: Connection, user_id: str | None, *, role: str = APP_ROLE, commit: bool = False
@@ -476,17 +667,14 @@ def acting_as(
     Rolled back on leaving unless `commit`. Mind that once a session has set
     ``app.user_id`` locally, the setting reads as '' (not NULL) after that transaction.
     """
-    quoted = connection.dialect.identifier_preparer.quote(role)
     transaction = connection.begin()
     try:
-        connection.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
+        set_role(connection, role)
         if user_id is not None and role in may_bind_sessions():
             bound = bind(connection, live_token(user_id) if user_id else "")
             assert bound == (user_id or None), f"{user_id!r}'s live session bound {bound!r}"
         elif user_id is not None:  # a trusted job's role: it says whom it acts for
-            connection.execute(
-                sa.text("SELECT set_config('app.user_id', :id, true)"), {"id": user_id}
-            )
+            claim(connection, user_id)
         yield connection
     except BaseException:
         transaction.rollback()
@@ -497,13 +685,21 @@ def acting_as(
         transaction.rollback()
 
 
+@contextmanager
+def acting(connection: Connection, actor: Actor, *, role: str = APP_ROLE) -> Iterator[Connection]:
+    """One transaction as `role` that is `actor` (:func:`become`), rolled back after."""
+    with acting_as(connection, None, role=role):
+        become(connection, actor, role)
+        yield connection
+
+
 def is_refused(error: DBAPIError) -> bool:
     """Whether PostgreSQL refused for lack of privilege or by a WITH CHECK policy."""
     return getattr(error.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
 
 
 def attempt(connection: Connection, statement: sa.Executable) -> int | Refused:
-    """Run a write in a savepoint: the rows it affected, or :data:`REFUSED`.
+    """Run a write in a savepoint, kept: the rows it affected, or :data:`REFUSED`.
 
     Any error other than 42501 is raised: it is not what the policies are about.
     """
@@ -516,6 +712,22 @@ def attempt(connection: Connection, statement: sa.Executable) -> int | Refused:
             return REFUSED
         raise
     return int(result.rowcount)
+
+
+def trial(connection: Connection, statement: sa.Executable) -> int | Refused:
+    """Run a write in a savepoint and undo it: the rows it affected, or :data:`REFUSED`.
+    Every trial of a test meets the rows as seeded."""
+    savepoint = connection.begin_nested()
+    try:
+        result = connection.execute(statement, execution_options={"preserve_rowcount": True})
+    except DBAPIError as error:
+        savepoint.rollback()
+        if is_refused(error):
+            return REFUSED
+        raise
+    count = int(result.rowcount)
+    savepoint.rollback()
+    return count
 
 
 def read(connection: Connection, statement: sa.Executable) -> list[tuple[Any, ...]] | Refused:

@@ -126,8 +126,9 @@ def writers(engine: Engine, count: int = 3) -> Iterator[list[float]]:
         with engine.connect() as connection:
             while not stop.is_set():
                 started = time.monotonic()
+                # A title of its own: a UNIQUE constraint on titles must not fail a write.
                 connection.exec_driver_sql(
-                    "INSERT INTO todo (user_id, title) VALUES ('writer', 'w')"
+                    "INSERT INTO todo (user_id, title) VALUES ('writer', 'w ' || gen_random_uuid())"
                 )
                 connection.commit()
                 latencies.append(time.monotonic() - started)

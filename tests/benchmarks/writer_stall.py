@@ -70,8 +70,12 @@ class Writers:
                 try:
                     if chance.random() < 0.5:
                         what = "INSERT"
+                        # A title of its own: a UNIQUE constraint on titles (a revision
+                        # under measure may add one) must not fail a write.
                         connection.execute(
-                            "INSERT INTO todo (user_id, title) VALUES (%s, 'written')", [user]
+                            "INSERT INTO todo (user_id, title) "
+                            "VALUES (%s, 'written ' || gen_random_uuid())",
+                            [user],
                         )
                     else:
                         what = "UPDATE"
