@@ -541,8 +541,11 @@ def _wait_for_the_lock(lock_connection: Connection, settings: Settings) -> None:
 def _make_lock_table(lock_connection: Connection) -> None:
     """The deploy lock's table, made by the first deploy of a database (a role that may
     not reach a table another role made is told whose it is)."""
+    # From the catalog: to_regclass() needs USAGE on a schema another role made.
     exists = lock_connection.exec_driver_sql(
-        "SELECT to_regclass(%(table)s) IS NOT NULL", {"table": LOCK_TABLE}
+        "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %(schema)s AND c.relname = %(table)s)",
+        {"schema": LOCK_SCHEMA, "table": LOCK_TABLE.split(".")[1]},
     ).scalar()
     try:
         if not exists:
@@ -556,10 +559,11 @@ def _make_lock_table(lock_connection: Connection) -> None:
 def _refuse_the_lock(lock_connection: Connection) -> NoReturn:
     """The deploy lock is another role's, or cannot be made: one line saying whose and
     what to do."""
-    owner = lock_connection.exec_driver_sql(
-        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %(schema)s",
+    owner, role = lock_connection.exec_driver_sql(
+        "SELECT (SELECT quote_ident(pg_get_userbyid(nspowner)) FROM pg_namespace"
+        " WHERE nspname = %(schema)s), quote_ident(current_user)",
         {"schema": LOCK_SCHEMA},
-    ).scalar()
+    ).one()
     if owner is None:
         raise CommandError(
             f"the deploy lock's schema {LOCK_SCHEMA} does not exist yet, and this role may "
@@ -569,8 +573,8 @@ def _refuse_the_lock(lock_connection: Connection) -> NoReturn:
     raise CommandError(
         f"the deploy lock ({LOCK_TABLE}) is {owner}'s, which no other role may reach: run "
         f"the migrations as {owner} (on Neon, the project's owner role), or, as {owner}, "
-        f"GRANT USAGE ON SCHEMA {LOCK_SCHEMA}, UPDATE ON {LOCK_TABLE} TO the role that "
-        "deploys; nothing was changed"
+        f"`GRANT USAGE ON SCHEMA {LOCK_SCHEMA} TO {role}; GRANT UPDATE ON {LOCK_TABLE} TO "
+        f"{role}`; nothing was changed"
     )
 
 

@@ -21,13 +21,13 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from migrations import deploy
 from tests.conftest import NewDatabase, child_url
-from tests.evolution import Project, evolve
+from tests.evolution import Project, evolve, registered
 from tests.test_evolution import (
     calls,
     downgrade_part,
     linted_as_generated,
-    registered,
     revision_id,
     upgrade_part,
 )
@@ -258,6 +258,9 @@ def owner(project: Project) -> Iterator[str]:
         db.execute(f"ALTER TABLE online_item OWNER TO {role}")
         db.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
         db.execute(f"GRANT SELECT, UPDATE ON alembic_version TO {role}")
+        # What the deploy lock's owner grants another role that deploys (README).
+        db.execute(f"GRANT USAGE ON SCHEMA {deploy.LOCK_SCHEMA} TO {role}")
+        db.execute(f"GRANT UPDATE ON {deploy.LOCK_TABLE} TO {role}")
     try:
         yield role
     finally:

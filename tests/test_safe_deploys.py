@@ -12,6 +12,7 @@ import re
 import subprocess
 import threading
 import time
+import uuid
 from argparse import Namespace
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -205,6 +206,46 @@ def test_deployer_waits_for_the_lock_and_says_who_holds_it(head_url: URL) -> Non
         failed,
     )
     assert re.search(r"`SELECT pg_terminate_backend\(\d+\)`", failed)
+
+
+def test_a_second_migration_role_is_told_whose_the_lock_is_and_what_to_grant(
+    head_url: URL,
+) -> None:
+    """The first deploy made the lock's schema, its role's own; another role that may
+    migrate (a login role the owner made, given the tables) is refused in one line naming
+    the lock's owner and the grant, before anything ran; once granted, it deploys."""
+    role = f"todo_test_migrator_{uuid.uuid4().hex[:8]}"
+    engine = new_engine(head_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            connection.exec_driver_sql(f"GRANT SELECT, UPDATE ON alembic_version TO {role}")
+            owner = connection.exec_driver_sql("SELECT current_user").scalar()
+        as_role = head_url.set(username=role, password=None)
+        refused = cli("upgrade", "head", url=as_role)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        (failed,) = [line for line in refused.stdout.splitlines() if line.startswith("FAILED:")]
+        assert f"the deploy lock ({deploy.LOCK_TABLE}) is {owner}'s" in failed
+        assert (
+            f"`GRANT USAGE ON SCHEMA {deploy.LOCK_SCHEMA} TO {role}; "
+            f"GRANT UPDATE ON {deploy.LOCK_TABLE} TO {role}`" in failed
+        )
+        assert failed.endswith("nothing was changed")
+
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA {deploy.LOCK_SCHEMA} TO {role}")
+            connection.exec_driver_sql(f"GRANT UPDATE ON {deploy.LOCK_TABLE} TO {role}")
+        deployed = cli("upgrade", "head", url=as_role)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert "Holding the migration lock" in deployed.stderr
+    finally:
+        with engine.begin() as connection:
+            # Its grants, one by one: a PostgreSQL 16+ owner may not DROP OWNED BY it.
+            connection.exec_driver_sql(f"REVOKE ALL ON alembic_version FROM {role}")
+            connection.exec_driver_sql(f"REVOKE ALL ON SCHEMA {deploy.LOCK_SCHEMA} FROM {role}")
+            connection.exec_driver_sql(f"REVOKE ALL ON {deploy.LOCK_TABLE} FROM {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        engine.dispose()
 
 
 def test_offline_sql_runs_in_psql_as_the_owner(empty_url: URL) -> None:
