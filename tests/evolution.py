@@ -221,6 +221,11 @@ def with_users(root: Path, url: URL, *users: str) -> Project:
     return Project.copy(root, child_url(url))
 
 
+def registered(module: str, *names: str) -> str:
+    """The line of ``models/__init__.py`` that registers `names` of ``models/<module>.py``."""
+    return f"from models.{module} import {', '.join(names)}  # noqa: E402, F401\n"
+
+
 #: What ``make revision`` writes into a revision that destroys data, for its author.
 PLACEHOLDER = lint.DESTRUCTIVE_PLACEHOLDER
 

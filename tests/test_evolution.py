@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL
 
 from models.security import own_row_policies
 from tests.conftest import NewDatabase, child_url
-from tests.evolution import PLACEHOLDER, Project, Run, acknowledged, evolve, with_users
+from tests.evolution import PLACEHOLDER, Project, Run, acknowledged, evolve, registered, with_users
 
 TYPES_MODULE = '''
 """Column types of the project's own (tests/test_evolution.py)."""
@@ -161,10 +161,6 @@ NOTE_POLICIES = """\
 READER = "todo_evolution_reader"
 #: The policies an owned table gets (owned_by, owned_through).
 OWN_ROW_POLICIES = own_row_policies("todo_app", "true")
-
-
-def registered(module: str, *names: str) -> str:
-    return f"from models.{module} import {', '.join(names)}  # noqa: E402, F401\n"
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.conftest import NewDatabase
-from tests.evolution import Project, with_users
+from tests.evolution import Project, registered, with_users
 
 pytestmark = pytest.mark.slow
 
@@ -278,10 +278,6 @@ BROKEN_LINTS = (
     'lint_acknowledged={"owner-column": "test: broken on purpose", '
     '"policy-column-index:user_id": "test: broken on purpose"}'
 )
-
-
-def registered(module: str, *names: str) -> str:
-    return f"from models.{module} import {', '.join(names)}  # noqa: E402, F401\n"
 
 
 def add_the_shapes(p: Project) -> None:

@@ -32,12 +32,11 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
 from tests.conftest import NewDatabase, config_with_versions, write_revision
-from tests.evolution import Project, Run, with_users
+from tests.evolution import Project, Run, registered, with_users
 from tests.test_evolution import (
     calls,
     downgrade_part,
     linted_as_generated,
-    registered,
     revision_id,
     upgrade_part,
 )

@@ -27,11 +27,10 @@ from sqlalchemy.engine import URL
 
 from migrations import lint, review, schema_docs
 from tests.conftest import NewDatabase, new_engine
-from tests.evolution import Project, evolve, with_users
+from tests.evolution import Project, evolve, registered, with_users
 from tests.test_evolution import (
     calls,
     downgrade_part,
-    registered,
     revision_id,
     upgrade_part,
 )
