@@ -287,13 +287,15 @@ def sharing_functions(table: Table) -> tuple[Function, ...]:
     ):
         listed = ", ".join("'" + value.replace("'", "''") + "'" for value in levels)
         member_rows = (
-            f"SELECT m.{_quote(membership.shared)} FROM public.{_quote(members.name)} m, me\n"
-            f"            WHERE m.{_quote(membership.user)} = me.id"
+            f"SELECT m.{_quote(membership.shared)} FROM public.{_quote(members.name)} m\n"
+            f"            WHERE m.{_quote(membership.user)} = me"
             f" AND {level} = ANY (ARRAY[{listed}]::pg_catalog.text[])"
             if levels
             else ""
         )
-        union = f"\n            UNION\n            {member_rows}" if member_rows else ""
+        # UNION ALL: a key listed twice (an owner who is a member too) matches the same
+        # rows, and nothing sorts or hashes the keys.
+        union = f"\n            UNION ALL\n            {member_rows}" if member_rows else ""
         functions.append(
             Function(
                 name=sharing_function_name(table.name, access),  # type: ignore[arg-type]
@@ -304,11 +306,12 @@ def sharing_functions(table: Table) -> tuple[Function, ...]:
                 owner=SHARING_ROLE,
                 executors=(sharing.role,),
                 body=f"""
+    DECLARE
+        me pg_catalog.text := {sharing.identity.user_id};
     BEGIN
         RETURN QUERY
-            WITH me AS (SELECT {sharing.identity.user_id} AS id)
-            SELECT t.{_quote(sharing.key)} FROM public.{_quote(table.name)} t, me
-            WHERE t.{_quote(sharing.owner)} = me.id{union};
+            SELECT t.{_quote(sharing.key)} FROM public.{_quote(table.name)} t
+            WHERE t.{_quote(sharing.owner)} = me{union};
     END
     """,
             )

@@ -16,7 +16,7 @@ import sys
 import psycopg
 
 from migrations.database import DatabaseError
-from tests.benchmarks import drift, online_forms, rls, suite, upgrade, writer_stall
+from tests.benchmarks import drift, online_forms, rls, sharing, suite, upgrade, writer_stall
 from tests.benchmarks.common import (
     BenchError,
     Benchmark,
@@ -32,6 +32,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     upgrade.BENCHMARK,
     suite.BENCHMARK,
     rls.BENCHMARK,
+    sharing.BENCHMARK,
     drift.BENCHMARK,
     writer_stall.BENCHMARK,
     online_forms.BENCHMARK,
