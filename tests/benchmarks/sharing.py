@@ -140,7 +140,7 @@ def build(server: Server, url: URL, root: Path, sizes: dict[str, int]) -> str:
     return str(row[0]) if row else "?"
 
 
-def member_rows(connection: Connection, query: sql.Composable) -> list[tuple[Any, ...]]:
+def member_rows(connection: Connection, query: sql.SQL | sql.Composed) -> list[tuple[Any, ...]]:
     return sorted(tuple(row) for row in connection.execute(query).fetchall())
 
 
