@@ -58,7 +58,7 @@ test-slow: $(STAMP) $(NODE_STAMP) $(PG_VERSIONS_STAMP) ## The tests that wait se
 revision: $(STAMP) ## Autogenerate a revision from the models, then refresh schema.md: make revision m="add due date"
 	@test -n "$(m)" || { echo 'usage: make revision m="what the revision does"'; exit 2; }
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
-	$(BIN)/python -m migrations.schema_docs
+	$(BIN)/python -m todo_database.review.docs
 
 check: $(STAMP) ## alembic check: the models and the database agree
 	$(BIN)/alembic check
@@ -78,19 +78,19 @@ format: $(STAMP) ## Apply ruff's formatting and fixes, then say what is left
 	$(BIN)/ruff check .
 
 review: $(STAMP) ## Schema review of this change against base (default origin/main) into review.md
-	$(BIN)/python -m migrations.review --base "$(base)" --output review.md
+	$(BIN)/python -m todo_database.review.report --base "$(base)" --output review.md
 
 docs: $(STAMP) ## Regenerate specs/001-database-layer/schema.md (diagram, RLS matrix, tables)
-	$(BIN)/python -m migrations.schema_docs
+	$(BIN)/python -m todo_database.review.docs
 
 psql: $(STAMP) ## Open psql on the resolved database
-	$(BIN)/python -m migrations.database psql
+	$(BIN)/python -m todo_database.deploy.database psql
 
 bench: $(STAMP) ## Run the benchmarks and print their figures (medians)
 	$(BIN)/python -m tests.benchmarks
 
 db-stop: $(STAMP) ## Stop the embedded server (its data in .pgdata/ stays)
-	$(BIN)/python -m migrations.database stop
+	$(BIN)/python -m todo_database.deploy.database stop
 
 clean: ## Remove the virtual environment and caches (not .pgdata/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info $(AUTH_CHECK)/node_modules $(PG_VERSIONS)/node_modules

@@ -17,7 +17,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from migrations import deploy
+from todo_database.deploy import runner as deploy
 
 # The models first: everything below reads them, and models that do not import are one
 # line, not a traceback.
@@ -25,11 +25,12 @@ models = deploy.import_models()
 
 # Imported for what importing them registers with Alembic: the comparison of CHECKs,
 # indexes, primary keys and enum types, and the row-security operations and comparison.
-import migrations.constraints  # noqa: E402
-import migrations.enums  # noqa: E402
-import migrations.rowsecurity.compare  # noqa: E402, F401
-from migrations import autogen, restore_point  # noqa: E402
-from migrations.connect import migration_connection  # noqa: E402
+import todo_database.autogenerate.constraints  # noqa: E402
+import todo_database.autogenerate.enums  # noqa: E402
+import todo_database.autogenerate.row_security  # noqa: E402, F401
+from todo_database.autogenerate import revision as autogen  # noqa: E402
+from todo_database.deploy.connect import migration_connection  # noqa: E402
+from todo_database.neon import restore_point  # noqa: E402
 
 config = context.config
 log = logging.getLogger("migrations")

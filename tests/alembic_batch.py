@@ -132,7 +132,7 @@ def alembic(
     database_url: str | None = None,
     environment: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """One ``alembic`` command, as :func:`migrations.alembic_cli.run` runs it (the same
+    """One ``alembic`` command, as :func:`todo_database.deploy.cli.run` runs it (the same
     environment rules: `database_url` as ``DATABASE_URL``, else none), in a warm child."""
     child = {
         key: value

@@ -37,9 +37,10 @@ from psycopg import sql
 from sqlalchemy import pool
 from sqlalchemy.engine import URL, Engine
 
-from migrations import database, schema_docs
 from models.security import ROLES
 from tests import neon_owner
+from todo_database.deploy import database
+from todo_database.review import docs as schema_docs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_PREFIX = "todo_test_"

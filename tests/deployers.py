@@ -19,10 +19,11 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from migrations import database, deploy
 from tests import alembic_batch
 from tests.conftest import HEAD, child_url
 from tests.evolution import Project
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
 
 PROBE, SLOW = "fff1000000a1", "fff1000000a2"
 #: What the slow revision runs, both ways, after its table is made or dropped.

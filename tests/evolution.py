@@ -25,13 +25,13 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from migrations import lint
-from migrations.autogen import VERIFY_VARIABLE
 from tests import alembic_batch
 from tests.conftest import PROJECT_ROOT, child_url, new_engine
+from todo_database import lint
+from todo_database.autogenerate.revision import VERIFY_VARIABLE
 
 #: What a schema change needs of the repository (and ``tests``, to run its own suite).
-COPIED = ("alembic.ini", ".squawk.toml", "pyproject.toml", "migrations", "models")
+COPIED = ("alembic.ini", ".squawk.toml", "pyproject.toml", "migrations", "models", "todo_database")
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,13 @@ import psycopg
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
-from migrations import database, deploy
 from tests import vanishing_host
 from tests.conftest import child_url, upgrade
 from tests.deployers import admin, sleeping_pid, slow_project, start, trying_for_the_lock
 from tests.evolution import Project
 from tests.own_server import own_server
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
 
 GIVE_UP_S = 600.0
 

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from migrations import database
+from todo_database.deploy import database
 
 #: What Neon's ``neon_superuser`` is a member of (its compute's own SQL).
 NEON_SUPERUSER_MEMBERSHIPS = (

@@ -59,8 +59,8 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from migrations import database
 from tests import pgbouncer
+from todo_database.deploy import database
 
 API_KEY = "napi_standin0123456789abcdefghijklmnopqrstuvwxyz"
 PROJECT_ID = "quiet-sun-40284171"

@@ -31,9 +31,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 import session_binding
-from migrations.rowsecurity.declarations import declared, declared_functions, row_security
 from models import metadata
 from models.security import APP_ROLE, BIND_SESSION, PUBLIC, ROLES, declared_role
+from todo_database.declarations.row_security import declared, declared_functions, row_security
 
 #: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
 #: violates row-level security policy" (a WITH CHECK failure).
@@ -147,7 +147,7 @@ class Ownership:
 def ownership(table: sa.Table) -> Ownership | None:
     """The table's ownership as declared (``owned_by``, ``readable_own_row``: a column
     holding the user's id; ``owned_through``: a parent row), or None. The same path the
-    derived policies of ``migrations/rowsecurity/declarations.py`` follow."""
+    derived policies of ``todo_database/declarations/row_security.py`` follow."""
     security = declared(table)
     if security is None:
         return None

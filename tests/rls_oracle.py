@@ -42,7 +42,6 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from migrations.rowsecurity.declarations import declared, row_security
 from models import metadata
 from models.security import (
     IDENTITY,
@@ -68,6 +67,7 @@ from tests.rls_helpers import (
     reachable_tables,
     set_role,
 )
+from todo_database.declarations.row_security import declared, row_security
 
 #: The identities a policy written by the one-liners may use.
 KNOWN_IDENTITIES: tuple[Identity, ...] = tuple(

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from migrations import database
 from tests import alembic_batch
 from tests.conftest import HEAD, PROJECT_ROOT, NewDatabase, child_url
 from tests.evolution import Project
 from tests.own_server import free_port, own_server
+from todo_database.deploy import database
 
 SECRET = "s3cret-Pa55word"
 

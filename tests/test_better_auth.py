@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
-from migrations import database
 from models.security import APP_ROLE, AUTH_ROLE
 from tests.conftest import PROJECT_ROOT, scalar
+from todo_database.deploy import database
 
 CHECK_DIR = PROJECT_ROOT / "tests" / "better_auth"
 # check.mjs gives up on its own after 60 s; this only guards against a wedged node.

@@ -16,7 +16,7 @@ column), each with a reason that a reviewer reads:
 
 and, with no exception: the application roles can create nothing in the schema and
 hold nothing at all on ``alembic_version``; and no SECURITY DEFINER function could
-resolve a name its caller made (``migrations/rowsecurity/definer_safety.py``: pinned
+resolve a name its caller made (``todo_database/declarations/definer_safety.py``: pinned
 search path with ``pg_temp`` last, every relation and type outside ``pg_catalog`` named
 with its schema), which ``make revision`` and ``make check`` refuse too.
 """
@@ -31,13 +31,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
-from migrations.rowsecurity import definer_safety
-from migrations.rowsecurity.declarations import row_security
-from migrations.rowsecurity.functions import definition_sql
 from models import metadata
 from models.security import BIND_SESSION, FUNCTIONS, ROLES, VERIFIED_USER_ID
 from tests.conftest import database_copy, new_engine
 from tests.rls_helpers import REFUSED, acting_as, read
+from todo_database.declarations import definer_safety
+from todo_database.declarations.row_security import row_security
+from todo_database.operations.functions import definition_sql
 
 ALEMBIC_VERSION = "alembic_version"
 #: Row privileges; TRUNCATE in particular ignores row-level security altogether.

@@ -24,7 +24,6 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
-from migrations import database, deploy
 from tests import vanishing_host
 from tests.conftest import HEAD, child_url, upgrade
 from tests.deployers import (
@@ -42,6 +41,8 @@ from tests.deployers import (
 )
 from tests.evolution import Project
 from tests.own_server import OwnServer, own_server
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
 
 
 @pytest.fixture(scope="module")

@@ -209,7 +209,7 @@ import io, json, sys
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from migrations import lint
+from todo_database import lint
 script = ScriptDirectory.from_config(Config("alembic.ini"))
 open_findings = {}
 for revision in script.walk_revisions():

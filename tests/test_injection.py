@@ -34,7 +34,6 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
 import session_binding
-from migrations import database, deploy
 from models import metadata
 from models.security import APP_ROLE, DATABASE_GRANTS, IDENTITY_ROLE
 from tests import pgbouncer
@@ -42,6 +41,8 @@ from tests.api_roles import create_login_role, drop_login_role
 from tests.conftest import database_copy, make_alembic_config, new_engine
 from tests.pgbouncer import Binary, PgBouncer, running, upstream_of
 from tests.rls_helpers import seed
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
 
 pgbouncer_binary = pgbouncer.pgbouncer_binary
 

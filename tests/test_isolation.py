@@ -46,7 +46,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from migrations.rowsecurity.declarations import declared_functions, row_security
 from models import metadata
 from models.security import (
     APP_ROLE,
@@ -90,6 +89,7 @@ from tests.rls_helpers import (
     where_key,
 )
 from tests.rls_oracle import Access, Evaluator, Owned, World, every_access, recognised
+from todo_database.declarations.row_security import declared_functions, row_security
 
 #: What each declared role may do to each table it reaches, as declared.
 ACCESSES = every_access()

@@ -23,8 +23,8 @@ from pytest_alembic.tests.experimental import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from migrations import lint
 from tests.conftest import SCRIPT, make_alembic_config
+from todo_database import lint
 
 #: Oldest first.
 CHAIN = list(reversed(list(SCRIPT.walk_revisions())))

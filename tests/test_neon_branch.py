@@ -20,7 +20,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 import session_binding
-from migrations import database, neon
 from models.security import APP_ROLE
 from tests import pgbouncer
 from tests.api_roles import create_login_role, drop_login_role
@@ -33,6 +32,8 @@ from tests.neon_standin import (
     NeonStandin,
 )
 from tests.rls_helpers import live_token, seed_sessions
+from todo_database.deploy import database
+from todo_database.neon import client as neon
 
 SECRETS = (API_KEY, FAKE_PASSWORD)
 MACHINE_LINES = ("db_url=", "db_url_pooled=", "::add-mask::")

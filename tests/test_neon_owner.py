@@ -21,11 +21,12 @@ from alembic.util import CommandError
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
-from migrations import database, deploy
 from models.security import APP_ROLE, IDENTITY_ROLE, ROLES
 from tests import neon_owner
 from tests.conftest import HEAD, config_with_versions, make_alembic_config, new_engine, scalar
 from tests.conftest import write_revision as write_test_revision
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
 
 MAKES_ROLES = (
     "makes a Neon-shaped owner, and a role as Neon's console does: Neon's superuser's work"

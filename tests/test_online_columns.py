@@ -21,7 +21,6 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from migrations import deploy
 from tests.conftest import NewDatabase, child_url
 from tests.evolution import Project, evolve, registered
 from tests.test_evolution import (
@@ -31,6 +30,7 @@ from tests.test_evolution import (
     revision_id,
     upgrade_part,
 )
+from todo_database.deploy import runner as deploy
 
 ITEM_MODULE = '''
 """Items, a user's own (tests/test_online_columns.py)."""

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from migrations import alembic_cli, database
 from tests import neon_owner
 from tests.conftest import HEAD, PROJECT_ROOT
 from tests.own_server import own_server
+from todo_database.deploy import cli as alembic_cli
+from todo_database.deploy import database
 
 VERSIONS = PROJECT_ROOT / "tests" / "postgres_versions" / "node_modules"
 INSTALL_HINT = "PostgreSQL {version} not installed: make test-slow installs it (npm, Linux x86-64)"

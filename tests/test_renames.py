@@ -25,7 +25,6 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import URL
 
-from migrations import lint, review, schema_docs
 from tests.conftest import NewDatabase, new_engine
 from tests.evolution import Project, evolve, registered, with_users
 from tests.test_evolution import (
@@ -34,6 +33,9 @@ from tests.test_evolution import (
     revision_id,
     upgrade_part,
 )
+from todo_database import lint
+from todo_database.review import docs as schema_docs
+from todo_database.review import report as review
 
 ITEM_MODULE = '''
 """Items and their notes (tests/test_renames.py)."""

@@ -1,4 +1,4 @@
-"""A restore point before a deploy destroys data on Neon (migrations/restore_point.py).
+"""A restore point before a deploy destroys data on Neon (todo_database/neon/restore_point.py).
 
 A throwaway copy of the repository (tests/evolution.py) migrates, through the plain
 ``alembic`` command line, a database that the Neon stand-in (tests/neon_standin.py)
@@ -26,7 +26,6 @@ import pytest
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from migrations import neon, restore_point
 from tests.conftest import NewDatabase, ServerRoles, child_url
 from tests.evolution import PLACEHOLDER, Project, Run, acknowledged
 from tests.neon_standin import (
@@ -37,6 +36,8 @@ from tests.neon_standin import (
     NeonStandin,
     StandinBranch,
 )
+from todo_database.neon import client as neon
+from todo_database.neon import restore_point
 
 NOTE_MODULE = '''
 """Notes whose mood is about to go (tests/test_restore_point.py)."""

@@ -24,15 +24,16 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import URL
 
 import models
-from migrations import alembic_cli, review, schema_docs
-from migrations.review import ATTENTION, BLOCKING, Loss
-from migrations.schema_docs import Schema
 from models.security import ROW_SECURITY
 from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, new_engine
-from tests.evolution import PLACEHOLDER
+from tests.evolution import COPIED, PLACEHOLDER
+from todo_database.deploy import cli as alembic_cli
+from todo_database.review import docs as schema_docs
+from todo_database.review import report as review
+from todo_database.review.docs import Schema
+from todo_database.review.report import ATTENTION, BLOCKING, Loss
 
 #: What the review needs of the project: its Alembic set-up, models and squawk rules.
-COPIED = ("alembic.ini", ".squawk.toml", "migrations", "models")
 
 # A column, an index and a (restrictive) policy for todo_app, added after the models'
 # own declarations, so the test does not depend on how models/todo.py is written; their
@@ -150,13 +151,22 @@ def project(tmp_path: Path) -> Path:
 def run_review(
     root: Path, admin_url: URL, base: str = "HEAD", *, blocking: bool = False
 ) -> tuple[str, str]:
-    """`python -m migrations.review` in `root`, as `make review` runs it: (report, stderr).
+    """`python -m todo_database.review.report` in `root`, as `make review` runs it:
+    (report, stderr).
     It writes its report either way, and exits 1 when the report holds a `blocking`
     warning (then CI fails), 0 otherwise."""
     environment = {**os.environ, schema_docs.ADMIN_URL_VARIABLE: child_url(admin_url)}
     output = root / "review.md"
     result = subprocess.run(
-        [sys.executable, "-m", "migrations.review", "--base", base, "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "todo_database.review.report",
+            "--base",
+            base,
+            "--output",
+            str(output),
+        ],
         cwd=root,
         env=environment,
         capture_output=True,

@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
-from migrations import database
 from models.security import APP_ROLE, AUTH_ROLE, IDENTITY_ROLE
 from tests.evolution import Project
 from tests.own_server import own_server
+from todo_database.deploy import database
 
 #: (what someone does to a managed role, what ``alembic check`` then reports, the SQL
 #: that undoes it).

@@ -2,7 +2,7 @@
 
 Every case starts from a copy of a database migrated to head, changes its row
 security by hand with plain SQL (as the superuser the tests connect as), and asserts
-that the comparison in ``migrations/rowsecurity/compare.py`` names exactly the one
+that the comparison in ``todo_database/autogenerate/row_security.py`` names exactly the one
 operation that undoes the change: through ``alembic check``, through pytest-alembic's
 ``model_definitions_match_ddl``, and through the operations themselves, which are
 applied, checked, reversed and checked again.
@@ -33,12 +33,8 @@ from pytest_alembic.tests.default import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-import migrations.constraints  # noqa: F401  (registers the comparators, as env.py does)
 import models
-from migrations import alembic_cli, autogen
-from migrations.rowsecurity.compare import OPTION, Catalog, declared_row_security, read_catalog
-from migrations.rowsecurity.declarations import row_security
-from migrations.rowsecurity.functions import Held, read_functions
+import todo_database.autogenerate.constraints  # noqa: F401  (registers the comparators, as env.py does)
 from models.security import (
     APP_ROLE,
     BIND_SESSION,
@@ -48,6 +44,16 @@ from models.security import (
     RowSecurity,
 )
 from tests.conftest import make_alembic_config
+from todo_database.autogenerate import revision as autogen
+from todo_database.autogenerate.row_security import (
+    OPTION,
+    Catalog,
+    declared_row_security,
+    read_catalog,
+)
+from todo_database.declarations.row_security import row_security
+from todo_database.deploy import cli as alembic_cli
+from todo_database.operations.functions import Held, read_functions
 
 
 def _declared_using(table: str, policy: str) -> str:

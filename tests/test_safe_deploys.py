@@ -25,7 +25,6 @@ from alembic import command
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Engine
 
-from migrations import alembic_cli, deploy
 from tests import alembic_batch
 from tests.conftest import (
     HEAD,
@@ -38,6 +37,8 @@ from tests.conftest import (
     scalar,
     write_revision,
 )
+from todo_database.deploy import cli as alembic_cli
+from todo_database.deploy import runner as deploy
 
 REVISIONS = list(SCRIPT.walk_revisions())
 

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy.engine import URL, Engine
 
 import models
-from migrations import schema_docs
-from migrations.database import PROJECT_ROOT
-from migrations.rowsecurity.compare import Catalog
-from migrations.schema_docs import Column, Constraint, Schema, Table
 from models.security import Policy
 from tests.conftest import new_engine
+from todo_database.autogenerate.row_security import Catalog
+from todo_database.deploy.database import PROJECT_ROOT
+from todo_database.review import docs as schema_docs
+from todo_database.review.docs import Column, Constraint, Schema, Table
 
 
 def test_schema_reference_is_up_to_date(head_engine: Engine) -> None:

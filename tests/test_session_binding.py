@@ -29,7 +29,6 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 import session_binding
-from migrations import database
 from models import Todo, TodoCreate, metadata
 from models.security import APP_ROLE
 from session_binding import (
@@ -47,6 +46,7 @@ from tests.api_roles import create_login_role, drop_login_role
 from tests.conftest import database_copy, new_engine
 from tests.pgbouncer import Binary, PgBouncer, Upstream, running, upstream_of
 from tests.rls_helpers import seed
+from todo_database.deploy import database
 
 #: The helper's fixture: the installed PgBouncer, or a skip saying what to install.
 pgbouncer_binary = pgbouncer.pgbouncer_binary

@@ -49,7 +49,7 @@ class Lists:
 def lists(
     tmp_path_factory: pytest.TempPathFactory, admin_url: URL, head_template: str
 ) -> Iterator[Lists]:
-    from migrations import database
+    from todo_database.deploy import database
 
     with database.throwaway_database(
         admin_url, "todo_test_", "sharing", template=head_template

@@ -6,7 +6,7 @@ writes it empty for its author to fill.
 A revision acknowledges a rule in a module-level ``squawk_acknowledged`` mapping of
 rule name to reason, and the rules against destroying data by its
 ``destructive_acknowledged`` reason; rules about the choice of a column type are
-advisory (``migrations/lint.py``). The rule configuration is ``.squawk.toml``; the
+advisory (``todo_database/lint.py``). The rule configuration is ``.squawk.toml``; the
 invocation is shared with the schema review.
 """
 
@@ -19,8 +19,8 @@ from typing import cast
 import pytest
 from alembic.script import Script
 
-from migrations import lint
 from tests.conftest import SCRIPT
+from todo_database import lint
 
 
 @pytest.mark.parametrize("revision", list(SCRIPT.walk_revisions()), ids=lambda r: r.revision)

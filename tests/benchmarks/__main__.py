@@ -15,7 +15,6 @@ import sys
 
 import psycopg
 
-from migrations.database import DatabaseError
 from tests.benchmarks import drift, online_forms, rls, sharing, suite, upgrade, writer_stall
 from tests.benchmarks.common import (
     BenchError,
@@ -26,6 +25,7 @@ from tests.benchmarks.common import (
     load_average,
     progress,
 )
+from todo_database.deploy.database import DatabaseError
 
 #: In the order they run; a new benchmark module adds its ``BENCHMARK`` here.
 BENCHMARKS: tuple[Benchmark, ...] = (

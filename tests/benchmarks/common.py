@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from migrations import database
+from todo_database.deploy import database
 
 PROJECT_ROOT = database.PROJECT_ROOT
 #: The interpreter running the benchmarks (the project's venv under ``make bench``).
@@ -331,7 +331,7 @@ class Server:
         progress("starting the embedded server...")
         # A child process: this one caches a handle on the server it first started.
         run_timed(
-            [PYTHON, "-m", "migrations.database", "url"],
+            [PYTHON, "-m", "todo_database.deploy.database", "url"],
             env=self.env(),
             what="starting the embedded server",
         )

@@ -6,7 +6,7 @@ Three ways of checking one database at head, each the real CLI in a fresh proces
 * this project's environment, with the row-security comparator (``make check``);
 * the same with ``-x row_security=off``: Alembic's own comparison alone;
 * ``tests/benchmarks/alembic_utils_env``: the same models, filters and options,
-  without ``migrations.rowsecurity``, and alembic_utils' ``PGPolicy`` entities for
+  without ``todo_database.operations``, and alembic_utils' ``PGPolicy`` entities for
   every policy the models declare, registered with ``register_entities``.
 
 Afterwards one policy is changed in the database, untimed, to show that both row

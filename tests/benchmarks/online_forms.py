@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL
 
-from migrations import lint
 from tests.benchmarks.common import (
     BenchError,
     Benchmark,
@@ -78,6 +77,7 @@ from tests.benchmarks.writer_stall import (
     stall_table,
     writers_during,
 )
+from todo_database import lint
 
 if TYPE_CHECKING:
     from tests.evolution import Project

@@ -1,6 +1,6 @@
 """The whole test suite's wall time, as ``make test`` runs it, server start included.
 
-Each run stops the embedded server first (``python -m migrations.database stop``,
+Each run stops the embedded server first (``python -m todo_database.deploy.database stop``,
 untimed), so the timed ``pytest -q -n auto -p no:cacheprovider`` pays for starting it, as
 on a fresh machine or in CI. The server is shared with anyone else testing in this
 work tree: it is stopped only once, for a few seconds, no other client is connected
@@ -74,7 +74,7 @@ def _stop_when_idle(server: Server) -> bool:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= IDLE_QUIET_S:
                 stopped = run_timed(
-                    [PYTHON, "-m", "migrations.database", "stop"],
+                    [PYTHON, "-m", "todo_database.deploy.database", "stop"],
                     env=server.env(),
                     what="stopping the embedded server",
                 )

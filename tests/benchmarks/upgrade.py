@@ -38,7 +38,8 @@ TARGET_RATIO = 2.0
 
 #: What ``python -m alembic upgrade head`` imports before it touches the database.
 _IMPORTS = (
-    "import alembic.config, alembic.command, models, migrations.rowsecurity, migrations.connect"
+    "import alembic.config, alembic.command, models, todo_database.operations,"
+    " todo_database.deploy.connect"
 )
 
 

@@ -1,4 +1,4 @@
-"""``alembic check`` with alembic_utils' PGPolicy instead of migrations.rowsecurity.
+"""``alembic check`` with alembic_utils' PGPolicy instead of todo_database.operations.
 
 The same models, filters and comparison options as ``migrations/env.py``, and the
 same database resolution (``DATABASE_URL``); row security is compared by
@@ -17,9 +17,9 @@ from alembic_utils.pg_policy import PGPolicy
 from alembic_utils.replaceable_entity import register_entities
 
 import models
-from migrations import autogen
-from migrations.connect import migration_connection
 from models.security import ROW_SECURITY, RowSecurity
+from todo_database.autogenerate import revision as autogen
+from todo_database.deploy.connect import migration_connection
 
 
 def declared_policies() -> Iterator[PGPolicy]:
@@ -55,7 +55,8 @@ def run_online() -> None:
             transaction_per_migration=True,
             include_name=object_filter.include_name,
             include_object=object_filter.include_object,
-            # migrations.autogen registers this project's comparator: alembic_utils alone.
+            # todo_database.autogenerate registers this project's comparator: alembic_utils
+            # alone.
             compare_row_security=False,
             **autogen.COMPARE_OPTIONS,
         )

@@ -18,9 +18,10 @@ a type only once no column uses it, so the data went with the column or table, w
 drop asks for the acknowledgement.
 
 Renames: squawk's ``renaming-table``, ``renaming-column`` and ``renaming-object`` are
-answered by the models' own declaration (``renamed_from``, :mod:`migrations.renames`),
-which the generated upgrade lists in its docstring: a rename statement the list holds
-is acknowledged; any other rename needs its ``squawk_acknowledged`` reason.
+answered by the models' own declaration (``renamed_from``,
+:mod:`todo_database.autogenerate.renames`), which the generated upgrade lists in its
+docstring: a rename statement the list holds is acknowledged; any other rename needs
+its ``squawk_acknowledged`` reason.
 
 What a revision destroys (:func:`data_losses`) is read here too, from the SQL its
 upgrade runs, for everyone who asks: ``make revision`` (which writes the
@@ -47,8 +48,8 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 
-from migrations import alembic_cli
-from migrations.database import PROJECT_ROOT
+from todo_database.deploy import cli as alembic_cli
+from todo_database.deploy.database import PROJECT_ROOT
 
 #: squawk as installed next to this interpreter (squawk-cli), else the one on PATH.
 SQUAWK = shutil.which("squawk", path=str(Path(sys.executable).parent)) or "squawk"
@@ -85,7 +86,8 @@ ADVISORY_RULES = frozenset(
 #: the renames the models declare, answered by that declaration (:func:`listed_renames`).
 RENAMING_RULES = frozenset({"renaming-column", "renaming-object", "renaming-table"})
 #: The first line of the docstring in which an upgrade lists the renames the models
-#: declared (written by :mod:`migrations.renames`), one :meth:`Rename.listed` a line.
+#: declared (written by :mod:`todo_database.autogenerate.renames`), one
+#: :meth:`Rename.listed` a line.
 RENAMES_LISTED = "Renames declared in the models (renamed_from); the rows stay."
 #: The reason shown for a rename the upgrade lists.
 DECLARED_RENAME = "declared in the models (renamed_from), listed in the upgrade's docstring"
@@ -325,8 +327,8 @@ def rendered_upgrade(module: ModuleType) -> str:
     command costs a Python start."""
     # The project's operations (op.lock_tables, op.create_policy...), registered by
     # importing their modules, as env.py does; already imported when env.py runs.
-    import migrations.autogen
-    import migrations.rowsecurity.compare  # noqa: F401
+    import todo_database.autogenerate.revision
+    import todo_database.autogenerate.row_security  # noqa: F401
 
     output = io.StringIO()
     context = MigrationContext.configure(

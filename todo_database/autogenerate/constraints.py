@@ -6,13 +6,13 @@ indexes and unique constraints by their columns and uniqueness, and foreign keys
 constraint, nothing of an index beyond its expressions (a partial index's WHERE, its
 method, INCLUDE columns, operator classes, storage options), and no primary key. The
 models use CHECKs, partial indexes and primary keys, so this comparator covers them,
-as PostgreSQL prints both sides (:mod:`migrations.deparse`):
+as PostgreSQL prints both sides (:mod:`todo_database.autogenerate.deparse`):
 
 * a CHECK constraint added, dropped or changed (a change is a drop and an add);
 * an index whose definition differs in anything but its name (drop and create; the
   online rewriter makes both concurrent on a live table);
 * a primary key added, or moved to other columns (one operation, which
-  :mod:`migrations.online_unique` swaps in one statement on the live table);
+  :mod:`todo_database.online.unique` swaps in one statement on the live table);
 * a CHECK or foreign key left NOT VALID in the database, by an online change that
   stopped before its VALIDATE step: validated.
 
@@ -36,8 +36,9 @@ from alembic.operations import MigrateOperation, ops
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import conv
 
-from migrations import deparse, online
-from migrations.online_unique import ReplacePrimaryKeyOp
+from todo_database.autogenerate import deparse
+from todo_database.online import forms as online
+from todo_database.online.unique import ReplacePrimaryKeyOp
 
 # SQLAlchemy's PostgreSQL reflection hands a NOT VALID CHECK's dialect_options to the
 # constraint as a keyword it then cannot validate, and warns on every run that meets
@@ -55,7 +56,7 @@ class Live:
     checks: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     #: CHECKs and foreign keys that are NOT VALID.
     unvalidated: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    #: :func:`migrations.deparse.index_shape` of indexes that back no constraint.
+    #: :func:`todo_database.autogenerate.deparse.index_shape` of indexes that back no constraint.
     indexes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
 

@@ -708,4 +708,3 @@ def lock_up_front(context: MigrationContext, script: MigrationScript) -> None:
 
 
 # The rewrites of other modules, registered on `rewriter` when they are imported.
-from migrations import online_unique  # noqa: E402, F401  (UNIQUE and primary keys online)

@@ -1,13 +1,13 @@
 """Column changes on a live table in their online form, and what a revision's
 docstring says about its steps.
 
-Registered on :data:`migrations.online.rewriter`, for a table that exists before and
+Registered on :data:`todo_database.online.forms.rewriter`, for a table that exists before and
 after the revision:
 
 * **NOT NULL on an existing column** (``nullable=False``). A plain ``SET NOT NULL``
   scans the table under ACCESS EXCLUSIVE, and fails on the first NULL. Instead, in the
   online steps: the NULLs are filled from the column's server default by
-  :class:`~migrations.backfill.BackfillOp` (a batch per transaction); ``CHECK (col IS
+  :class:`~todo_database.online.backfill.BackfillOp` (a batch per transaction); ``CHECK (col IS
   NOT NULL) NOT VALID`` is added (a moment's lock; new writes are checked from then
   on); the rows written NULL before it are filled too; the CHECK is validated (a scan
   that lets reads and writes through); ``SET NOT NULL`` then needs no scan, since
@@ -39,7 +39,7 @@ after the revision:
 
 A table the revision creates or drops is left to the plain form. The generated
 revision's docstring says, for every online form (these and the indexes and
-constraints of :mod:`migrations.online`), what runs in which step
+constraints of :mod:`todo_database.online.forms`), what runs in which step
 (:func:`finish`); squawk's ``changing-column-type``, which fires on any type change,
 is answered in the revision with what PostgreSQL said.
 """
@@ -63,11 +63,13 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import enums, online
-from migrations.backfill import BackfillOp, run_with_a_brief_lock
-from migrations.online_unique import AddConstraintUsingIndexOp
+from todo_database.autogenerate import enums
+from todo_database.online import forms as online
+from todo_database.online.backfill import BackfillOp, run_with_a_brief_lock
+from todo_database.online.unique import AddConstraintUsingIndexOp
 
-log = logging.getLogger(__name__)
+# Under the "migrations" logger alembic.ini configures, by the name its lines always had.
+log = logging.getLogger("migrations.online_columns")
 
 #: The column ``info`` key in which a model accepts a change that rewrites the table,
 #: with the reason: ``Column("rank", BigInteger, info={REWRITE_ACKNOWLEDGED: "why"})``.

@@ -2,7 +2,7 @@
 
 A plain ``ALTER TABLE ... ADD CONSTRAINT ... UNIQUE`` (or ``PRIMARY KEY``) builds its
 index while it holds ACCESS EXCLUSIVE: on a table of a million rows every reader and
-writer waits for the whole build. On a live table (:mod:`migrations.online`) the
+writer waits for the whole build. On a live table (:mod:`todo_database.online.forms`) the
 rewrite builds the index first and only then attaches it, in the revision's online
 steps, after its transaction has committed::
 
@@ -15,7 +15,7 @@ steps, after its transaction has committed::
 The concurrent build lets reads and writes through; ``ADD CONSTRAINT ... USING
 INDEX`` then only records the constraint, under an ACCESS EXCLUSIVE lock held for a
 moment and waited for at most 100 ms at a time (writers queue behind a waiting
-request), as the other brief steps do (:func:`migrations.backfill.run_with_a_brief_lock`).
+request), as the other brief steps do (:func:`todo_database.online.backfill.run_with_a_brief_lock`).
 The index carries the constraint's name, so that the database ends as a plain
 ``ADD CONSTRAINT`` would leave it and ``alembic check`` is clean. Each step is safe to
 repeat: a rerun after a failed build (a duplicate among the live rows) drops the
@@ -23,7 +23,7 @@ INVALID index the build left, builds it again, and attaches it; a rerun after th
 constraint was attached finds it and does nothing.
 
 A primary key replaced on a live table (:class:`ReplacePrimaryKeyOp`, from
-:mod:`migrations.constraints`) is built under another name while the old key stays,
+:mod:`todo_database.autogenerate.constraints`) is built under another name while the old key stays,
 then swapped in one statement: the table is never without its key, and a failed
 build leaves the old one in place. A primary key's columns must already be NOT NULL:
 attaching it to nullable ones would make PostgreSQL set NOT NULL itself, scanning
@@ -39,7 +39,7 @@ drops the leftover index first, concurrently, and the constraint only if it is t
 Tables the revision creates get their constraints inline, in ``op.create_table``
 (Alembic never writes a separate unique constraint for them); a unique index declared
 with ``Index(..., unique=True)`` is an index, built concurrently by
-:mod:`migrations.online` already.
+:mod:`todo_database.online.forms` already.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from migrations.backfill import run_with_a_brief_lock
-from migrations.online import (
+from todo_database.online.backfill import run_with_a_brief_lock
+from todo_database.online.forms import (
     AutocommitBlockOp,
     DropIndexIfInvalidOp,
     _create_concurrently,  # the one definition of a concurrent, rerunnable build
@@ -206,7 +206,7 @@ class ReplacePrimaryKeyOp(MigrateOperation):
     """The primary key of `table_name` moved from `replaced_columns` to `columns`, as
     one operation, so that its online form can swap the two keys in one statement.
 
-    :mod:`migrations.constraints` writes it only for a table both the models and the
+    :mod:`todo_database.autogenerate.constraints` writes it only for a table both the models and the
     database have, which is live, so it is always rewritten (it has no plain form)."""
 
     table_name: str

@@ -14,7 +14,7 @@ name), waits for Neon's operations, runs ``alembic upgrade head`` over the direc
 lines, appended to ``$GITHUB_OUTPUT`` too when that is set. Its migration makes no
 restore point (``-x restore_point=off``): the branch is a copy, its parent keeps the
 data. ``restore-point`` makes one by hand, as a deploy makes it before a revision that
-destroys data (:mod:`migrations.restore_point`): a branch of BRANCH as it is, with no
+destroys data (:mod:`todo_database.neon.restore_point`): a branch of BRANCH as it is, with no
 compute and not migrated, named ``restore/<REVISION or BRANCH>-<UTC time>``.
 
 Configuration: ``NEON_API_KEY`` (required), ``NEON_PROJECT_ID`` or ``--project-id``,
@@ -44,7 +44,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
 
-from migrations import database
+from todo_database.deploy import database
 
 PROG = "neon-branch"
 DEFAULT_API_HOST = "https://console.neon.tech/api/v2"
@@ -478,8 +478,8 @@ def list_branches(client: NeonClient, args: argparse.Namespace) -> int:
 
 
 def restore_point(client: NeonClient, args: argparse.Namespace) -> int:
-    # Imported here: migrations.restore_point builds on this module.
-    from migrations.restore_point import DEFAULT_EXPIRES_IN, make_of_branch
+    # Imported here: todo_database.neon.restore_point builds on this module.
+    from todo_database.neon.restore_point import DEFAULT_EXPIRES_IN, make_of_branch
 
     branches = client.branches()
     parent = next((b for b in branches if args.branch in (b.name, b.id)), None)

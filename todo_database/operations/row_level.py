@@ -25,8 +25,8 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 
-from migrations.opposites import OppositeOp, opposites
 from models.security import Policy, declared_role
+from todo_database.operations.opposites import OppositeOp, opposites
 
 #: Table privileges in the order GRANT statements list them (MAINTAIN: PostgreSQL 17+).
 PRIVILEGES = (
@@ -616,7 +616,7 @@ class _PrivilegesOp(OppositeOp):
     columns: tuple[str, ...] = ()
 
     #: GRANT and REVOKE change the catalog, not the table: no lock to take up front
-    #: (:mod:`migrations.online`).
+    #: (:mod:`todo_database.online.forms`).
     takes_no_table_lock: ClassVar[bool] = True
     #: The ``op.`` method's keyword for `grant_option`.
     option_keyword: ClassVar[str] = ""

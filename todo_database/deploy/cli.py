@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from migrations.database import PROJECT_ROOT
+from todo_database.deploy.database import PROJECT_ROOT
 
 
 def run(

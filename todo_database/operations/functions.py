@@ -2,7 +2,8 @@
 and its comparison with the declarations (``models.security.FUNCTIONS``).
 
 A function is compared as PostgreSQL holds it: its declared twin is created in
-``pg_temp`` (:mod:`migrations.deparse`) and both are read from ``pg_proc``: arguments
+``pg_temp`` (:mod:`todo_database.autogenerate.deparse`) and both are read from
+``pg_proc``: arguments
 and result as ``pg_get_function_arguments``/``_result`` print them, the body as
 stored, the language, volatility, SECURITY DEFINER and settings, then the owner and
 who may execute it. Every function of the schema that no extension owns is managed:
@@ -34,9 +35,9 @@ from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import Connection
 
-from migrations.opposites import OppositeOp, opposites
-from migrations.rowsecurity.grantees import managed_grantee
 from models.security import PUBLIC, ROLES, Function
+from todo_database.declarations.grantees import managed_grantee
+from todo_database.operations.opposites import OppositeOp, opposites
 
 _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 

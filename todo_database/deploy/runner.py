@@ -52,8 +52,8 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations.database import DatabaseError, create_engine, parse_url, redact
-from migrations.online import READ_MARK, committed_mark
+from todo_database.deploy.database import DatabaseError, create_engine, parse_url, redact
+from todo_database.online.forms import READ_MARK, committed_mark
 
 log = logging.getLogger("migrations")
 
@@ -69,7 +69,7 @@ _MAKE_LOCK_TABLE = f"""DO $lock$
 BEGIN
     CREATE SCHEMA IF NOT EXISTS {LOCK_SCHEMA};
     COMMENT ON SCHEMA {LOCK_SCHEMA} IS
-        'The deploy lock of migrations/deploy.py: only the migration role may reach it';
+        'The deploy lock of todo_database/deploy/runner.py: only the migration role may reach it';
     CREATE TABLE IF NOT EXISTS {LOCK_TABLE} ();
 EXCEPTION WHEN unique_violation OR duplicate_object OR duplicate_table OR duplicate_schema THEN
     NULL;  -- another deployer made it meanwhile

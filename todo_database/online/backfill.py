@@ -54,7 +54,8 @@ from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-log = logging.getLogger(__name__)
+# Under the "migrations" logger alembic.ini configures, by the name its lines always had.
+log = logging.getLogger("migrations.backfill")
 
 #: Keys walked per batch. A writer that meets a row of the batch waits for the batch to
 #: commit: 1,000 rows of the todo table (its key a random UUID, so a page a row) take

@@ -2,12 +2,12 @@
 
 Reads ``pg_roles``, ``pg_class.relrowsecurity``/``relforcerowsecurity``,
 ``pg_policies`` and the tables' ACLs in four queries, and emits the operations of
-:mod:`migrations.rowsecurity.operations` that bring the database to the
+:mod:`todo_database.operations.row_level` that bring the database to the
 declarations. Runs after Alembic's own comparators, so policies come after the
 tables they reference in an upgrade and go before them in a downgrade.
 
 Policy expressions are compared as PostgreSQL itself prints them
-(:mod:`migrations.deparse`). A table the models drop gets its row security taken
+(:mod:`todo_database.autogenerate.deparse`). A table the models drop gets its row security taken
 apart first, so that the downgrade that recreates it brings all of it back. Roles are
 ensured by every revision whose operations name them, whatever the cluster that
 generates it already holds, so a fresh database can always replay the chain.
@@ -35,12 +35,6 @@ from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
-from migrations import deparse, dependency_order
-from migrations.rowsecurity import declarations
-from migrations.rowsecurity import functions as routines
-from migrations.rowsecurity import operations as ops
-from migrations.rowsecurity.declarations import declared_row_security
-from migrations.rowsecurity.grantees import managed_grantee
 from models.security import (
     DATABASE_GRANTS,
     PUBLIC,
@@ -50,6 +44,13 @@ from models.security import (
     RowSecurity,
     declared_role,
 )
+from todo_database.autogenerate import deparse
+from todo_database.autogenerate import order as dependency_order
+from todo_database.declarations import row_security as declarations
+from todo_database.declarations.grantees import managed_grantee
+from todo_database.declarations.row_security import declared_row_security
+from todo_database.operations import functions as routines
+from todo_database.operations import row_level as ops
 
 #: ``context.configure(compare_row_security=False)`` (``alembic -x row_security=off``)
 #: switches this comparison off.

@@ -37,7 +37,7 @@ explicit drop breaks that cycle.
 What each policy reads comes from the row-security comparison
 (:func:`remember_policy_reads`): the catalog's policies as ``pg_depend`` records them,
 and the declared ones as PostgreSQL recorded them on their twins
-(:mod:`migrations.deparse`).
+(:mod:`todo_database.autogenerate.deparse`).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from alembic.operations import MigrateOperation, ops
 from alembic.operations.ops import OpContainer
 from alembic.runtime.migration import MigrationContext
 
-from migrations.rowsecurity import functions as routines
-from migrations.rowsecurity import operations as row_level
+from todo_database.operations import functions as routines
+from todo_database.operations import row_level
 
 #: The tables each policy reads, by (table, policy): the catalog's and the declared
 #: ones' together (a policy's old and new definition share its name).

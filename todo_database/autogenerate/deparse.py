@@ -42,9 +42,11 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations.rowsecurity import declarations, definer_safety, operations
-from migrations.rowsecurity import functions as routines
 from models.security import Function
+from todo_database.declarations import definer_safety
+from todo_database.declarations import row_security as declarations
+from todo_database.operations import functions as routines
+from todo_database.operations import row_level as operations
 
 #: Index definitions compare from their access method on: the name and the table
 #: (``ON pg_temp_3.todo`` against ``ON public.todo``) say nothing about the index.

@@ -32,7 +32,7 @@ cannot be migrated.
 The generated upgrade lists its renames in its docstring (:class:`RenamesListedOp`):
 the reviewer reads what breaks for code still using the old names, and squawk's
 ``renaming-*`` rules take that list as their acknowledgement
-(:func:`migrations.lint.listed_renames`).
+(:func:`todo_database.lint.listed_renames`).
 """
 
 from __future__ import annotations
@@ -56,10 +56,12 @@ from sqlalchemy.exc import DBAPIError
 
 # Registered before this module's last comparator, which must run after theirs: the
 # savepoint it rolls back is what they compare against.
-import migrations.enums
-import migrations.rowsecurity.compare  # noqa: F401
-from migrations import deparse, lint, online
+import todo_database.autogenerate.enums
+import todo_database.autogenerate.row_security  # noqa: F401
 from models.base import RENAMED_FROM
+from todo_database import lint
+from todo_database.autogenerate import deparse
+from todo_database.online import forms as online
 
 #: How long the comparison waits for a renamed table's lock; it holds it about as long.
 COMPARISON_LOCK_WAIT = "1s"
@@ -678,7 +680,7 @@ def _by_old_names(operation: MigrateOperation, run: _Run) -> None:
 
 
 def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
-    """After :func:`migrations.online.rewrite`, what the renames change around them: the
+    """After :func:`todo_database.online.forms.rewrite`, what the renames change around them: the
     upgrade's up-front locks name the tables as they are before the renames (the other
     operations use the models' names, which they have after them); the downgrade's
     online steps, which run once the renames are undone, name the old tables and

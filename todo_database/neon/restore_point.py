@@ -1,7 +1,7 @@
 """Restore points: before a deploy destroys data on Neon, a branch that keeps it.
 
 What a revision destroys is read from what it does: the SQL its upgrade runs, rendered
-in process (:func:`migrations.lint.upgrade_losses`, the reading the review and
+in process (:func:`todo_database.lint.upgrade_losses`, the reading the review and
 ``make revision`` use), whatever its ``destructive_acknowledged`` says. That line is its
 author's reason, asked for by ``make revision``, the tests and the review; a revision
 whose author forgot it runs all the same, saying so in one line, and still gets its
@@ -47,7 +47,8 @@ from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import Script
 from alembic.util import CommandError
 
-from migrations import lint, neon
+from todo_database import lint
+from todo_database.neon import client as neon
 
 log = logging.getLogger("migrations")
 

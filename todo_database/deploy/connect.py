@@ -2,7 +2,7 @@
 
 A test or tool may hand one in through ``config.attributes["connection"]`` (an
 Engine or a Connection, as pytest-alembic does); otherwise the database is
-resolved by :mod:`migrations.database` and announced with its password masked.
+resolved by :mod:`todo_database.deploy.database` and announced with its password masked.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import database, deploy
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
 
 log = logging.getLogger("migrations")
 

@@ -7,14 +7,14 @@ The working tree is compared with a base commit (``origin/main`` unless ``--base
   (the base's files are read with ``git ls-tree`` and ``git show``; a base without
   ``migrations/`` has none). For each: its message, the SQL it runs and the SQL its
   downgrade runs (offline: ``alembic upgrade <down>:<rev> --sql``, in a child process),
-  and squawk's findings with the revision's acknowledgements (:mod:`migrations.lint`);
+  and squawk's findings with the revision's acknowledgements (:mod:`todo_database.lint`);
 * **schema changes**: two throwaway databases, one migrated to the base's head by the
   base's own ``alembic.ini``, ``migrations/`` and ``models/`` (``git archive`` into a
   temporary directory), one to the working tree's head by the working tree's; both
   read back from the catalog and compared (tables, columns, indexes, constraints,
   row-security switches, policies, grants);
 * the **row-security matrix** after the change, what changed marked, and the
-  **entity-relationship diagram** of the schema after it (:mod:`migrations.schema_docs`);
+  **entity-relationship diagram** of the schema after it (:mod:`todo_database.review.docs`);
 * **warnings** a reviewer must not miss: data lost on upgrade or on downgrade, a
   destructive revision that does not acknowledge it, a downgrade whose type change
   rewrites the table and fails on values that no longer fit (asked of PostgreSQL on the
@@ -23,7 +23,8 @@ The working tree is compared with a base commit (``origin/main`` unless ``--base
   revisions edited or deleted.
 
 A rename (``ALTER TABLE ... RENAME``, of a table, a column, a constraint, an index or a
-sequence, in a new revision's SQL; :mod:`migrations.renames` writes them for what the
+sequence, in a new revision's SQL; :mod:`todo_database.autogenerate.renames` writes them
+for what the
 models declare) is shown as one: the schema before is compared under the new names, so
 the renamed table or column is neither dropped nor added, and what else changed in it
 shows as usual.
@@ -72,11 +73,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 import models
-from migrations import database, lint, online_columns, schema_docs
-from migrations.rowsecurity import declarations
-from migrations.rowsecurity.compare import Catalog
-from migrations.schema_docs import Column, Constraint, Index, Schema, Table, code
 from models.security import PUBLIC, Policy
+from todo_database import lint
+from todo_database.autogenerate.row_security import Catalog
+from todo_database.declarations import row_security as declarations
+from todo_database.deploy import database
+from todo_database.online import columns as online_columns
+from todo_database.review import docs as schema_docs
+from todo_database.review.docs import Column, Constraint, Index, Schema, Table, code
 
 DEFAULT_BASE = "origin/main"
 REPORT_PATH = database.PROJECT_ROOT / "review.md"
@@ -1156,7 +1160,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m migrations.review",
+        prog="python -m todo_database.review.report",
         description="What the working tree does to the schema, against a base commit (Markdown).",
     )
     parser.add_argument("--base", default=DEFAULT_BASE, help="base commit (default: %(default)s)")

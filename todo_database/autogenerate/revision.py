@@ -7,14 +7,14 @@ story and so tools and tests can use the same filters:
 * :func:`render_item`: the modules of the models' own column types imported;
 * :func:`process_revision_directives`: table ``info`` kept out of the revision, no
   row-level work on a table the same step drops, the online rewrites and up-front
-  locks (:mod:`migrations.online`, :mod:`migrations.online_columns`, which also fills
+  locks (:mod:`todo_database.online.forms`, :mod:`todo_database.online.columns`, which also fills
   the template's account of the steps), and no file for an empty
   ``revision --autogenerate``;
 * the ``verify_revision`` post-write hook (``alembic.ini``): a revision just written
   must import, render its upgrade and downgrade SQL, and upgrade, downgrade and
   upgrade again on a throwaway database, or ``alembic revision`` fails with one line
   naming the file. A revision whose upgrade's SQL destroys data
-  (:func:`migrations.lint.data_losses`) is said to in one line, and gets an empty
+  (:func:`todo_database.lint.data_losses`) is said to in one line, and gets an empty
   ``destructive_acknowledged`` for its author to fill.
 """
 
@@ -47,19 +47,17 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from migrations import (
-    database,
-    dependency_order,
-    deploy,
-    enums,
-    lint,
-    online,
-    online_columns,
-    renames,
-)
-from migrations.rowsecurity import operations as row_level
+from todo_database import lint
+from todo_database.autogenerate import enums, renames
+from todo_database.autogenerate import order as dependency_order
+from todo_database.deploy import database
+from todo_database.deploy import runner as deploy
+from todo_database.online import columns as online_columns
+from todo_database.online import forms as online
+from todo_database.operations import row_level
 
-log = logging.getLogger(__name__)
+# Under the "migrations" logger alembic.ini configures, by the name its lines always had.
+log = logging.getLogger("migrations.autogen")
 
 
 def compare_server_default(  # noqa: PLR0917  (the signature is Alembic's)
@@ -141,7 +139,7 @@ class ObjectFilter:
 
 def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """The ``render_item`` hook: a native enum is rendered not to create its type (the
-    revision does, :mod:`migrations.enums`); a column type of the project's own (a
+    revision does, :mod:`todo_database.autogenerate.enums`); a column type of the project's own (a
     ``TypeDecorator`` in ``models/``) is rendered as Alembic renders it,
     ``models.x.MyType()``, and its module imported, which Alembic leaves out."""
     if kind != "type":
@@ -170,7 +168,7 @@ def _without_work_on_dropped_tables(
     """Leave out what a table's drop does by itself: dropping its indexes and
     constraints and its row-level security (a plain ``DROP INDEX`` on a live table,
     for one, would hold writers for nothing); but not the drop of a policy that reads
-    another table dropped too (:mod:`migrations.dependency_order`). Called once the
+    another table dropped too (:mod:`todo_database.autogenerate.order`). Called once the
     downgrade has been derived from the upgrade, so a dropped table's downgrade still
     rebuilds it all."""
     dropped = {op.table_name for op in container.ops if isinstance(op, ops.DropTableOp)}
@@ -196,8 +194,8 @@ def _without_work_on_dropped_tables(
 
 def process_revision_directives(*, drop_empty: bool) -> Any:
     """The ``process_revision_directives`` hook: operations in an order that runs
-    (:mod:`migrations.dependency_order`), online rewrites and up-front locks
-    (:func:`migrations.online.rewrite`), no table ``info`` rendered, and, when
+    (:mod:`todo_database.autogenerate.order`), online rewrites and up-front locks
+    (:func:`todo_database.online.forms.rewrite`), no table ``info`` rendered, and, when
     `drop_empty` (``alembic revision --autogenerate``), no file when there is nothing
     to do."""
 
@@ -350,7 +348,7 @@ def _run_on_a_throwaway_database(
     again: what the deploy and a rollback will do. The database is ``todo_review_*``
     on the server docs and reviews use (the embedded one, or ``REVIEW_DATABASE_URL``),
     never ``DATABASE_URL``'s."""
-    from migrations import schema_docs
+    from todo_database.review import docs as schema_docs
 
     try:
         admin = schema_docs.admin_url()

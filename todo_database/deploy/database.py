@@ -34,7 +34,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_PGDATA = PROJECT_ROOT / ".pgdata"
 
 #: libpq's own connect timeout, in seconds; a host that does not answer fails within it.
@@ -376,8 +376,10 @@ def _psql_executable(target: Database) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m migrations.database {url,psql,stop}``: the resolver from the shell."""
-    parser = argparse.ArgumentParser(prog="python -m migrations.database", description=__doc__)
+    """``python -m todo_database.deploy.database {url,psql,stop}``: the resolver from the shell."""
+    parser = argparse.ArgumentParser(
+        prog="python -m todo_database.deploy.database", description=__doc__
+    )
     parser.add_argument("action", choices=["url", "psql", "stop"])
     args = parser.parse_args(argv)
     try:

@@ -35,9 +35,9 @@ from alembic.operations.ops import UpgradeOps
 from alembic.util import CommandError, DispatchPriority, PriorityDispatchResult
 from sqlalchemy.engine import Connection
 
-from migrations import deparse
-from migrations.online import AutocommitBlockOp
-from migrations.opposites import OppositeOp, opposites
+from todo_database.autogenerate import deparse
+from todo_database.online.forms import AutocommitBlockOp
+from todo_database.operations.opposites import OppositeOp, opposites
 
 
 def _literal(value: str) -> str:
