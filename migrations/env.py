@@ -22,13 +22,9 @@ from todo_database.deploy import runner as deploy
 # The models first: everything below reads them, and models that do not import are one
 # line, not a traceback.
 models = deploy.import_models()
+# Every operation a revision may call (op.create_policy, op.lock_tables...).
+deploy.register_operations()
 
-# Imported for what importing them registers with Alembic: the comparison of CHECKs,
-# indexes, primary keys and enum types, and the row-security operations and comparison.
-import todo_database.autogenerate.constraints  # noqa: E402
-import todo_database.autogenerate.enums  # noqa: E402
-import todo_database.autogenerate.row_security  # noqa: E402, F401
-from todo_database.autogenerate import revision as autogen  # noqa: E402
 from todo_database.deploy.connect import migration_connection  # noqa: E402
 from todo_database.neon import restore_point  # noqa: E402
 
@@ -81,7 +77,6 @@ def run_offline() -> None:
         target_metadata=models.metadata,
         literal_binds=True,
         transaction_per_migration=True,
-        **autogen.COMPARE_OPTIONS,
     )
     deploy.check_single_head(context.script)
     for statement in settings.session_statements():
@@ -91,7 +86,27 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def compares() -> bool:
+    """Whether this run may compare the models with the database: ``revision
+    --autogenerate`` and ``check``, or commands run from code (tests, tools)."""
+    return command_name() in (None, "revision", "check")
+
+
 def configure_online(connection: Connection) -> None:
+    if not compares():
+        context.configure(
+            connection=connection,
+            target_metadata=models.metadata,
+            transaction_per_migration=True,
+        )
+        return
+    # What autogenerate compares, registered by importing it: only a run that compares
+    # loads it.
+    import todo_database.autogenerate.constraints
+    import todo_database.autogenerate.enums
+    import todo_database.autogenerate.row_security  # noqa: F401
+    from todo_database.autogenerate import revision as autogen
+
     if command_name() in ("revision", "check"):
         deploy.check_models_imported(models)
     object_filter = autogen.ObjectFilter(connection)

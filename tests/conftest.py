@@ -40,7 +40,6 @@ from sqlalchemy.engine import URL, Engine
 from models.security import ROLES
 from tests import neon_owner
 from todo_database.deploy import database
-from todo_database.review import docs as schema_docs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_PREFIX = "todo_test_"
@@ -227,7 +226,7 @@ def admin_url(test_server: ServerRoles) -> URL:
     url = test_server.owner
     # Throwaway databases of the tools (the revision check, docs, reviews) that the tests
     # start go to the test server too, never to a server of a copy's own.
-    os.environ[schema_docs.ADMIN_URL_VARIABLE] = child_url(url)
+    os.environ[database.REVIEW_URL_VARIABLE] = child_url(url)
     return url
 
 

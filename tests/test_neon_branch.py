@@ -33,7 +33,9 @@ from tests.neon_standin import (
 )
 from tests.rls_helpers import live_token, seed_sessions
 from todo_database.deploy import database
-from todo_database.neon import client as neon
+from todo_database.neon import branches
+from todo_database.neon.client import NeonError
+from todo_database.neon.settings import parse_duration
 
 SECRETS = (API_KEY, FAKE_PASSWORD)
 MACHINE_LINES = ("db_url=", "db_url_pooled=", "::add-mask::")
@@ -86,7 +88,7 @@ def _restore_logging() -> Iterator[None]:
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """Run ``neon-branch argv`` in-process; check no secret reached people."""
-    code = neon.main(list(argv))
+    code = branches.main(list(argv))
     out, err = capsys.readouterr()
     for secret in SECRETS:
         assert secret not in err, err
@@ -339,9 +341,9 @@ def test_missing_configuration_is_one_line(
 
 
 def test_a_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert neon.parse_duration("30m") == timedelta(minutes=30)
-    assert neon.parse_duration("7d") == timedelta(days=7)
-    assert neon.main(["create", "pr-1", "--expires-in", "2w"]) == 2
+    assert parse_duration("30m") == timedelta(minutes=30)
+    assert parse_duration("7d") == timedelta(days=7)
+    assert branches.main(["create", "pr-1", "--expires-in", "2w"]) == 2
     assert "invalid duration '2w'" in capsys.readouterr().err
 
 
@@ -417,6 +419,6 @@ def test_an_unknown_database_name_is_one_line(
 def test_migrations_never_go_through_the_pooler(standin: NeonStandin) -> None:
     """env.py refuses Neon's pooled host; migrate() turns that into one line."""
     pooled = standin.pooled_uri(standin.add_branch("pr-1"))
-    with pytest.raises(neon.NeonError, match=r"^migration failed: .*-pooler\.") as failure:
-        neon.migrate(pooled)
+    with pytest.raises(NeonError, match=r"^migration failed: .*-pooler\.") as failure:
+        branches.migrate(pooled)
     assert FAKE_PASSWORD not in str(failure.value)

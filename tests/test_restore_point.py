@@ -36,8 +36,7 @@ from tests.neon_standin import (
     NeonStandin,
     StandinBranch,
 )
-from todo_database.neon import client as neon
-from todo_database.neon import restore_point
+from todo_database.neon import branches, restore_point
 
 NOTE_MODULE = '''
 """Notes whose mood is about to go (tests/test_restore_point.py)."""
@@ -327,7 +326,9 @@ def test_neon_branch_makes_a_restore_point_by_hand(
     standin: NeonStandin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``neon-branch restore-point``: the same branch a deploy makes, not migrated."""
-    code = neon.main(["restore-point", "main", "--revision", "1a2b3c4d5e6f", "--expires-in", "1d"])
+    code = branches.main(
+        ["restore-point", "main", "--revision", "1a2b3c4d5e6f", "--expires-in", "1d"]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     (creation,) = standin.requests_to("POST", r"/branches$")

@@ -28,7 +28,7 @@ from models.security import ROW_SECURITY
 from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, new_engine
 from tests.evolution import COPIED, PLACEHOLDER
 from todo_database.deploy import cli as alembic_cli
-from todo_database.review import docs as schema_docs
+from todo_database.deploy import database
 from todo_database.review import report as review
 from todo_database.review.docs import Schema
 from todo_database.review.report import ATTENTION, BLOCKING, Loss
@@ -155,7 +155,7 @@ def run_review(
     (report, stderr).
     It writes its report either way, and exits 1 when the report holds a `blocking`
     warning (then CI fails), 0 otherwise."""
-    environment = {**os.environ, schema_docs.ADMIN_URL_VARIABLE: child_url(admin_url)}
+    environment = {**os.environ, database.REVIEW_URL_VARIABLE: child_url(admin_url)}
     output = root / "review.md"
     result = subprocess.run(
         [

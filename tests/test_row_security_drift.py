@@ -45,15 +45,10 @@ from models.security import (
 )
 from tests.conftest import make_alembic_config
 from todo_database.autogenerate import revision as autogen
-from todo_database.autogenerate.row_security import (
-    OPTION,
-    Catalog,
-    declared_row_security,
-    read_catalog,
-)
-from todo_database.declarations.row_security import row_security
+from todo_database.autogenerate.row_security import OPTION
+from todo_database.catalog import Catalog, Held, read_catalog, read_functions
+from todo_database.declarations.row_security import declared_row_security, row_security
 from todo_database.deploy import cli as alembic_cli
-from todo_database.operations.functions import Held, read_functions
 
 
 def _declared_using(table: str, policy: str) -> str:

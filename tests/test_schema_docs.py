@@ -16,7 +16,8 @@ from sqlalchemy.engine import URL, Engine
 import models
 from models.security import Policy
 from tests.conftest import new_engine
-from todo_database.autogenerate.row_security import Catalog
+from todo_database.catalog import Catalog
+from todo_database.deploy import database
 from todo_database.deploy.database import PROJECT_ROOT
 from todo_database.review import docs as schema_docs
 from todo_database.review.docs import Column, Constraint, Schema, Table
@@ -136,8 +137,10 @@ def test_code_spans_survive_table_cells() -> None:
 
 
 def test_a_bad_admin_url_names_its_variable() -> None:
-    with pytest.raises(schema_docs.DocsError, match=r"^REVIEW_DATABASE_URL has unsupported scheme"):
-        schema_docs.admin_url({"REVIEW_DATABASE_URL": "mysql://root@localhost/x"})
+    with pytest.raises(
+        database.DatabaseError, match=r"^REVIEW_DATABASE_URL has unsupported scheme"
+    ):
+        database.review_admin_url({"REVIEW_DATABASE_URL": "mysql://root@localhost/x"})
 
 
 def test_the_matrix_shows_privileges_held_on_some_columns() -> None:

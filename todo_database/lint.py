@@ -49,6 +49,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 
 from todo_database.deploy import cli as alembic_cli
+from todo_database.deploy import runner
 from todo_database.deploy.database import PROJECT_ROOT
 
 #: squawk as installed next to this interpreter (squawk-cli), else the one on PATH.
@@ -325,10 +326,8 @@ def rendered_upgrade(module: ModuleType) -> str:
     process as ``alembic upgrade --sql`` renders it (without the session settings,
     transactions and version-table updates around it): a few milliseconds, where the
     command costs a Python start."""
-    # The project's operations (op.lock_tables, op.create_policy...), registered by
-    # importing their modules, as env.py does; already imported when env.py runs.
-    import todo_database.autogenerate.revision
-    import todo_database.autogenerate.row_security  # noqa: F401
+    # The project's operations (op.lock_tables, op.create_policy...), as env.py has them.
+    runner.register_operations()
 
     output = io.StringIO()
     context = MigrationContext.configure(

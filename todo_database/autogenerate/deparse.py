@@ -43,10 +43,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from models.security import Function
+from todo_database.catalog import Held, read_functions
 from todo_database.declarations import definer_safety
 from todo_database.declarations import row_security as declarations
 from todo_database.operations import functions as routines
-from todo_database.operations import row_level as operations
+from todo_database.operations.policies import policy_clauses
 
 #: Index definitions compare from their access method on: the name and the table
 #: (``ON pg_temp_3.todo`` against ``ON public.todo``) say nothing about the index.
@@ -75,7 +76,7 @@ class Declared:
     #: The other tables each policy reads, by (table, policy).
     policy_reads: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     #: The declared functions as made in ``pg_temp``, by (name, identity arguments).
-    functions: dict[tuple[str, str], routines.Held] = field(default_factory=dict)
+    functions: dict[tuple[str, str], Held] = field(default_factory=dict)
     #: What would let a declared SECURITY DEFINER function run its caller's objects.
     definer_problems: list[str] = field(default_factory=list)
 
@@ -273,7 +274,7 @@ def deparse(
         for table, name, definition in connection.exec_driver_sql(_INDEXES):
             declared.indexes[table][name] = index_shape(definition)
         if declared_functions:
-            declared.functions = routines.read_functions(connection, "pg_my_temp_schema()")
+            declared.functions = read_functions(connection, "pg_my_temp_schema()")
             twins_of_definers = definer_safety.read_definers(
                 connection, "p.pronamespace = pg_my_temp_schema()"
             )
@@ -330,7 +331,7 @@ def for_run(autogen_context: AutogenContext) -> Declared:
             for table in tables:
                 security = declarations.row_security(table)
                 policies[table.name] = [
-                    (policy.name, operations.policy_clauses(policy))
+                    (policy.name, policy_clauses(policy))
                     for policy in (security.policies if security else ())
                 ]
             declared_functions = declarations.declared_functions(tables)

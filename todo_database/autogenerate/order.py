@@ -54,7 +54,7 @@ from alembic.operations.ops import OpContainer
 from alembic.runtime.migration import MigrationContext
 
 from todo_database.operations import functions as routines
-from todo_database.operations import row_level
+from todo_database.operations import policies
 
 #: The tables each policy reads, by (table, policy): the catalog's and the declared
 #: ones' together (a policy's old and new definition share its name).
@@ -87,7 +87,7 @@ def _policy_reads(operation: MigrateOperation, reads: PolicyReads) -> set[str]:
 def policy_drop_stays(operation: MigrateOperation, dropped: set[str], reads: PolicyReads) -> bool:
     """Whether `operation`, on a table the same revision drops, must stay: a policy's
     drop whose policy reads another table dropped there too (see the module)."""
-    return isinstance(operation, row_level.DropPolicyOp) and bool(
+    return isinstance(operation, policies.DropPolicyOp) and bool(
         _policy_reads(operation, reads) & dropped
     )
 
@@ -176,7 +176,7 @@ def _needs(operation: MigrateOperation, reads: PolicyReads) -> set[str]:
         if (table := _table_of(inner)) is not None and not isinstance(inner, ops.CreateTableOp):
             needed.add(table)
         needed |= _referenced(inner)
-        if isinstance(inner, row_level.CreatePolicyOp | row_level.AlterPolicyOp):
+        if isinstance(inner, policies.CreatePolicyOp | policies.AlterPolicyOp):
             needed |= _policy_reads(inner, reads) | _calls(inner.policy)
         if (function := _function_of(inner)) is not None and not isinstance(
             inner, routines.CreateFunctionOp
@@ -192,9 +192,9 @@ def _lets_go(operation: MigrateOperation, reads: PolicyReads) -> set[str]:
         if (table := _table_of(inner)) is not None and not isinstance(inner, ops.DropTableOp):
             held.add(table)
         held |= _released(inner)
-        if isinstance(inner, row_level.DropPolicyOp | row_level.AlterPolicyOp):
+        if isinstance(inner, policies.DropPolicyOp | policies.AlterPolicyOp):
             held |= _policy_reads(inner, reads) | _calls(inner.policy)
-        if isinstance(inner, row_level.AlterPolicyOp):
+        if isinstance(inner, policies.AlterPolicyOp):
             held |= _calls(inner.previous)
         if (function := _function_of(inner)) is not None and not isinstance(
             inner, routines.DropFunctionOp

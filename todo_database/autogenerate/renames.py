@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -47,7 +47,7 @@ from weakref import WeakKeyDictionary
 import sqlalchemy as sa
 from alembic.autogenerate import comparators, renderers
 from alembic.autogenerate.api import AutogenContext
-from alembic.operations import MigrateOperation, Operations, ops
+from alembic.operations import MigrateOperation, ops
 from alembic.operations.ops import MigrationScript, OpContainer
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError, DispatchPriority, PriorityDispatchResult
@@ -62,6 +62,12 @@ from models.base import RENAMED_FROM
 from todo_database import lint
 from todo_database.autogenerate import deparse
 from todo_database.online import forms as online
+from todo_database.operations.renames import (
+    DependentRename,
+    RenameConstraintOp,
+    RenameIndexOp,
+    RenameSequenceOp,
+)
 
 #: How long the comparison waits for a renamed table's lock; it holds it about as long.
 COMPARISON_LOCK_WAIT = "1s"
@@ -107,116 +113,6 @@ class DeclaredColumnRenameOp(ops.AlterColumnOp):
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         return ("rename_column", self.table_name, self.column_name, self.new_column_name)
-
-
-def _quote(operations: Operations) -> Callable[[str], str]:
-    return operations.impl.dialect.identifier_preparer.quote
-
-
-@Operations.register_operation("rename_constraint")
-@dataclass
-class RenameConstraintOp(MigrateOperation):
-    """``ALTER TABLE ... RENAME CONSTRAINT``; a primary key's or unique constraint's
-    index takes the new name with it."""
-
-    table_name: str
-    old_name: str
-    new_name: str
-
-    @classmethod
-    def rename_constraint(
-        cls, operations: Operations, table_name: str, old_name: str, new_name: str
-    ) -> None:
-        operations.invoke(cls(table_name, old_name, new_name))
-
-    def reverse(self) -> RenameConstraintOp:
-        return RenameConstraintOp(self.table_name, self.new_name, self.old_name)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("rename_constraint", self.table_name, self.old_name, self.new_name)
-
-    def sql(self, quote: Callable[[str], str]) -> str:
-        return (
-            f"ALTER TABLE {quote(self.table_name)} RENAME CONSTRAINT {quote(self.old_name)} "
-            f"TO {quote(self.new_name)}"
-        )
-
-
-@Operations.register_operation("rename_index")
-@dataclass
-class RenameIndexOp(MigrateOperation):
-    """``ALTER INDEX ... RENAME TO``, for an index that backs no constraint.
-    `table_name` is the index's table, for the locks the revision takes up front; the
-    statement needs only the index's name."""
-
-    old_name: str
-    new_name: str
-    table_name: str | None = None
-
-    @classmethod
-    def rename_index(cls, operations: Operations, old_name: str, new_name: str) -> None:
-        operations.invoke(cls(old_name, new_name))
-
-    def reverse(self) -> RenameIndexOp:
-        return RenameIndexOp(self.new_name, self.old_name, self.table_name)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("rename_index", self.old_name, self.new_name)
-
-    def sql(self, quote: Callable[[str], str]) -> str:
-        return f"ALTER INDEX {quote(self.old_name)} RENAME TO {quote(self.new_name)}"
-
-
-@Operations.register_operation("rename_sequence")
-@dataclass
-class RenameSequenceOp(MigrateOperation):
-    """``ALTER SEQUENCE ... RENAME TO``: a serial column's sequence. The column's
-    default holds it by number (``nextval('...'::regclass)``), so it follows."""
-
-    old_name: str
-    new_name: str
-    table_name: str | None = None
-
-    @classmethod
-    def rename_sequence(cls, operations: Operations, old_name: str, new_name: str) -> None:
-        operations.invoke(cls(old_name, new_name))
-
-    def reverse(self) -> RenameSequenceOp:
-        return RenameSequenceOp(self.new_name, self.old_name, self.table_name)
-
-    def to_diff_tuple(self) -> tuple[Any, ...]:
-        return ("rename_sequence", self.old_name, self.new_name)
-
-    def sql(self, quote: Callable[[str], str]) -> str:
-        return f"ALTER SEQUENCE {quote(self.old_name)} RENAME TO {quote(self.new_name)}"
-
-
-_DependentRename = RenameConstraintOp | RenameIndexOp | RenameSequenceOp
-
-
-@Operations.implementation_for(RenameConstraintOp)
-@Operations.implementation_for(RenameIndexOp)
-@Operations.implementation_for(RenameSequenceOp)
-def _rename_dependent(operations: Operations, operation: _DependentRename) -> None:
-    operations.execute(operation.sql(_quote(operations)))
-
-
-@renderers.dispatch_for(RenameConstraintOp)
-def _render_rename_constraint(context: AutogenContext, operation: RenameConstraintOp) -> str:
-    return (
-        f"op.rename_constraint({operation.table_name!r}, {operation.old_name!r}, "
-        f"{operation.new_name!r})"
-    )
-
-
-@renderers.dispatch_for(RenameIndexOp)
-def _render_rename_index(context: AutogenContext, operation: RenameIndexOp) -> str:
-    return f"op.rename_index({operation.old_name!r}, {operation.new_name!r})"
-
-
-@renderers.dispatch_for(RenameSequenceOp)
-def _render_rename_sequence(context: AutogenContext, operation: RenameSequenceOp) -> str:
-    return f"op.rename_sequence({operation.old_name!r}, {operation.new_name!r})"
 
 
 class RenamesListedOp(OpContainer):
@@ -504,13 +400,13 @@ def _pairs(held: Mapping[str, _Shape], wanted: Mapping[str, _Shape]) -> Iterator
 
 def dependent_renames(
     connection: Connection, table: sa.Table, renames: TableRenames, declared: deparse.Declared
-) -> list[_DependentRename]:
+) -> list[DependentRename]:
     """What `table` holds under a name that followed its old name or an old column name,
     renamed to the name the models give it; read once the table and its columns carry
     their new names (inside the comparison's savepoint)."""
     held_constraints, held_indexes = _held_shapes(connection, table.name)
     wanted_constraints, wanted_indexes = _declared_shapes(table, declared)
-    found: list[_DependentRename] = [
+    found: list[DependentRename] = [
         RenameConstraintOp(table.name, old, new)
         for old, new in _pairs(held_constraints, wanted_constraints)
     ]

@@ -54,10 +54,18 @@ from todo_database.deploy import database
 from todo_database.deploy import runner as deploy
 from todo_database.online import columns as online_columns
 from todo_database.online import forms as online
-from todo_database.operations import row_level
+from todo_database.operations import policies, privileges
+from todo_database.operations import row_security as switches
 
 # Under the "migrations" logger alembic.ini configures, by the name its lines always had.
 log = logging.getLogger("migrations.autogen")
+
+#: Every operation on one table's row-level security (a ``table_name`` attribute each).
+TABLE_OPERATIONS = (
+    *switches.TABLE_OPERATIONS,
+    *policies.TABLE_OPERATIONS,
+    *privileges.TABLE_OPERATIONS,
+)
 
 
 def compare_server_default(  # noqa: PLR0917  (the signature is Alembic's)
@@ -175,7 +183,7 @@ def _without_work_on_dropped_tables(
     kept: list[Any] = []
     for operation in container.ops:
         if (
-            isinstance(operation, row_level.TABLE_OPERATIONS)
+            isinstance(operation, TABLE_OPERATIONS)
             and operation.table_name in dropped
             and not dependency_order.policy_drop_stays(operation, dropped, reads)
         ):
@@ -348,11 +356,9 @@ def _run_on_a_throwaway_database(
     again: what the deploy and a rollback will do. The database is ``todo_review_*``
     on the server docs and reviews use (the embedded one, or ``REVIEW_DATABASE_URL``),
     never ``DATABASE_URL``'s."""
-    from todo_database.review import docs as schema_docs
-
     try:
-        admin = schema_docs.admin_url()
-        with database.throwaway_database(admin, schema_docs.DATABASE_PREFIX, "verify") as url:
+        admin = database.review_admin_url()
+        with database.throwaway_database(admin, database.REVIEW_DATABASE_PREFIX, "verify") as url:
             engine = database.create_engine(url, poolclass=pool.NullPool)
             try:
                 for verb, target in (
@@ -374,7 +380,7 @@ def _run_on_a_throwaway_database(
             f"{written.name} was written but fails on a throwaway database "
             f"(alembic {verb} {target}): {reason}"
         ) from None
-    except (database.DatabaseError, schema_docs.DocsError, DBAPIError) as exc:
+    except (database.DatabaseError, DBAPIError) as exc:
         raise CommandError(
             f"{written.name} was written, but no throwaway database could be made to run it "
             f"on ({_first_line(exc)}); set {VERIFY_VARIABLE}=offline to skip that"

@@ -375,6 +375,26 @@ def _psql_executable(target: Database) -> str:
     return found
 
 
+#: The admin URL of the server ``make review``, ``schema.md`` and the check of a
+#: revision just written build their throwaway databases on (default: the embedded
+#: server); never ``DATABASE_URL``'s.
+REVIEW_URL_VARIABLE = "REVIEW_DATABASE_URL"
+#: Every database those tools create starts so, and is dropped when they finish.
+REVIEW_DATABASE_PREFIX = "todo_review_"
+
+
+def review_admin_url(environ: Mapping[str, str] | None = None) -> URL:
+    """``REVIEW_DATABASE_URL`` when set, else the embedded server's ``postgres`` database."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(REVIEW_URL_VARIABLE, "").strip()
+    if not raw:
+        return embedded_url(database="postgres")
+    try:
+        return parse_url(raw)
+    except DatabaseError as exc:
+        raise DatabaseError(str(exc).replace("DATABASE_URL", REVIEW_URL_VARIABLE, 1)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m todo_database.deploy.database {url,psql,stop}``: the resolver from the shell."""
     parser = argparse.ArgumentParser(

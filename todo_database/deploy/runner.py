@@ -310,6 +310,23 @@ def import_models() -> ModuleType:
         ) from None
 
 
+def register_operations() -> None:
+    """Register with Alembic every operation a revision may call (``op.create_policy``,
+    ``op.lock_tables``, ``op.backfill``...), by importing the modules that declare them:
+    after the models, which some of them read."""
+    import todo_database.online.backfill
+    import todo_database.online.columns
+    import todo_database.online.forms
+    import todo_database.online.unique
+    import todo_database.operations.enums
+    import todo_database.operations.functions
+    import todo_database.operations.policies
+    import todo_database.operations.privileges
+    import todo_database.operations.renames
+    import todo_database.operations.roles
+    import todo_database.operations.row_security  # noqa: F401
+
+
 def unimported_model_modules(package: ModuleType) -> list[str]:
     """The modules of the models package that its ``__init__`` does not import: their
     tables are invisible to autogenerate, which would then propose dropping them."""

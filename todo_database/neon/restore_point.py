@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, RevisionStep
@@ -48,7 +49,10 @@ from alembic.script import Script
 from alembic.util import CommandError
 
 from todo_database import lint
-from todo_database.neon import client as neon
+from todo_database.neon.settings import DEFAULT_RETRY_FOR_S, parse_duration
+
+if TYPE_CHECKING:
+    from todo_database.neon.client import Branch, NeonClient
 
 log = logging.getLogger("migrations")
 
@@ -68,7 +72,7 @@ class Settings:
     mode: str = "auto"
     expires_in: timedelta = DEFAULT_EXPIRES_IN
     #: How long Neon's API is retried (423, 429, 5xx, no answer) before the deploy stops.
-    retry_for_s: float = neon.DEFAULT_RETRY_FOR_S
+    retry_for_s: float = DEFAULT_RETRY_FOR_S
 
     @classmethod
     def from_config(cls, config: Config, x_arguments: Mapping[str, str]) -> Settings:
@@ -83,7 +87,7 @@ class Settings:
         retry_for = cls.retry_for_s
         try:
             if raw := option("restore_point_expires_in"):
-                expires_in = neon.parse_duration(raw)
+                expires_in = parse_duration(raw)
             if raw := option("restore_point_retry_for"):
                 retry_for = float(raw)
         except (argparse.ArgumentTypeError, ValueError) as exc:
@@ -241,10 +245,13 @@ def make_before_data_is_lost(
             "nothing was changed"
         )
     log.info("%s: making a Neon restore point of the branch of %s first", said, endpoint)
+    # Only now: a deploy that makes no restore point never loads the HTTP client.
+    from todo_database.neon.client import NeonError, client_from_environment, scrub
+
     if migration_context.connection.in_transaction():
         migration_context.connection.commit()  # none left open while Neon is asked
     try:
-        with neon.client_from_environment(
+        with client_from_environment(
             environ,
             retry_for=settings.retry_for_s,
             # A branch without a compute is made in about a second: waiting for it longer
@@ -257,10 +264,10 @@ def make_before_data_is_lost(
             point = make_for_endpoint(
                 client, endpoint, label=revisions[0].revision, expires_in=settings.expires_in
             )
-    except (neon.NeonError, KeyError) as exc:
+    except (NeonError, KeyError) as exc:
         failure = f"its answer has no {exc} field" if isinstance(exc, KeyError) else str(exc)
         raise CommandError(
-            neon.scrub(
+            scrub(
                 f"{destroying}, and no restore point could be made: Neon: {failure}; rerun once "
                 "Neon answers, or with -x restore_point=off to deploy without one; nothing was "
                 "changed"
@@ -272,8 +279,8 @@ def make_before_data_is_lost(
 
 @dataclass(frozen=True)
 class RestorePoint:
-    branch: neon.Branch
-    parent: neon.Branch
+    branch: Branch
+    parent: Branch
     project_id: str
     expires_at: str
 
@@ -295,21 +302,23 @@ class RestorePoint:
 
 
 def make_for_endpoint(
-    client: neon.NeonClient, endpoint: str, *, label: str, expires_in: timedelta
+    client: NeonClient, endpoint: str, *, label: str, expires_in: timedelta
 ) -> RestorePoint:
     """A restore point of the branch whose compute `endpoint` is."""
     branch_id = client.endpoint_branch_id(endpoint)
     branches = client.branches()
     parent = next((branch for branch in branches if branch.id == branch_id), None)
     if parent is None:
-        raise neon.NeonError(f"branch {branch_id} of endpoint {endpoint} is not in the project")
+        from todo_database.neon.client import NeonError
+
+        raise NeonError(f"branch {branch_id} of endpoint {endpoint} is not in the project")
     return make_of_branch(client, parent, branches, label=label, expires_in=expires_in)
 
 
 def make_of_branch(
-    client: neon.NeonClient,
-    parent: neon.Branch,
-    branches: Sequence[neon.Branch],
+    client: NeonClient,
+    parent: Branch,
+    branches: Sequence[Branch],
     *,
     label: str,
     expires_in: timedelta,

@@ -63,10 +63,10 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from todo_database.autogenerate import enums
 from todo_database.online import forms as online
 from todo_database.online.backfill import BackfillOp, run_with_a_brief_lock
 from todo_database.online.unique import AddConstraintUsingIndexOp
+from todo_database.operations.enums import AddEnumValueOp
 
 # Under the "migrations" logger alembic.ini configures, by the name its lines always had.
 log = logging.getLogger("migrations.online_columns")
@@ -841,7 +841,7 @@ def _online_phrase(operation: MigrateOperation) -> str | None:  # noqa: PLR0911
             f"attach index {operation.index_name} to {operation.table_name} as "
             f"{operation.kind} {operation.constraint_name}{swap} (a moment's lock)"
         )
-    if isinstance(operation, enums.AddEnumValueOp):
+    if isinstance(operation, AddEnumValueOp):
         place = f" before {operation.before!r}" if operation.before else ""
         place = place or (f" after {operation.after!r}" if operation.after else "")
         return f"add value {operation.value!r} to {operation.name}{place}"

@@ -1,5 +1,6 @@
-"""The functions the policies call: Alembic operations, their rendering, the catalog
-and its comparison with the declarations (``models.security.FUNCTIONS``).
+"""The functions the policies call (``models.security.FUNCTIONS``): Alembic operations
+and their rendering; :mod:`todo_database.catalog` reads them, and
+:mod:`todo_database.autogenerate.functions` compares them with the declarations.
 
 A function is compared as PostgreSQL holds it: its declared twin is created in
 ``pg_temp`` (:mod:`todo_database.autogenerate.deparse`) and both are read from
@@ -25,7 +26,7 @@ not depend on that.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,13 +34,9 @@ from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.engine import Connection
 
-from models.security import PUBLIC, ROLES, Function
-from todo_database.declarations.grantees import managed_grantee
+from models.security import PUBLIC, Function
 from todo_database.operations.opposites import OppositeOp, opposites
-
-_VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 
 
 def _quote(operations: Operations, name: str) -> str:
@@ -92,95 +89,6 @@ def definition_sql(
         clauses.append(f"SET search_path = {search_path_sql(function.search_path)}")
     clauses.append(f"AS {_dollar_quoted(stored_body(function.body))}")
     return "\n".join(clauses)
-
-
-# --- what the database holds --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A function as ``pg_proc`` describes it: what decides whether two are the same."""
-
-    arguments: str
-    result: str
-    body: str
-    language: str
-    volatility: str
-    security_definer: bool
-    settings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Held:
-    """A function of the database: its shape, owner, and who may execute it."""
-
-    name: str
-    identity: str
-    shape: Shape
-    owner: str
-    executors: frozenset[str]
-
-    def declaration(self, schema: str = "public") -> Function:
-        """The function as a declaration, for an operation's reverse."""
-        search_path = None
-        for setting in self.shape.settings:
-            if setting.startswith("search_path="):
-                search_path = setting.removeprefix("search_path=").strip('"')
-        return Function(
-            name=self.name,
-            returns=self.shape.result,
-            body=self.shape.body,
-            arguments=self.shape.arguments,
-            language=self.shape.language,  # type: ignore[arg-type]
-            volatility=_VOLATILITY[self.shape.volatility],  # type: ignore[arg-type]
-            security_definer=self.shape.security_definer,
-            search_path=search_path,
-            owner=self.owner,
-            # The owner may always execute; it is not one of the declared executors.
-            executors=tuple(sorted(self.executors - {self.owner})),
-            schema=schema,
-        )
-
-
-#: Functions of a schema (``%(schema)s`` an oid) that no extension owns.
-FUNCTIONS_IN = f"""
-    SELECT p.proname, pg_get_function_identity_arguments(p.oid),
-           pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc,
-           l.lanname, p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{{}}'),
-           pg_get_userbyid(p.proowner),
-           ARRAY(SELECT coalesce(g.rolname::text, 'public')
-                 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
-                 LEFT JOIN pg_roles g ON g.oid = x.grantee
-                 WHERE x.privilege_type = 'EXECUTE'
-                   AND {managed_grantee("x.grantee", "p.proowner")})
-    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
-    WHERE p.pronamespace = %(schema)s AND p.prokind = 'f'
-      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                      AND d.objid = p.oid AND d.deptype = 'e')
-"""
-
-
-def read_functions(connection: Connection, schema_oid_sql: str) -> dict[tuple[str, str], Held]:
-    """The functions of the schema whose oid `schema_oid_sql` (SQL) yields, by
-    (name, identity arguments)."""
-    schema = connection.exec_driver_sql(f"SELECT ({schema_oid_sql})::oid").scalar()
-    found = {}
-    for (
-        name,
-        identity,
-        arguments,
-        result,
-        body,
-        language,
-        volatility,
-        definer,
-        settings,
-        owner,
-        executors,
-    ) in connection.exec_driver_sql(FUNCTIONS_IN, {"schema": schema, "roles": list(ROLES)}):
-        shape = Shape(arguments, result, body, language, volatility, definer, tuple(settings))
-        found[(name, identity)] = Held(name, identity, shape, owner, frozenset(executors))
-    return found
 
 
 # --- operations ---------------------------------------------------------------------
@@ -528,55 +436,3 @@ def _render_owner(context: AutogenContext, operation: FunctionOwnerOp) -> str:
 @renderers.dispatch_for(_ExecuteOp)
 def _render_execute(context: AutogenContext, operation: _ExecuteOp) -> str:
     return f"op.{operation.operation_name}({operation.signature!r}, {str(operation.role)!r})"
-
-
-# --- comparison ---------------------------------------------------------------------
-
-
-def diff_functions(
-    declared: Iterable[Function],
-    twins: Mapping[tuple[str, str], Held],
-    held: Mapping[tuple[str, str], Held],
-) -> list[MigrateOperation]:
-    """Operations that bring the schema's functions to the declarations. `twins` are
-    the declared functions as PostgreSQL made them in ``pg_temp``."""
-    result: list[MigrateOperation] = []
-    by_name = {function.name: function for function in declared}
-    wanted = {key: twin for key, twin in twins.items() if key[0] in by_name}
-    for key, undeclared in sorted(held.items()):
-        if key not in wanted:
-            result.append(DropFunctionOp(undeclared.declaration()))
-    for key, twin in sorted(wanted.items()):
-        function = by_name[key[0]]
-        current = held.get(key)
-        if current is None:
-            result.append(CreateFunctionOp(function))
-            continue
-        if current.shape != twin.shape:
-            result.append(ReplaceFunctionOp(function, current.declaration()))
-        signature = function.signature
-        if function.owner is not None and current.owner != function.owner:
-            result.append(FunctionOwnerOp(signature, str(function.owner), current.owner))
-        # The owner may always execute its function: not a grant to manage.
-        have = current.executors - {current.owner, function.owner}
-        want = {str(role) for role in function.executors}
-        for role in sorted(have - want):
-            result.append(RevokeExecuteOp(signature, role))
-        for role in sorted(want - have):
-            result.append(GrantExecuteOp(signature, role))
-    return result
-
-
-__all__ = [
-    "CreateFunctionOp",
-    "DropFunctionOp",
-    "FunctionOwnerOp",
-    "GrantExecuteOp",
-    "Held",
-    "ReplaceFunctionOp",
-    "RevokeExecuteOp",
-    "Shape",
-    "definition_sql",
-    "diff_functions",
-    "read_functions",
-]

@@ -39,13 +39,9 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import URL, Connection
 
 import models
-from models.security import ROLES, Policy
-from todo_database.autogenerate.row_security import (
-    PUBLIC,
-    Catalog,
-    declared_row_security,
-    read_catalog,
-)
+from models.security import PUBLIC, ROLES, Policy
+from todo_database.catalog import Catalog, read_catalog
+from todo_database.declarations.row_security import declared_row_security
 from todo_database.deploy import cli as alembic_cli
 from todo_database.deploy import database
 
@@ -53,9 +49,6 @@ from todo_database.deploy import database
 DOCS_PATH = database.PROJECT_ROOT / "specs" / "001-database-layer" / "schema.md"
 
 #: An admin URL of the server for throwaway databases, instead of the embedded one.
-ADMIN_URL_VARIABLE = "REVIEW_DATABASE_URL"
-#: Every database these tools create starts so, and is dropped when they finish.
-DATABASE_PREFIX = "todo_review_"
 
 #: The commands row security distinguishes, in the order the matrix lists them.
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -82,24 +75,14 @@ def say(message: str, *, tool: str = "docs") -> None:
 # --- building a schema --------------------------------------------------------------
 
 
-def admin_url(environ: Mapping[str, str] | None = None) -> URL:
-    """``REVIEW_DATABASE_URL`` when set, else the embedded server's ``postgres`` database."""
-    environ = os.environ if environ is None else environ
-    raw = environ.get(ADMIN_URL_VARIABLE, "").strip()
-    if not raw:
-        return database.embedded_url(database="postgres")
-    try:
-        return database.parse_url(raw)
-    except database.DatabaseError as exc:
-        raise DocsError(str(exc).replace("DATABASE_URL", ADMIN_URL_VARIABLE, 1)) from None
-
-
 @contextmanager
 def throwaway_database(admin: URL, label: str, *, tool: str = "docs") -> Iterator[URL]:
     """A new, empty database ``todo_review_<label>_<random>``, dropped however this ends."""
     with ExitStack() as cleanup:
         try:
-            url = cleanup.enter_context(database.throwaway_database(admin, DATABASE_PREFIX, label))
+            url = cleanup.enter_context(
+                database.throwaway_database(admin, database.REVIEW_DATABASE_PREFIX, label)
+            )
         except Exception as exc:  # noqa: BLE001  (psycopg raises many kinds; one line here)
             reason = database.first_line(exc)
             raise DocsError(
@@ -868,7 +851,7 @@ def render(schema: Schema, owners: Mapping[str, str]) -> str:
 
 def build_docs(root: Path = database.PROJECT_ROOT, admin: URL | None = None) -> str:
     """The reference for `root`'s schema at head, built on a throwaway database."""
-    admin = admin_url() if admin is None else admin
+    admin = database.review_admin_url() if admin is None else admin
     with throwaway_database(admin, "docs") as url:
         say("migrating it to head")
         migrate(root, url)

@@ -75,7 +75,7 @@ from sqlalchemy.exc import DBAPIError
 import models
 from models.security import PUBLIC, Policy
 from todo_database import lint
-from todo_database.autogenerate.row_security import Catalog
+from todo_database.catalog import Catalog
 from todo_database.declarations import row_security as declarations
 from todo_database.deploy import database
 from todo_database.online import columns as online_columns
@@ -1101,7 +1101,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
     deleted = [f for rev, f in sorted(at_base.items()) if rev not in working_ids]
     say(f"{len(new)} new revision(s): {', '.join(s.revision for s in new) or 'none'}")
 
-    admin = schema_docs.admin_url() if admin is None else admin
+    admin = database.review_admin_url() if admin is None else admin
     with ExitStack() as stack:
         head_url = stack.enter_context(schema_docs.throwaway_database(admin, "head", tool="review"))
         base_url = None

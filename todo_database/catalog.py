@@ -1,0 +1,351 @@
+"""What the database holds of what this project manages, read in one place.
+
+:func:`read_catalog` reads the managed roles (attributes, memberships, the settings
+their login members get), each table's row-level security switches, policies (and
+what their expressions read), grants on tables, columns, serial sequences and the
+database itself, in a few queries, into a :class:`Catalog` of plain data: what
+autogenerate, ``alembic check``, the docs and the review compare with the models.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection
+
+from models.security import (
+    ROLES,
+    Function,
+    Policy,
+    declared_role,
+)
+from todo_database.declarations.grantees import managed_grantee
+from todo_database.operations.roles import LOGIN_MEMBERS, ROLE_COLUMNS
+
+
+@dataclass
+class Catalog:
+    """What the database has, for the tables and roles this project manages."""
+
+    roles: set[str] = field(default_factory=set)
+    #: Each managed role's attributes (``models.security.ROLE_ATTRIBUTES``).
+    role_attributes: dict[str, dict[str, bool]] = field(default_factory=dict)
+    #: The roles each managed role is a member of.
+    memberships: dict[str, set[str]] = field(default_factory=dict)
+    #: Managed roles something in this database depends on (a grant, a policy).
+    roles_used_here: set[str] = field(default_factory=set)
+    #: Roles that may use the sequence behind each serial column, by (table, column).
+    sequence_usage: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: The columns each policy's expressions read, of any table: (table, column).
+    policy_columns: dict[tuple[str, str], set[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
+    #: The other tables each policy's expressions read, by (table, policy).
+    policy_tables: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    switches: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    policies: dict[str, dict[str, Policy]] = field(default_factory=lambda: defaultdict(dict))
+    grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    #: Privileges a managed role may pass on (WITH GRANT OPTION): never declared, so drift.
+    grant_options: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    #: Column privileges, by (table, role): privilege -> the columns it is held on.
+    column_grants: dict[tuple[str, str], dict[str, frozenset[str]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    #: Column privileges a managed role may pass on: drift too.
+    column_grant_options: dict[tuple[str, str], dict[str, frozenset[str]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    #: Privileges on the database itself, by managed grantee (WITH GRANT OPTION or not).
+    database_grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Settings of each managed role and of its login members (``Role.login_settings``),
+    #: by role: member -> (its role-wide settings, its settings in this database).
+    login_settings: dict[str, dict[str, tuple[dict[str, str], dict[str, str]]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    #: The settings this server knows (``transaction_timeout`` is PostgreSQL 17's).
+    known_settings: set[str] = field(default_factory=set)
+
+
+_ROLES = f"""
+    SELECT r.rolname, {", ".join(ROLE_COLUMNS.values())},
+           ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = r.oid)
+    FROM pg_roles r WHERE r.rolname = ANY(%(roles)s)
+"""
+
+
+_ROLES_USED_HERE = """
+    SELECT DISTINCT r.rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
+    WHERE d.refclassid = 'pg_authid'::regclass AND r.rolname = ANY(%(roles)s)
+      AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+_SWITCHES = """
+    SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
+    WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')
+"""
+
+
+_POLICIES = """
+    SELECT tablename, policyname, cmd, roles::text[], qual, with_check, permissive = 'PERMISSIVE'
+    FROM pg_policies WHERE schemaname = current_schema()
+"""
+
+
+_GRANTS = f"""
+    SELECT c.relname, coalesce(r.rolname, 'public'), a.privilege_type, a.is_grantable
+    FROM pg_class c
+    CROSS JOIN LATERAL aclexplode(c.relacl) a
+    LEFT JOIN pg_roles r ON r.oid = a.grantee
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+      AND {managed_grantee("a.grantee", "c.relowner")}
+"""
+
+
+# Sequences a serial column owns (deptype 'a'; identity columns' are 'i' and need no grant).
+_SEQUENCES = f"""
+    SELECT t.relname, a.attname,
+           ARRAY(SELECT coalesce(r.rolname::text, 'public') FROM aclexplode(s.relacl) x
+                 LEFT JOIN pg_roles r ON r.oid = x.grantee
+                 WHERE x.privilege_type = 'USAGE' AND {managed_grantee("x.grantee", "s.relowner")})
+    FROM pg_class s
+    JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
+    JOIN pg_class t ON t.oid = d.refobjid
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+    WHERE s.relkind = 'S' AND t.relnamespace = current_schema()::regnamespace
+"""
+
+
+_POLICY_COLUMNS = """
+    SELECT c.relname, p.polname, r.relname, a.attname
+    FROM pg_policy p
+    JOIN pg_class c ON c.oid = p.polrelid
+    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+    JOIN pg_class r ON r.oid = d.refobjid
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    WHERE c.relnamespace = current_schema()::regnamespace
+"""
+
+
+# A table a policy reads is recorded by the columns it reads (refobjsubid > 0), or whole
+# when it reads none.
+_POLICY_TABLES = """
+    SELECT DISTINCT c.relname, p.polname, r.relname
+    FROM pg_policy p
+    JOIN pg_class c ON c.oid = p.polrelid
+    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                    AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class r ON r.oid = d.refobjid
+    WHERE c.relnamespace = current_schema()::regnamespace AND r.oid <> c.oid
+"""
+
+
+_COLUMN_GRANTS = f"""
+    SELECT c.relname, a.attname, coalesce(r.rolname, 'public'), x.privilege_type, x.is_grantable
+    FROM pg_class c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    CROSS JOIN LATERAL aclexplode(a.attacl) x
+    LEFT JOIN pg_roles r ON r.oid = x.grantee
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+      AND {managed_grantee("x.grantee", "c.relowner")}
+"""
+
+
+_DATABASE_GRANTS = f"""
+    SELECT coalesce(r.rolname, 'public'), a.privilege_type
+    FROM pg_database d
+    CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+    LEFT JOIN pg_roles r ON r.oid = a.grantee
+    WHERE d.datname = current_database() AND {managed_grantee("a.grantee", "d.datdba")}
+"""
+
+
+_LOGIN_SETTINGS = f"""
+    SELECT g.rolname, m.rolname,
+           coalesce((SELECT s.setconfig FROM pg_db_role_setting s
+                     WHERE s.setrole = m.oid AND s.setdatabase = 0), '{{}}'),
+           coalesce((SELECT s.setconfig FROM pg_db_role_setting s
+                     WHERE s.setrole = m.oid AND s.setdatabase =
+                           (SELECT oid FROM pg_database WHERE datname = current_database())),
+                    '{{}}')
+    FROM pg_roles g
+    CROSS JOIN LATERAL (SELECT g.oid, g.rolname UNION
+                        {LOGIN_MEMBERS.format(role="g.rolname")}) m
+    WHERE g.rolname = ANY(%(roles)s)
+"""
+
+
+def _settings(config: Iterable[str]) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in config)
+
+
+def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalog:
+    managed = {"roles": list(roles)}
+    declared_settings = {
+        key for role in managed["roles"] for key in declared_role(role).login_settings
+    }
+    catalog = Catalog()
+    for name, *attributes, groups in connection.exec_driver_sql(_ROLES, managed):
+        catalog.roles.add(name)
+        catalog.role_attributes[name] = dict(zip(ROLE_COLUMNS, attributes, strict=True))
+        catalog.memberships[name] = set(groups)
+    catalog.roles_used_here = set(connection.exec_driver_sql(_ROLES_USED_HERE, managed).scalars())
+    for table, enabled, forced in connection.exec_driver_sql(_SWITCHES):
+        catalog.switches[table] = (enabled, forced)
+    for (
+        table,
+        name,
+        command,
+        policy_roles,
+        using,
+        with_check,
+        permissive,
+    ) in connection.exec_driver_sql(_POLICIES):
+        to = tuple(sorted(policy_roles))
+        catalog.policies[table][name] = Policy(name, command, to, using, with_check, permissive)
+    for table, column, users in connection.exec_driver_sql(_SEQUENCES, managed):
+        catalog.sequence_usage[(table, column)] = set(users)
+    for table, name, other, column in connection.exec_driver_sql(_POLICY_COLUMNS):
+        catalog.policy_columns[(table, name)].add((other, column))
+    for table, name, other in connection.exec_driver_sql(_POLICY_TABLES):
+        catalog.policy_tables[(table, name)].add(other)
+    for table, role, privilege, grantable in connection.exec_driver_sql(_GRANTS, managed):
+        catalog.grants[(table, role)] = catalog.grants.get((table, role), frozenset()) | {privilege}
+        if grantable:
+            catalog.grant_options[(table, role)] = catalog.grant_options.get(
+                (table, role), frozenset()
+            ) | {privilege}
+    for role, member, everywhere, here in connection.exec_driver_sql(_LOGIN_SETTINGS, managed):
+        catalog.login_settings[role][member] = (_settings(everywhere), _settings(here))
+    catalog.known_settings = set(
+        connection.exec_driver_sql(
+            "SELECT name FROM pg_settings WHERE name = ANY(%(names)s)",
+            {"names": sorted(declared_settings)},
+        ).scalars()
+    )
+    for role, privilege in connection.exec_driver_sql(_DATABASE_GRANTS, managed):
+        catalog.database_grants[role] = catalog.database_grants.get(role, frozenset()) | {privilege}
+    for table, column, role, privilege, grantable in connection.exec_driver_sql(
+        _COLUMN_GRANTS, managed
+    ):
+        held = catalog.column_grants[(table, role)]
+        held[privilege] = held.get(privilege, frozenset()) | {column}
+        if grantable:
+            passable = catalog.column_grant_options[(table, role)]
+            passable[privilege] = passable.get(privilege, frozenset()) | {column}
+    return catalog
+
+
+# --- functions ------------------------------------------------------------------------
+
+
+VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A function as ``pg_proc`` describes it: what decides whether two are the same."""
+
+    arguments: str
+    result: str
+    body: str
+    language: str
+    volatility: str
+    security_definer: bool
+    settings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A function of the database: its shape, owner, and who may execute it."""
+
+    name: str
+    identity: str
+    shape: Shape
+    owner: str
+    executors: frozenset[str]
+
+    def declaration(self, schema: str = "public") -> Function:
+        """The function as a declaration, for an operation's reverse."""
+        search_path = None
+        for setting in self.shape.settings:
+            if setting.startswith("search_path="):
+                search_path = setting.removeprefix("search_path=").strip('"')
+        return Function(
+            name=self.name,
+            returns=self.shape.result,
+            body=self.shape.body,
+            arguments=self.shape.arguments,
+            language=self.shape.language,  # type: ignore[arg-type]
+            volatility=VOLATILITY[self.shape.volatility],  # type: ignore[arg-type]
+            security_definer=self.shape.security_definer,
+            search_path=search_path,
+            owner=self.owner,
+            # The owner may always execute; it is not one of the declared executors.
+            executors=tuple(sorted(self.executors - {self.owner})),
+            schema=schema,
+        )
+
+
+#: Functions of a schema (``%(schema)s`` an oid) that no extension owns.
+FUNCTIONS_IN = f"""
+    SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+           pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc,
+           l.lanname, p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{{}}'),
+           pg_get_userbyid(p.proowner),
+           ARRAY(SELECT coalesce(g.rolname::text, 'public')
+                 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+                 LEFT JOIN pg_roles g ON g.oid = x.grantee
+                 WHERE x.privilege_type = 'EXECUTE'
+                   AND {managed_grantee("x.grantee", "p.proowner")})
+    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+    WHERE p.pronamespace = %(schema)s AND p.prokind = 'f'
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+"""
+
+
+def read_functions(connection: Connection, schema_oid_sql: str) -> dict[tuple[str, str], Held]:
+    """The functions of the schema whose oid `schema_oid_sql` (SQL) yields, by
+    (name, identity arguments)."""
+    schema = connection.exec_driver_sql(f"SELECT ({schema_oid_sql})::oid").scalar()
+    found = {}
+    for (
+        name,
+        identity,
+        arguments,
+        result,
+        body,
+        language,
+        volatility,
+        definer,
+        settings,
+        owner,
+        executors,
+    ) in connection.exec_driver_sql(FUNCTIONS_IN, {"schema": schema, "roles": list(ROLES)}):
+        shape = Shape(arguments, result, body, language, volatility, definer, tuple(settings))
+        found[(name, identity)] = Held(name, identity, shape, owner, frozenset(executors))
+    return found
+
+
+# --- enum types ----------------------------------------------------------------------
+
+
+#: The enum types of the schema that no extension owns, with their labels in order.
+ENUMS = """
+    SELECT t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+    FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
+    WHERE t.typnamespace = current_schema()::regnamespace
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                      AND d.objid = t.oid AND d.deptype = 'e')
+    GROUP BY t.typname
+"""
+
+
+def read_enums(connection: Connection) -> dict[str, tuple[str, ...]]:
+    return {name: tuple(values) for name, values in connection.exec_driver_sql(ENUMS)}
