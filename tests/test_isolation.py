@@ -1148,8 +1148,9 @@ def generic_read(
     return tuple(sum(column) for column in zip(*counts, strict=True)) if counts else ()
 
 
-#: Who probes: a signed-in user who owns nothing, or nobody (for tables whose scans a
-#: missing identity does not skip; the others are proven above).
+#: Who probes: a signed-in user who owns nothing, nobody (for tables whose scans a
+#: missing identity does not skip; the others are proven above), and, of a table of
+#: shared rows, every user, each a member of some and hidden from others.
 PROBED = [
     (access, prober)
     for access in ACCESSES
@@ -1161,6 +1162,7 @@ PROBED = [
             for candidate, way in [*NOBODY_CASES, *FORGED_CASES]
             if candidate is access and not gated(access, NOBODY[way])
         ),
+        *(USERS if any(isinstance(rule, Shared) for rule in access.rules) else ()),
     ]
 ]
 
@@ -1176,8 +1178,8 @@ HOW_TO_GATE = (
 
 @contextmanager
 def acting_as_prober(connection: Connection, prober: str, role: str) -> Iterator[Connection]:
-    if prober == "signed in":
-        with acting_as(connection, OUTSIDER, role=role):
+    if prober in ("signed in", *USERS):
+        with acting_as(connection, OUTSIDER if prober == "signed in" else prober, role=role):
             yield connection
     else:
         with acting_as_nobody(connection, prober, role):
@@ -1216,7 +1218,7 @@ def test_explain_analyze_counts_nothing_hidden(
                     f"EXPLAIN ANALYZE counts rows of {access.name} hidden from {access.role} "
                     f"({prober}, {planner}) by {column.name} = {hidden!r}: an index serves "
                     "the condition ahead of the policies' filter"
-                    + ("" if prober == "signed in" else HOW_TO_GATE)
+                    + ("" if prober in ("signed in", *USERS) else HOW_TO_GATE)
                 )
                 for range_ in (False, True):
                     assert generic_read(
