@@ -17,6 +17,7 @@ Who may see and change which of those rows is :mod:`tests.rls_oracle`'s.
 from __future__ import annotations
 
 import decimal
+import enum
 import functools
 import itertools
 import uuid
@@ -32,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 import session_binding
 from models import metadata
-from models.security import APP_ROLE, BIND_SESSION, PUBLIC, ROLES, declared_role
+from models.security import APP_ROLE, BIND_SESSION, PUBLIC, ROLES, Identity, declared_role
 from todo_database.declarations.row_security import declared, declared_functions, row_security
 
 #: SQLSTATE 42501, raised both for "permission denied for table" and for "new row
@@ -189,6 +190,86 @@ def one_row_per_owner(table: sa.Table) -> bool:
     return owned is not None and owned.parent is None and (owned.column,) in unique_keys(table)
 
 
+# --- rows shared with members -------------------------------------------------------------
+
+#: What a user may do with a shared row: read it, write it, or manage its members.
+ShareAccess = Literal["read", "write", "manage"]
+#: Who a user is to a shared row, the most they are: its owner, a member whose level
+#: manages, writes or only reads (a viewer), or no member at all.
+Kind = Literal["owner", "manager", "writer", "viewer", "outsider"]
+KINDS: Final[tuple[Kind, ...]] = ("owner", "manager", "writer", "viewer", "outsider")
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """A table whose rows their owner shares with members (``shared_with``) and its
+    membership table (``member_of``), as data: what the oracle and the sharing tests
+    read, the same declarations the derived policies come from."""
+
+    table: str
+    key: str
+    owner: str
+    members: str
+    #: The membership table's columns: the shared row it is for, the member, the level.
+    shared_column: str
+    user_column: str
+    level_column: str
+    levels: tuple[str, ...]
+    writers: tuple[str, ...]
+    managers: tuple[str, ...]
+    role: str
+    identity: Identity
+
+    def levels_that(self, access: ShareAccess) -> tuple[str, ...]:
+        """The levels whose members have `access` (the owner always has)."""
+        return {"read": self.levels, "write": self.writers, "manage": self.managers}[access]
+
+    def kind_of_level(self, level: object) -> Kind:
+        if level in self.managers:
+            return "manager"
+        if level in self.writers:
+            return "writer"
+        return "viewer" if level in self.levels else "outsider"
+
+
+@functools.cache
+def sharing_of(table: sa.Table) -> Sharing | None:
+    """The sharing `table` takes part in: as the shared table, as its membership table,
+    or owned through a shared row (at any depth); None for any other table."""
+    security = declared(table)
+    if security is None:
+        return None
+    if security.sharing is not None:
+        shared = security.sharing
+        members = declared(metadata.tables[shared.members])
+        assert members is not None
+        assert members.membership is not None
+        membership = members.membership
+        return Sharing(
+            table.name,
+            shared.key,
+            shared.owner,
+            shared.members,
+            membership.shared,
+            membership.user,
+            membership.level,
+            membership.levels,
+            membership.writers,
+            membership.managers,
+            shared.role,
+            shared.identity,
+        )
+    if security.membership is not None:
+        (key,) = table.columns[security.membership.shared].foreign_keys
+        return sharing_of(key.column.table)
+    owned = ownership(table)
+    while owned is not None and owned.parent is not None:
+        owned = owned.parent
+    if owned is None or owned.table == table.name:
+        return None
+    return sharing_of(metadata.tables[owned.table])
+
+
 # --- seeded rows, and who owns what through them ----------------------------------------
 
 
@@ -244,6 +325,74 @@ class Seeded:
         cycling), or None when no value can."""
         values = self.owner_values(owned, owner)
         return values[n % len(values)] if values else None
+
+    # --- shared rows -----------------------------------------------------------------------
+
+    def shared_key(self, sharing: Sharing, table: str, values: Row) -> object | None:
+        """The key of the shared row a row of `table` (the shared table, its membership
+        table, or one owned through a shared row) is for; None when it is for none."""
+        if table == sharing.table:
+            return values.get(sharing.key)
+        if table == sharing.members:
+            return values.get(sharing.shared_column)
+        owned = ownership(metadata.tables[table])
+        value = values.get(owned.column) if owned is not None else None
+        while owned is not None and owned.parent is not None and owned.parent.parent is not None:
+            parent = next(
+                (
+                    row.values
+                    for row in self.all(owned.parent.table)
+                    if row.values[str(owned.parent_column)] == value
+                ),
+                None,
+            )
+            owned = owned.parent
+            value = parent.get(owned.column) if parent is not None else None
+        return value
+
+    def shared_row(self, sharing: Sharing, key: object) -> Row | None:
+        return next(
+            (row.values for row in self.all(sharing.table) if row.values[sharing.key] == key),
+            None,
+        )
+
+    def level(self, sharing: Sharing, key: object, user: object) -> object | None:
+        """`user`'s level in the shared row `key`, or None when they are no member."""
+        return next(
+            (
+                row.values[sharing.level_column]
+                for row in self.all(sharing.members)
+                if row.values[sharing.shared_column] == key
+                and row.values[sharing.user_column] == user
+            ),
+            None,
+        )
+
+    def kind(self, sharing: Sharing, key: object, user: str | None) -> Kind:
+        """Who `user` is to the shared row `key` (an outsider to one that does not
+        exist)."""
+        row = self.shared_row(sharing, key)
+        if user is None or row is None:
+            return "outsider"
+        if row[sharing.owner] == user:
+            return "owner"
+        return sharing.kind_of_level(level_name(self.level(sharing, key, user)))
+
+    def may(self, sharing: Sharing, user: str | None, key: object, access: ShareAccess) -> bool:
+        """Whether `user` has `access` to the shared row `key`: its owner, or a member
+        at a level the declaration lists for it."""
+        row = self.shared_row(sharing, key)
+        if user is None or row is None:
+            return False
+        if row[sharing.owner] == user:
+            return True
+        return level_name(self.level(sharing, key, user)) in sharing.levels_that(access)
+
+
+def level_name(level: object) -> object:
+    """A level as the declaration and PostgreSQL name it: an enum's member by its name
+    (the label SQLAlchemy stores)."""
+    return level.name if isinstance(level, enum.Enum) else level
 
 
 # --- rows made to order -------------------------------------------------------------------
@@ -494,6 +643,9 @@ def new_row(table: sa.Table, owner: str, n: int, seeded: Seeded) -> dict[str, ob
     :class:`RowRequest`); for a table owned by users, a row that belongs to `owner`."""
     request = RowRequest(table, owner, n, seeded)
     factory = ROW_FACTORIES.get(table.name)
+    shared = sharing_of(table)
+    if factory is None and shared is not None and shared.members == table.name:
+        factory = functools.partial(_new_membership, shared)
     row = generic_row(request) if factory is None else factory(request)
     unknown = set(row) - {column.name for column in table.columns}
     if unknown:
@@ -505,6 +657,66 @@ def new_row(table: sa.Table, owner: str, n: int, seeded: Seeded) -> dict[str, ob
             f"{owned.column!r} that makes it theirs"
         )
     return row
+
+
+def membership_row(
+    request: RowRequest, sharing: Sharing, key: object, user: str, level: str
+) -> dict[str, object]:
+    """A row of the membership table making `user` a member of the shared row `key` at
+    `level`, its other columns made as any row's."""
+    return {
+        **generic_row(request),
+        sharing.shared_column: key,
+        sharing.user_column: user,
+        sharing.level_column: level,
+    }
+
+
+def _new_membership(sharing: Sharing, request: RowRequest) -> dict[str, object]:
+    """A new membership in one of the owner's shared rows (the `n`-th, cycling; any
+    shared row when they own none), for a user who is not yet a member of it nor owns
+    it, at a declared level: a row whose writing only the policies decide."""
+    shared = request.seeded.all(sharing.table)
+    own = [row for row in shared if row.values[sharing.owner] == request.owner] or shared
+    if not own:
+        raise NoRowFactoryError(
+            f"table {request.table.name!r}: no seeded row of {sharing.table!r} to be a member of"
+        )
+    target = own[request.n % len(own)].values
+    (user_key,) = request.table.columns[sharing.user_column].foreign_keys
+    users = [row.values[user_key.column.name] for row in request.seeded.all(user_key.column.table)]
+    free = [
+        str(user)
+        for user in users
+        if user != target[sharing.owner]
+        and request.seeded.level(sharing, target[sharing.key], user) is None
+    ]
+    if not free:
+        raise NoRowFactoryError(
+            f"table {request.table.name!r}: every user is a member of {sharing.table!r} "
+            f"{target[sharing.key]} already"
+        )
+    level = sharing.levels[request.n % len(sharing.levels)]
+    user = free[request.n % len(free)]
+    return membership_row(request, sharing, target[sharing.key], user, level)
+
+
+def seeded_memberships(
+    table: sa.Table, sharing: Sharing, users: Sequence[str], seeded: Seeded
+) -> Iterator[dict[str, object]]:
+    """Memberships of every shared row seeded, so that every kind of user exists: the
+    other users of each row are each a member at one of the declared levels, or none,
+    in turn (an owner's first row gives its first user the first level, the next row
+    the second...), so that every level, and no membership at all, occurs several times,
+    and every user is of several kinds to several rows."""
+    states = [*sharing.levels, None]
+    for i, shared in enumerate(seeded.all(sharing.table)):
+        others = [user for user in users if user != shared.values[sharing.owner]]
+        for j, user in enumerate(others):
+            level = states[(i + j) % len(states)]
+            if level is not None:
+                request = RowRequest(table, user, i * len(users) + j, seeded)
+                yield membership_row(request, sharing, shared.values[sharing.key], user, level)
 
 
 def insert(table: sa.Table, row: Row) -> sa.Insert:
@@ -541,12 +753,18 @@ def seed(
     """As the connection's role (which bypasses RLS): `users` in the user table, then
     rows for each of them in every other table :func:`seeded_tables` lists, parents
     first; `outsiders` in the user table only; and a live and an expired session for
-    everyone. Returns the rows."""
+    everyone. A membership table gets memberships at every level instead
+    (:func:`seeded_memberships`). Returns the rows."""
     seeded = Seeded()
     for table in seeded_tables():
         if table.name == SESSION_TABLE:
             continue
         owned = ownership(table)
+        shared = sharing_of(table)
+        if shared is not None and shared.members == table.name:
+            for values in list(seeded_memberships(table, shared, users, seeded)):
+                _store(connection, seeded, table, values, None)
+            continue
         per_user = 1 if one_row_per_owner(table) else ROWS_PER_USER
         for user in users:
             for n in range(per_user):

@@ -17,6 +17,11 @@ declaration plugs in:
   ``readable_own_row`` derives: a row is admitted when it belongs to the user the
   policy's identity recognises, by the seeded rows' ownership (computed in Python,
   independently of the SQL the policy is written in);
+* :class:`Shared`, a policy that ``shared_with``, ``member_of`` or ``owned_through`` a
+  shared row derives: a row is admitted by who the user is to the shared row it is for
+  (its owner, a member at a level the declaration lists for reading, writing or
+  managing members, or nobody to it), read from the seeded rows of the shared table
+  and of its membership table;
 * :class:`EveryRow`, a policy of ``true`` (``full_access``);
 * :class:`Evaluated`, any other policy: its declared SQL, evaluated by PostgreSQL as
   the role, for the actor, on a temporary twin of the table that holds the rows in
@@ -27,9 +32,9 @@ declaration plugs in:
   gains nothing by claiming another id, EXPLAIN ANALYZE counts nothing hidden) and
   the catalog lint hold any policy to that.
 
-A declaration of a new kind (rows shared with the members of a list, say) gets a rule
-of its own here, whose predicate reads the seeded rows (the membership table's) as
-:class:`Owned` reads ownership; until it does, its policies are :class:`Evaluated`.
+A declaration of a new kind gets a rule of its own here, whose predicate reads the
+seeded rows as :class:`Owned` and :class:`Shared` do; until it does, its policies are
+:class:`Evaluated`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -61,11 +66,15 @@ from tests.rls_helpers import (
     Refused,
     Row,
     Seeded,
+    ShareAccess,
+    Sharing,
     acts_as,
     become,
+    level_name,
     ownership,
     reachable_tables,
     set_role,
+    sharing_of,
 )
 from todo_database.declarations.row_security import declared, row_security
 
@@ -134,6 +143,130 @@ class Owned:
         the scan altogether (a One-Time Filter): the identity compares two ids that
         disagree, or a table owned through a parent row checks the identity first."""
         return self.identity.claimed_user_id is not None or self.ownership.parent is not None
+
+
+def session_user(identity: Identity, actor: Actor) -> str | None:
+    """The user `identity`'s own id takes `actor` for, whatever else the transaction
+    claims: who the sharing functions find rows for (the verified user alone, for a
+    verified identity)."""
+    return actor.verified if identity.verified else actor.claimed
+
+
+@dataclass(frozen=True)
+class SharedCondition:
+    """One side (USING or WITH CHECK) of a policy of shared rows: the user must have
+    `access` to the shared row a row is for (``"own"``: be its owner, by both ids, as
+    ``owned_by`` compares them).
+
+    `proven`: the user is the one the identity recognises, both ids agreeing, as a scan
+    gated on the identity requires, or a parent row read under its own row security;
+    otherwise the user the identity's own id names (:func:`session_user`), as the
+    sharing functions find them. For a membership written: `not_self`, the member is
+    not the user; `declared_level`, the level is one the declaration lists; `or_self`,
+    or the membership is the user's own (a member may leave)."""
+
+    access: ShareAccess | Literal["own"]
+    proven: bool = True
+    not_self: bool = False
+    declared_level: bool = False
+    or_self: bool = False
+
+    def holds(self, world: World, sharing: Sharing, table: str, actor: Actor, row: Row) -> bool:
+        seeded = world.seeded
+        user = (
+            recognised(sharing.identity, actor)
+            if self.proven
+            else session_user(sharing.identity, actor)
+        )
+        if user is None:
+            return False
+        if self.access == "own":
+            return row.get(sharing.owner) == user
+        member = row.get(sharing.user_column) if table == sharing.members else None
+        if self.not_self and member == user:
+            return False
+        if self.declared_level and level_name(row.get(sharing.level_column)) not in sharing.levels:
+            return False
+        key = seeded.shared_key(sharing, table, row)
+        return seeded.may(sharing, user, key, self.access) or (self.or_self and member == user)
+
+
+#: What each policy the sharing declarations derive requires, by the table's part in the
+#: sharing and the policy's command: (USING, WITH CHECK).
+SHARED_CONDITIONS: dict[tuple[str, str], tuple[SharedCondition | None, SharedCondition | None]] = {
+    # The shared table: read by its owner and members, changed by its owner and writers,
+    # deleted by its owner, created by anyone for themselves.
+    ("shared", "SELECT"): (SharedCondition("read"), None),
+    ("shared", "INSERT"): (None, SharedCondition("own")),
+    ("shared", "UPDATE"): (SharedCondition("write"), SharedCondition("write", proven=False)),
+    ("shared", "DELETE"): (SharedCondition("own"), None),
+    # Its members: seen by whoever reads the row; added, changed and removed by its owner
+    # and managers, never their own membership, only at a declared level; left by any.
+    ("members", "SELECT"): (SharedCondition("read"), None),
+    ("members", "INSERT"): (
+        None,
+        SharedCondition("manage", proven=False, not_self=True, declared_level=True),
+    ),
+    ("members", "UPDATE"): (
+        SharedCondition("manage"),
+        SharedCondition("manage", proven=False, not_self=True, declared_level=True),
+    ),
+    ("members", "DELETE"): (SharedCondition("manage", or_self=True), None),
+    # Rows owned through the shared row: read where it is read, written where written.
+    ("through", "SELECT"): (SharedCondition("read"), None),
+    ("through", "INSERT"): (None, SharedCondition("write", proven=False)),
+    ("through", "UPDATE"): (SharedCondition("write"), SharedCondition("write", proven=False)),
+    ("through", "DELETE"): (SharedCondition("write"), None),
+}
+
+
+@dataclass(frozen=True)
+class Shared:
+    """A policy of rows shared with members: what its USING admits and its WITH CHECK
+    accepts is who the user is to the shared row each row is for, by the seeded
+    memberships (:class:`SharedCondition`)."""
+
+    policy: Policy
+    sharing: Sharing
+    table: str
+    using: SharedCondition | None
+    check: SharedCondition | None
+
+    def admits(self, world: World, actor: Actor, rows: Sequence[Row]) -> list[bool]:
+        return self._judge(self.using or self.check, world, actor, rows)
+
+    def accepts(self, world: World, actor: Actor, rows: Sequence[Row]) -> list[bool]:
+        return self._judge(self.check or self.using, world, actor, rows)
+
+    def _judge(
+        self, condition: SharedCondition | None, world: World, actor: Actor, rows: Sequence[Row]
+    ) -> list[bool]:
+        assert condition is not None
+        return [condition.holds(world, self.sharing, self.table, actor, row) for row in rows]
+
+
+def _shared_rule(table: sa.Table, policy: Policy, security: RowSecurity) -> Shared | None:
+    """The rule of `policy` when the sharing declarations derived it, else None."""
+    sharing = sharing_of(table)
+    written = declared(table)
+    if sharing is None or written is None or policy in written.policies:
+        return None
+    if sharing.role not in policy.roles or policy.command == "ALL":
+        return None
+    if security.sharing is not None:
+        part = "shared"
+    elif security.membership is not None:
+        part = "members"
+    else:
+        part = "through"
+    using, check = SHARED_CONDITIONS[(part, policy.command)]
+    owned = ownership(table)
+    deep = owned is not None and owned.parent is not None and owned.parent.parent is not None
+    if part == "through" and deep and check is not None:
+        # Two levels down or more, a written row is vetted through its parent, which
+        # the check reads under the parent's own row security: gated on the identity.
+        check = replace(check, proven=True)
+    return Shared(policy, sharing, table.name, using, check)
 
 
 @dataclass(frozen=True)
@@ -283,6 +416,12 @@ def rule_for(table: sa.Table, role: str, policy: Policy) -> Rule:
     security, written = row_security(table), declared(table)
     assert security is not None
     assert written is not None
+    expressions = [e for e in (policy.using, policy.with_check) if e is not None]
+    if all(e.strip().lower() == "true" for e in expressions):
+        return EveryRow(policy)
+    shared = _shared_rule(table, policy, security)
+    if shared is not None:
+        return shared
     owned = ownership(table)
     if owned is not None and security.through is not None and policy not in written.policies:
         return Owned(policy, owned, security.through.identity)
@@ -290,9 +429,6 @@ def rule_for(table: sa.Table, role: str, policy: Policy) -> Rule:
         identity = _owner_policy_identity(policy, owned.column)
         if identity is not None:
             return Owned(policy, owned, identity)
-    expressions = [e for e in (policy.using, policy.with_check) if e is not None]
-    if all(e.strip().lower() == "true" for e in expressions):
-        return EveryRow(policy)
     return Evaluated(policy, role, table)
 
 

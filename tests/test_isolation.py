@@ -50,7 +50,6 @@ from models import metadata
 from models.security import (
     APP_ROLE,
     AUTH_ROLE,
-    FUNCTIONS,
     IDENTITY_ROLE,
     PUBLIC,
     ROLES,
@@ -88,13 +87,24 @@ from tests.rls_helpers import (
     unique_keys,
     where_key,
 )
-from tests.rls_oracle import Access, Evaluator, Owned, World, every_access, recognised
+from tests.rls_oracle import (
+    Access,
+    Evaluator,
+    Owned,
+    Shared,
+    World,
+    every_access,
+    recognised,
+    session_user,
+)
 from todo_database.declarations.row_security import declared_functions, row_security
 
 #: What each declared role may do to each table it reaches, as declared.
 ACCESSES = every_access()
-#: How a policy learns who the current user is: a setting, or a declared function.
-IDENTITY_CALLS = ("current_setting(", *(f"{function.name}(" for function in FUNCTIONS))
+DECLARED_FUNCTIONS = declared_functions(metadata.sorted_tables)
+#: How a policy learns who the current user is: a setting, or a declared function (the
+#: identity's, or a sharing function that asks it).
+IDENTITY_CALLS = ("current_setting(", *(f"{function.name}(" for function in DECLARED_FUNCTIONS))
 #: Those whose rows a policy for the role matches to their owner.
 OWNED = tuple(access for access in ACCESSES if access.ownership is not None)
 VICTIM = USERS[0]
@@ -615,9 +625,16 @@ FORGED_CASES = [(access, way) for access in ASKING for way in FORGED_CLAIMS]
 
 
 def unrecognised(access: Access, actor: Actor) -> bool:
-    """Whether no ownership policy of the access takes `actor` for a user."""
+    """Whether no ownership or sharing policy of the access takes `actor` for a user."""
     owned = [rule for rule in access.rules if isinstance(rule, Owned)]
-    return bool(owned) and all(recognised(rule.identity, actor) is None for rule in owned)
+    shared = [rule.sharing.identity for rule in access.rules if isinstance(rule, Shared)]
+    return bool(owned or shared) and (
+        all(recognised(rule.identity, actor) is None for rule in owned)
+        and all(
+            recognised(identity, actor) is None and session_user(identity, actor) is None
+            for identity in shared
+        )
+    )
 
 
 def reach_without_identity(
@@ -907,9 +924,10 @@ def test_current_user_is_an_initplan_not_a_per_row_call(
 
 
 def owners_alone(access: Access, command: str = "SELECT") -> bool:
-    """Whether every permissive policy of `command` matches rows to their owner."""
+    """Whether every permissive policy of `command` matches rows to their owner, or to
+    who the user is to the shared row they are for."""
     permissive = access.permissive(command)
-    return bool(permissive) and all(isinstance(rule, Owned) for rule in permissive)
+    return bool(permissive) and all(isinstance(rule, Owned | Shared) for rule in permissive)
 
 
 READABLE = [
@@ -1130,8 +1148,9 @@ def generic_read(
     return tuple(sum(column) for column in zip(*counts, strict=True)) if counts else ()
 
 
-#: Who probes: a signed-in user who owns nothing, or nobody (for tables whose scans a
-#: missing identity does not skip; the others are proven above).
+#: Who probes: a signed-in user who owns nothing, nobody (for tables whose scans a
+#: missing identity does not skip; the others are proven above), and, of a table of
+#: shared rows, every user, each a member of some and hidden from others.
 PROBED = [
     (access, prober)
     for access in ACCESSES
@@ -1143,6 +1162,7 @@ PROBED = [
             for candidate, way in [*NOBODY_CASES, *FORGED_CASES]
             if candidate is access and not gated(access, NOBODY[way])
         ),
+        *(USERS if any(isinstance(rule, Shared) for rule in access.rules) else ()),
     ]
 ]
 
@@ -1158,8 +1178,8 @@ HOW_TO_GATE = (
 
 @contextmanager
 def acting_as_prober(connection: Connection, prober: str, role: str) -> Iterator[Connection]:
-    if prober == "signed in":
-        with acting_as(connection, OUTSIDER, role=role):
+    if prober in ("signed in", *USERS):
+        with acting_as(connection, OUTSIDER if prober == "signed in" else prober, role=role):
             yield connection
     else:
         with acting_as_nobody(connection, prober, role):
@@ -1198,7 +1218,7 @@ def test_explain_analyze_counts_nothing_hidden(
                     f"EXPLAIN ANALYZE counts rows of {access.name} hidden from {access.role} "
                     f"({prober}, {planner}) by {column.name} = {hidden!r}: an index serves "
                     "the condition ahead of the policies' filter"
-                    + ("" if prober == "signed in" else HOW_TO_GATE)
+                    + ("" if prober in ("signed in", *USERS) else HOW_TO_GATE)
                 )
                 for range_ in (False, True):
                     assert generic_read(
@@ -1241,9 +1261,6 @@ def test_each_role_holds_exactly_the_declared_column_privileges(
                 ).scalar()
             }
             assert held == declared_column_privileges(table, role), table.name
-
-
-DECLARED_FUNCTIONS = declared_functions(metadata.sorted_tables)
 
 
 @pytest.mark.parametrize("function", DECLARED_FUNCTIONS, ids=[f.name for f in DECLARED_FUNCTIONS])

@@ -34,18 +34,24 @@ from models import metadata
 from models.security import APP_ROLE
 from tests.conftest import database_copy, new_engine
 from tests.rls_helpers import (
+    OUTSIDER,
     REFUSED,
     USERS,
     Actor,
     Refused,
     Seeded,
     SeededRow,
+    Sharing,
     acting_as,
     attempt,
+    insert,
+    level_name,
     new_row,
     read,
     seed,
+    sharing_of,
     unique_keys,
+    where_key,
 )
 from tests.rls_oracle import Access, Evaluator, World, access
 
@@ -424,3 +430,282 @@ def test_todo_app_does_what_the_declarations_say(db: Database, steps: list[Step]
         assert table == model.triples(model.everything()), (
             f"step {step}: the table is not as the model says"
         )
+
+
+# --- sharing ---------------------------------------------------------------------------
+#
+# The first shared table a role reaches and its membership table, as any schema declares
+# them: the owner and managers add members, change their levels and remove them (as the
+# API would, through the members table), members leave, read the members and the shared
+# rows and rename them; every step judged by the oracle, every table compared after it.
+
+SHARING = next(
+    (
+        found
+        for table in metadata.sorted_tables
+        if (found := sharing_of(table)) is not None and found.table == table.name
+    ),
+    None,
+)
+#: Who acts on shared rows: every signed-in user, each of several kinds, and nobody.
+SHARERS: tuple[str | None, ...] = (*USERS, OUTSIDER, NOBODY)
+
+
+@dataclass(frozen=True)
+class AddMember:
+    shared: int
+    member: int
+    level: int
+
+
+@dataclass(frozen=True)
+class SetLevel:
+    shared: int
+    member: int
+    level: int
+
+
+@dataclass(frozen=True)
+class RemoveMember:
+    shared: int
+    member: int
+
+
+@dataclass(frozen=True)
+class ReadMembers:
+    pass
+
+
+@dataclass(frozen=True)
+class ReadShared:
+    pass
+
+
+@dataclass(frozen=True)
+class Rename:
+    shared: int
+
+
+SharingStep = AddMember | SetLevel | RemoveMember | ReadMembers | ReadShared | Rename
+small = st.integers(min_value=0, max_value=20)
+sharing_steps: st.SearchStrategy[list[tuple[str | None, SharingStep]]] = st.lists(
+    st.tuples(
+        st.sampled_from(SHARERS),
+        st.one_of(
+            st.builds(AddMember, small, small, small),
+            st.builds(SetLevel, small, small, small),
+            st.builds(RemoveMember, small, small),
+            st.just(ReadMembers()),
+            st.just(ReadShared()),
+            st.builds(Rename, small),
+        ),
+    ),
+    min_size=3,
+    max_size=25,
+)
+
+
+def attempt_state(connection: Connection, statement: sa.Executable) -> int | Refused | str:
+    """:func:`attempt`, any other error as its SQLSTATE (a member added twice)."""
+    try:
+        return attempt(connection, statement)
+    except sa.exc.DBAPIError as error:
+        return str(getattr(error.orig, "sqlstate", error))
+
+
+@dataclass
+class Shares:
+    """The shared and membership tables as they should be, in a world the oracle reads."""
+
+    shared: Sharing
+    world: World
+    shared_access: Access
+    members_access: Access
+    text: str
+
+    @property
+    def rows(self) -> Seeded:
+        return self.world.seeded
+
+    def keys(self) -> list[Any]:
+        return [row.values[self.shared.key] for row in self.rows.all(self.shared.table)]
+
+    def members(self) -> list[SeededRow]:
+        return self.rows.all(self.shared.members)
+
+    def member_triples(self, rows: list[dict[str, object]]) -> list[tuple[Any, ...]]:
+        s = self.shared
+        return sorted(
+            ((r[s.shared_column], r[s.user_column], level_name(r[s.level_column])) for r in rows),
+            key=str,
+        )
+
+    def membership(self, key: Any, user: str) -> SeededRow | None:
+        s = self.shared
+        return next(
+            (
+                row
+                for row in self.members()
+                if row.values[s.shared_column] == key and row.values[s.user_column] == user
+            ),
+            None,
+        )
+
+
+def stored_shares(db: Database, shares: Shares) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    s = shares.shared
+    members, shared = metadata.tables[s.members], metadata.tables[s.table]
+    with db.main.begin():
+        rows = [dict(r) for r in db.main.execute(sa.select(members)).mappings()]
+        texts = db.main.execute(
+            sa.select(shared.c[s.key], shared.c[shares.text]).order_by(shared.c[s.key])
+        ).all()
+    return shares.member_triples(rows), [tuple(t) for t in texts]
+
+
+def reset_shares(db: Database, shared: Sharing) -> None:
+    """The shared and membership tables as seeded, behind the role's back."""
+    members, table = metadata.tables[shared.members], metadata.tables[shared.table]
+    with db.main.begin():
+        db.main.execute(sa.delete(members))
+        for row in db.seeded.all(members):
+            db.main.execute(insert(members, row.values))
+        for row in db.seeded.all(table):
+            db.main.execute(sa.update(table).where(where_key(table, row.key)).values(row.values))
+
+
+def sharing_step(
+    connection: Connection, shares: Shares, actor: str | None, step: SharingStep, n: int
+) -> tuple[object, object, Callable[[], None] | None]:
+    """Run `step` as `actor`: (actual, expected by the oracle, what it does to the model)."""
+    s, who = shares.shared, Actor.user(actor)
+    expected: object
+    members, table = metadata.tables[s.members], metadata.tables[s.table]
+    keys, users = shares.keys(), [*USERS, OUTSIDER]
+    mine = shares.members_access
+    if isinstance(step, ReadMembers):
+        found = read(
+            connection,
+            sa.select(*(members.c[c] for c in (s.shared_column, s.user_column, s.level_column))),
+        )
+        everything = [row.values for row in shares.members()]
+        seen = mine.select(who, everything, (s.shared_column, s.user_column, s.level_column))
+        expected = seen if seen == REFUSED else shares.member_triples([everything[i] for i in seen])
+        actual = (
+            found
+            if found == REFUSED
+            else shares.member_triples(
+                [
+                    dict(zip((s.shared_column, s.user_column, s.level_column), r, strict=True))
+                    for r in found
+                ]
+            )
+        )
+        return actual, expected, None
+    if isinstance(step, ReadShared):
+        found = read(connection, sa.select(table.c[s.key], table.c[shares.text]))
+        everything = [row.values for row in shares.rows.all(s.table)]
+        seen = shares.shared_access.select(who, everything, (s.key, shares.text))
+        expected = (
+            seen
+            if seen == REFUSED
+            else sorted(((everything[i][s.key], everything[i][shares.text]) for i in seen), key=str)
+        )
+        actual = found if found == REFUSED else sorted(found, key=str)
+        return actual, expected, None
+    if isinstance(step, Rename):
+        key = keys[step.shared % len(keys)]
+        (row,) = [r for r in shares.rows.all(s.table) if r.values[s.key] == key]
+        title = f"renamed {n}"
+        statement = sa.update(table).where(table.c[s.key] == key).values({shares.text: title})
+        expected = shares.shared_access.update(
+            who,
+            [row.values],
+            [{**row.values, shares.text: title}],
+            reads={s.key},
+            writes={shares.text},
+        )
+        return (
+            attempt_state(connection, statement),
+            expected,
+            lambda: row.values.update({shares.text: title}),
+        )
+    key, member = keys[step.shared % len(keys)], users[step.member % len(users)]
+    existing = shares.membership(key, member)
+    picked = [existing.values] if existing else []
+    where = sa.and_(members.c[s.shared_column] == key, members.c[s.user_column] == member)
+    reads = {s.shared_column, s.user_column}
+    if isinstance(step, AddMember):
+        level = s.levels[step.level % len(s.levels)]
+        new = new_row(members, USERS[0], 20_000 + n, shares.rows)
+        new.update({s.shared_column: key, s.user_column: member, s.level_column: level})
+        expected = mine.insert(who, new)
+        if expected == 1 and existing is not None:
+            expected = "23505"  # the policies let it in; the key is taken
+
+        def added() -> None:
+            shares.rows.rows[s.members].append(SeededRow(None, {}, new))
+
+        return attempt_state(connection, insert(members, new)), expected, added
+    if isinstance(step, SetLevel):
+        level = s.levels[step.level % len(s.levels)]
+        statement = sa.update(members).where(where).values({s.level_column: level})
+        changed = [{**row, s.level_column: level} for row in picked]
+        expected = mine.update(who, picked, changed, reads=reads, writes={s.level_column})
+
+        def set_level() -> None:
+            assert existing is not None
+            existing.values[s.level_column] = level
+
+        return attempt_state(connection, statement), expected, set_level
+
+    def removed() -> None:
+        shares.rows.rows[s.members].remove(existing)  # type: ignore[arg-type]
+
+    expected = mine.delete(who, picked, reads=reads)
+    return attempt_state(connection, sa.delete(members).where(where)), expected, removed
+
+
+@pytest.mark.skipif(SHARING is None, reason="no table of the models is shared (shared_with)")
+@settings(max_examples=40, deadline=None)
+@given(steps=sharing_steps)
+def test_sharing_does_what_the_declarations_say(
+    db: Database, steps: list[tuple[str | None, SharingStep]]
+) -> None:
+    assert SHARING is not None
+    reset_shares(db, SHARING)
+    shared_table = metadata.tables[SHARING.table]
+    text = next(
+        c.name
+        for c in shared_table.columns
+        if c.name in access(SHARING.role, shared_table).updatable_columns()
+    )
+    rows = Seeded(
+        {
+            name: [SeededRow(r.owner, dict(r.key), dict(r.values)) for r in seeded_rows]
+            for name, seeded_rows in db.seeded.rows.items()
+        }
+    )
+    world = World(rows, db.world.evaluator)
+    shares = Shares(
+        SHARING,
+        world,
+        access(SHARING.role, shared_table).at(world),
+        access(SHARING.role, metadata.tables[SHARING.members]).at(world),
+        text,
+    )
+    for n, (actor, step) in enumerate(steps):
+        connection = db.fresh if actor is NOBODY else db.main
+        with acting_as(connection, actor, role=SHARING.role, commit=True):
+            actual, expected, change = sharing_step(connection, shares, actor, step, n)
+        note(f"step {n}: {actor!r} {step} -> {actual!r}")
+        event(f"{type(step).__name__}: {'rows' if isinstance(actual, list) else actual}")
+        assert actual == expected, f"step {n}: {actor!r} {step}"
+        if change is not None and actual not in (0, REFUSED) and not isinstance(actual, str):
+            change()
+        members, texts = stored_shares(db, shares)
+        assert members == shares.member_triples([r.values for r in shares.members()]), (
+            f"step {n}: the members are not as the model says"
+        )
+        model_texts = [(r.values[SHARING.key], r.values[text]) for r in rows.all(SHARING.table)]
+        assert sorted(texts, key=str) == sorted(model_texts, key=str), f"step {n}: the shared rows"
