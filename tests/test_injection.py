@@ -38,7 +38,8 @@ from models import metadata
 from models.security import APP_ROLE, DATABASE_GRANTS, IDENTITY_ROLE
 from tests import pgbouncer
 from tests.api_roles import create_login_role, drop_login_role
-from tests.conftest import database_copy, make_alembic_config, new_engine
+from tests.conftest import database_copy, make_alembic_config, new_engine, upgrade
+from tests.own_server import own_server
 from tests.pgbouncer import Binary, PgBouncer, running, upstream_of
 from tests.rls_helpers import seed
 from todo_database.deploy import database
@@ -437,17 +438,28 @@ def test_with_temporary_given_back_the_identity_still_runs_no_code_of_the_attack
     engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def cluster_at_head() -> Iterator[URL]:
+    """A database at head on a server of its own: a change a login role makes to itself
+    is the cluster's, and every database of the shared test server would report it
+    while it lasts (the drift tests beside this one among them)."""
+    with own_server() as server:
+        url = database.create_database(server.url(), "lasting_changes")
+        upgrade(url)
+        yield url
+
+
 @pytest.fixture
-def own_login_role(admin_url: URL, target: Target) -> Iterator[tuple[str, URL]]:
+def own_login_role(cluster_at_head: URL) -> Iterator[tuple[str, URL]]:
     """A login role of the API's own for one test that changes it."""
     role = f"todo_test_api_{uuid.uuid4().hex[:8]}"
     password = secrets.token_hex(16)
-    with database.admin_connection(admin_url) as admin:
+    with database.admin_connection(cluster_at_head) as admin:
         create_login_role(admin, role, APP_ROLE, password)
     try:
-        yield role, target.url.set(username=role, password=password)
+        yield role, cluster_at_head.set(username=role, password=password)
     finally:
-        with database.admin_connection(admin_url) as admin:
+        with database.admin_connection(cluster_at_head) as admin:
             drop_login_role(admin, role)
 
 
@@ -467,14 +479,14 @@ def own_login_role(admin_url: URL, target: Target) -> Iterator[tuple[str, URL]]:
     ],
 )
 def test_a_lasting_change_of_its_own_role_is_reported_by_alembic_check(
-    own_login_role: tuple[str, URL], target: Target, change: str
+    own_login_role: tuple[str, URL], cluster_at_head: URL, change: str
 ) -> None:
     role, url = own_login_role
     with psycopg.connect(
         url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
     ) as injected:
         injected.execute(change.encode())
-    check = new_engine(target.url)
+    check = new_engine(cluster_at_head)
     try:
         with pytest.raises(CommandError, match=r"set_login_settings.*todo_app") as reported:
             command.check(make_alembic_config(check))

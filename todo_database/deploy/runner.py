@@ -502,6 +502,8 @@ def deploy_lock(connection: Connection, settings: Settings) -> Iterator[LockWatc
     migration session `connection`; yields a watch on the migration session."""
     deployer = _deployer()
     _name_session(connection, f"{_MIGRATION_SESSION} {deployer}", settings)
+    # From the moment its sessions open: a watcher sees the lock session before it asks.
+    _stage.set("while waiting for the migration lock")
     with connection.engine.connect() as opened, connection.engine.connect() as watching:
         lock_connection = opened.execution_options(isolation_level="AUTOCOMMIT")
         _name_session(lock_connection, f"{_LOCK_SESSION} {deployer}", settings)
@@ -510,7 +512,6 @@ def deploy_lock(connection: Connection, settings: Settings) -> Iterator[LockWatc
         # for the end of the deploy. The watch polls on a session of its own.
         watch_connection = watching.execution_options(isolation_level="AUTOCOMMIT")
         _name_session(watch_connection, f"{_WATCH_SESSION} {deployer}", settings)
-        _stage.set("while waiting for the migration lock")
         _wait_for_the_lock(lock_connection, settings)
         _stage.set("after taking the migration lock, before any revision ran")
         log.info("Holding the migration lock")
