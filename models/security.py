@@ -342,7 +342,7 @@ class RowSecurity:
     membership: MemberOf | None = field(default=None, compare=False)
     #: Why the table has no row-level security, when it opts out.
     exemption: str | None = field(default=None, compare=False)
-    #: Catalog lints (tests/test_catalog_lint.py) this table breaks on purpose:
+    #: Catalog lints (tests/isolation/test_catalog_lint.py) this table breaks on purpose:
     #: ``{"rule": "reason"}`` or ``{"rule:column": "reason"}``.
     lint_acknowledged: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -8,7 +8,7 @@ other database is ever dropped.
 
 Production migrates as Neon's owner role, which is no superuser, so the tests do too:
 given a superuser, the run makes a Neon-shaped owner of its own
-(:mod:`tests.neon_owner`, ``todo_test_owner_<run>``) and :func:`admin_url` is that
+(:mod:`tests.support.neon_owner`, ``todo_test_owner_<run>``) and :func:`admin_url` is that
 owner's; every database is created, migrated and seeded by it. The few tests that
 need a superuser ask for :func:`superuser_url` and say why in a ``superuser`` mark.
 Given a URL that is no superuser's (Neon's owner itself), the run uses it as it is
@@ -38,7 +38,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import URL, Engine
 
 from models.security import ROLES
-from tests import neon_owner
+from tests.support import neon_owner
 from todo_database.deploy import database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

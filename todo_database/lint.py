@@ -1,6 +1,6 @@
 """squawk, the PostgreSQL migration linter, over a revision's offline SQL.
 
-One invocation for the test that gates every revision (``tests/test_squawk.py``) and
+One invocation for the test that gates every revision (``tests/chain/test_squawk.py``) and
 for the schema review (``make review``): the revision's SQL is rendered by
 ``alembic upgrade <down>:<revision> --sql`` in a child process, exactly as a deploy
 would run it, and squawk lints it with the rules in ``.squawk.toml``.

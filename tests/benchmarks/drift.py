@@ -146,7 +146,7 @@ def run(server: Server, options: Options) -> list[Table]:
 def at_scale(server: Server, options: Options) -> Table:
     """``alembic check`` with and without row security at :data:`OWNED_TABLES` more
     owned tables (see the module's docstring)."""
-    from tests.evolution import Project
+    from tests.support.evolution import Project
 
     runs = options.runs(RUNS)
     labels = {"alembic check": ["check"], "alembic -x row_security=off check": VARIANTS[OFF]}

@@ -1,7 +1,7 @@
 """Online forms: how long application writes wait while each online schema change runs.
 
 One row per online form of README's "Safe deploys", each a change to ``todo`` made in
-a throwaway copy of the repository (:class:`tests.evolution.Project`) and turned into
+a throwaway copy of the repository (:class:`tests.support.evolution.Project`) and turned into
 a revision by the plain ``alembic revision --autogenerate`` there (the data migration,
 ``op.backfill``, is the one written by hand: no model change says it):
 
@@ -80,7 +80,7 @@ from tests.benchmarks.writer_stall import (
 from todo_database import lint
 
 if TYPE_CHECKING:
-    from tests.evolution import Project
+    from tests.support.evolution import Project
 
 RUNS = 2
 #: How often the lock waits are sampled during an upgrade.
@@ -595,8 +595,8 @@ def _prepare(server: Server, project: Project, template: URL) -> list[Written]:
 
 
 def run(server: Server, options: Options) -> list[Table]:
-    # Imported here: tests.evolution's fixtures module points DATABASE_URL elsewhere.
-    from tests.evolution import Project
+    # Imported here: tests.support.evolution's fixtures module points DATABASE_URL elsewhere.
+    from tests.support.evolution import Project
 
     users, todos = (QUICK_USERS, QUICK_TODOS) if options.quick else (USERS, TODOS)
     runs = options.runs(RUNS)

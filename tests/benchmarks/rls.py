@@ -117,7 +117,7 @@ def explicit_query(user: str) -> sql.Composed:
 
 
 def fill_statements(users: int, todos: int) -> list[str]:
-    """The statements that fill the tables, as tests/test_query_plans.py does, and the
+    """The statements that fill the tables, as tests/isolation/test_query_plans.py does, and the
     sessions the API binds."""
     return [
         f"""INSERT INTO "user" (id, name, email, "emailVerified")

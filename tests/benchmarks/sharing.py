@@ -1,6 +1,6 @@
 """What sharing costs a member listing the todos of every list shared with them.
 
-A copy of the project gets the shared-list models of ``tests/shared_lists.py`` (a list
+A copy of the project gets the shared-list models of ``tests/support/shared_lists.py`` (a list
 ``shared_with`` its members, the membership table ``member_of`` it, tasks
 ``owned_through`` the list), generated into a revision by ``alembic revision
 --autogenerate`` and migrated into a throwaway database, which is then filled with
@@ -115,8 +115,8 @@ def fill_statements(users: int, owners: int, lists: int, tasks: int, memberships
 def build(server: Server, url: URL, root: Path, sizes: dict[str, int]) -> str:
     """A copy of the project in `root` with the shared lists, migrated into `url` and
     filled; returns the tasks table's size."""
-    from tests.evolution import Project
-    from tests.shared_lists import add_shared_lists
+    from tests.support.evolution import Project
+    from tests.support.shared_lists import add_shared_lists
 
     project = Project.copy(root, "")
     add_shared_lists(project)

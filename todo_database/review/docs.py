@@ -16,7 +16,7 @@ catalog, rendered as Markdown.
 * :func:`render` is the whole reference, ``specs/001-database-layer/schema.md``.
 
 ``python -m todo_database.review.docs`` (``make docs``) writes that file from a database
-migrated to head; ``tests/test_schema_docs.py`` fails when it is out of date. The
+migrated to head; ``tests/review/test_schema_docs.py`` fails when it is out of date. The
 throwaway databases live on the embedded server, or on the server whose admin URL
 ``REVIEW_DATABASE_URL`` names; ``DATABASE_URL`` is never used.
 """

@@ -805,7 +805,7 @@ def revision_alerts(revision: RevisionReview) -> list[Alert]:
         text = (
             f"{name} breaks squawk rule {code(finding.rule)} (line {finding.line} of its SQL) "
             "without acknowledging it: fix the SQL, or give a reason for the rule in the "
-            f"revision's `{lint.ACKNOWLEDGED}` (tests/test_squawk.py fails until then)"
+            f"revision's `{lint.ACKNOWLEDGED}` (tests/chain/test_squawk.py fails until then)"
         )
         found.append(Alert(BLOCKING, text))
     for finding in revision.advisory:
