@@ -1,6 +1,6 @@
 """Online forms: how long application writes wait while each online schema change runs.
 
-One row per online form of README's "Safe deploys", each a change to ``todo`` made in
+One row per online form of docs/online.md, each a change to ``todo`` made in
 a throwaway copy of the repository (:class:`tests.support.evolution.Project`) and turned into
 a revision by the plain ``alembic revision --autogenerate`` there (the data migration,
 ``op.backfill``, is the one written by hand: no model change says it):

@@ -1063,8 +1063,8 @@ def looked_up_by_user(access: Access, column: sa.Column[Any]) -> bool:
     table's owner, a membership table's member. Their index serves a signed-in user's
     condition on it ahead of the policies' filter, and no policy can gate it as
     ``owned_by`` gates an owner column (the rows a member reads have other owners): how
-    many rows a given user owns or memberships he holds is the residual the README
-    states, under "What a signed-in user can still learn"."""
+    many rows a given user owns or memberships he holds is the residual docs/api.md
+    states, under "What PostgreSQL does not let anyone prevent"."""
     declaration = declared(access.table)
     if declaration is None:
         return False

@@ -230,7 +230,7 @@ def test_column_changes_on_a_live_table_are_written_online(project: Project) -> 
     assert project.revision_files() == before
 
 
-#: A data migration as a person writes it (README, "Safe deploys"), in smaller batches.
+#: A data migration as a person writes it (docs/online.md, "Backfills"), in smaller batches.
 FILL_PRICES = """\
 def upgrade() -> None:
     # Written by hand: no model says what a missing price is; these are given 0.
@@ -260,7 +260,7 @@ def owner(project: Project) -> Iterator[str]:
         db.execute(f"ALTER TABLE online_item OWNER TO {role}")
         db.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
         db.execute(f"GRANT SELECT, UPDATE ON alembic_version TO {role}")
-        # What the deploy lock's owner grants another role that deploys (README).
+        # What the deploy lock's owner grants another role that deploys (docs/deploys.md).
         db.execute(f"GRANT USAGE ON SCHEMA {deploy.LOCK_SCHEMA} TO {role}")
         db.execute(f"GRANT UPDATE ON {deploy.LOCK_TABLE} TO {role}")
     try:

@@ -560,13 +560,13 @@ def test_neon_pooled_hosts_are_recognised() -> None:
         session_binding.create_engine("mysql://app@localhost/todo")
 
 
-# --- the request handlers the README and the contract show ---------------------------------
+# --- the request handlers docs/api.md and the contract show --------------------------------
 
 
 def test_the_documented_request_handlers_work(
     api_engine: Engine, api_database: ApiDatabase
 ) -> None:
-    """The handlers of the README's "The application" and the contract, as written there,
+    """The handlers of docs/api.md ("The application") and the contract, as written there,
     on the pooled engine: the owner comes from the binding, never from the request."""
     sessions = bind_every_transaction(
         sessionmaker(api_engine, class_=Session, expire_on_commit=False)
