@@ -1,16 +1,18 @@
-"""Autogenerate comparison: declared row security against the live catalog.
+"""Autogenerate comparison: declared row security against what the database holds.
 
-Reads ``pg_roles``, ``pg_class.relrowsecurity``/``relforcerowsecurity``,
-``pg_policies`` and the tables' ACLs in four queries, and emits the operations of
-:mod:`todo_database.operations` that bring the database to the
-declarations. Runs after Alembic's own comparators, so policies come after the
-tables they reference in an upgrade and go before them in a downgrade.
+Reads the catalog once (:func:`todo_database.catalog.read_catalog`, the functions
+too), has each kind compared by its own module (:mod:`.policies`, :mod:`.privileges`,
+:mod:`.roles`, :mod:`.functions`; the ENABLE/FORCE switches here) and emits the
+operations of :mod:`todo_database.operations` that bring the database to the
+declarations. Runs after Alembic's own comparators, so policies come after the tables
+they reference in an upgrade and go before them in a downgrade.
 
 Policy expressions are compared as PostgreSQL itself prints them
-(:mod:`todo_database.autogenerate.deparse`). A table the models drop gets its row security taken
-apart first, so that the downgrade that recreates it brings all of it back. Roles are
-ensured by every revision whose operations name them, whatever the cluster that
-generates it already holds, so a fresh database can always replay the chain.
+(:mod:`todo_database.autogenerate.deparse`). A table the models drop gets its row
+security taken apart first, so that the downgrade that recreates it brings all of it
+back. Roles are ensured by every revision whose operations name them, whatever the
+cluster that generates it already holds, so a fresh database can always replay the
+chain.
 """
 
 from __future__ import annotations
