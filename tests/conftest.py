@@ -18,6 +18,7 @@ migrations created, unless something on the server still uses them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import textwrap
 import uuid
@@ -294,7 +295,11 @@ def _roles_stay(admin_url: URL, head_template: str) -> str:
     with database.admin_connection(admin_url) as connection:
         if not neon_owner.is_superuser(connection):
             for role in ROLES:
-                connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+                # Another worker of this run may grant it at that very moment.
+                with contextlib.suppress(psycopg.errors.UniqueViolation):
+                    connection.execute(
+                        sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role))
+                    )
     return head_template
 
 

@@ -185,8 +185,13 @@ def nothing_changed(np: NeonProject, dropping: Destroying) -> None:
     assert [branch.name for branch in np.standin.branches.values()] == ["main"]
 
 
+@pytest.mark.superuser(
+    "the stand-in copies a branch whose database a deploy is using by dump and restore, "
+    "which gives objects back to their owners as only a superuser may (Neon copies "
+    "storage, as no role of the project could)"
+)
 def test_a_revision_that_destroys_data_gets_a_restore_point_first(
-    neon_project: NeonProject, monkeypatch: pytest.MonkeyPatch
+    superuser_url: URL, neon_project: NeonProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     np, standin = neon_project, neon_project.standin
     main = standin.branch_named("main")
