@@ -684,19 +684,23 @@ def _new_membership(sharing: Sharing, request: RowRequest) -> dict[str, object]:
         raise NoRowFactoryError(
             f"table {request.table.name!r}: no seeded row of {sharing.table!r} to be a member of"
         )
-    target = own[request.n % len(own)].values
     (user_key,) = request.table.columns[sharing.user_column].foreign_keys
     users = [row.values[user_key.column.name] for row in request.seeded.all(user_key.column.table)]
-    free = [
-        str(user)
-        for user in users
-        if user != target[sharing.owner]
-        and request.seeded.level(sharing, target[sharing.key], user) is None
-    ]
-    if not free:
+    # The n-th row of the owner's, or the next that still has a user who is not in it.
+    for shift in range(len(own)):
+        target = own[(request.n + shift) % len(own)].values
+        free = [
+            str(user)
+            for user in users
+            if user != target[sharing.owner]
+            and request.seeded.level(sharing, target[sharing.key], user) is None
+        ]
+        if free:
+            break
+    else:
         raise NoRowFactoryError(
-            f"table {request.table.name!r}: every user is a member of {sharing.table!r} "
-            f"{target[sharing.key]} already"
+            f"table {request.table.name!r}: every user is a member of every row of "
+            f"{sharing.table!r} it may join already"
         )
     level = sharing.levels[request.n % len(sharing.levels)]
     user = free[request.n % len(free)]
