@@ -10,6 +10,7 @@ transaction, whatever the pool or PgBouncer do with the connection afterwards.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -45,6 +46,13 @@ _BINDING_OPTION: Final = "session_binding.binds"
 #: Where a connection keeps its last binding (``Connection.info`` lives as long as the
 #: DBAPI connection, across checkouts).
 _BOUND_KEY: Final = "session_binding.bound"
+#: The Session classes :func:`bind_every_transaction` made bind, and the engines
+#: :func:`guard` guards. Kept here rather than asked of ``event.contains``: SQLAlchemy's
+#: event registry keys a class-level listener by ``id()`` of the class and keeps the key
+#: after the class is collected, so a new sessionmaker whose generated class reuses a
+#: collected one's address would look bound and never bind.
+_BINDING_CLASSES: Final[weakref.WeakSet[type[Session]]] = weakref.WeakSet()
+_GUARDED_ENGINES: Final[weakref.WeakSet[Engine]] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -119,8 +127,11 @@ def bind_every_transaction(factory: _Factory) -> _Factory:
             "bind a sessionmaker or a Session subclass of the API's own, not "
             "sqlalchemy.orm.Session (every Session of the process would bind)"
         )
-    if not event.contains(factory, "after_begin", _bind_on_begin):
-        event.listen(factory, "after_begin", _bind_on_begin)
+    session_class = factory.class_ if isinstance(factory, sessionmaker) else factory
+    # A listener on a Session class serves its subclasses too.
+    if not any(base in _BINDING_CLASSES for base in session_class.__mro__):
+        event.listen(session_class, "after_begin", _bind_on_begin)
+        _BINDING_CLASSES.add(session_class)
     return factory
 
 
@@ -129,8 +140,9 @@ def guard(engine: Engine) -> Engine:
     transaction :func:`bind` has not run in: a Core connection that forgot to bind, a
     Session used again after its binding failed, a Session of a factory that does not
     bind. Returns `engine`."""
-    if not event.contains(engine, "before_cursor_execute", _refuse_unbound):
+    if engine not in _GUARDED_ENGINES:
         event.listen(engine, "before_cursor_execute", _refuse_unbound)
+        _GUARDED_ENGINES.add(engine)
     return engine
 
 

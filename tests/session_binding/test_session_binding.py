@@ -10,6 +10,7 @@ different users share server sessions as they do in production.
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 import threading
 import uuid
@@ -394,6 +395,23 @@ def _first_statements(engine: Engine, executed: list[str]) -> list[int]:
     starts: list[int] = []
     event.listen(engine, "begin", lambda connection: starts.append(len(executed)))
     return starts
+
+
+def test_every_new_sessionmaker_binds_though_it_reuses_a_collected_ones_address(
+    quiet_engine: Engine, api_database: ApiDatabase
+) -> None:
+    """An API that makes its sessionmakers as it goes (per request, per test) gets a
+    binding from every one. SQLAlchemy's event registry remembers a class-level listener
+    by ``id()`` of the class, after the class is gone: asked through ``event.contains``,
+    a new sessionmaker's class at a collected one's address looked bound and never bound
+    (within a few rounds of this loop, and now and then in the suite under load)."""
+    user = USERS[2]
+    for _ in range(40):
+        factory = bind_every_transaction(sessionmaker(quiet_engine, class_=Session))
+        with acting_for(api_database.tokens[user]), factory() as session:
+            assert bound_user_id(session) == user
+        del factory, session
+        gc.collect()
 
 
 def test_a_core_connection_binds_per_transaction(
