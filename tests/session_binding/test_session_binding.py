@@ -402,16 +402,25 @@ def test_every_new_sessionmaker_binds_though_it_reuses_a_collected_ones_address(
 ) -> None:
     """An API that makes its sessionmakers as it goes (per request, per test) gets a
     binding from every one. SQLAlchemy's event registry remembers a class-level listener
-    by ``id()`` of the class, after the class is gone: asked through ``event.contains``,
-    a new sessionmaker's class at a collected one's address looked bound and never bound
-    (within a few rounds of this loop, and now and then in the suite under load)."""
+    by ``id()`` of its target, after the target is gone: asked through
+    ``event.contains``, a new sessionmaker at a collected one's address looked bound and
+    never bound (within a few rounds of this loop, and now and then in the suite under
+    load)."""
     user = USERS[2]
-    for _ in range(40):
+    addresses_collected: set[int] = set()
+    reused = 0
+    for _ in range(200):
         factory = bind_every_transaction(sessionmaker(quiet_engine, class_=Session))
-        with acting_for(api_database.tokens[user]), factory() as session:
-            assert bound_user_id(session) == user
-        del factory, session
+        if id(factory) in addresses_collected:
+            reused += 1
+            with acting_for(api_database.tokens[user]), factory() as session:
+                assert bound_user_id(session) == user
+            if reused == 3:
+                break
+        addresses_collected.add(id(factory))
+        del factory
         gc.collect()
+    assert reused, "no sessionmaker took a collected one's address: the test proved nothing"
 
 
 def test_a_core_connection_binds_per_transaction(
