@@ -45,11 +45,11 @@ from models.security import (
     RowSecurity,
 )
 from tests.conftest import make_alembic_config
+from tests.support import offline_sql
 from todo_database.autogenerate import revision as autogen
 from todo_database.autogenerate.row_security import OPTION
 from todo_database.catalog import Catalog, Held, read_catalog, read_functions
 from todo_database.declarations.row_security import declared_row_security, row_security
-from todo_database.deploy import cli as alembic_cli
 
 
 def _declared_using(table: str, policy: str) -> str:
@@ -359,13 +359,10 @@ def test_offline_sql_renders_row_security() -> None:
     the chain while its table exists (after its ``CREATE TABLE``, before any
     ``DROP TABLE``), and every table the models declare gets its switches and
     policies somewhere in it."""
-    result = alembic_cli.run(["upgrade", "head", "--sql"])
-    assert result.returncode == 0, result.stderr
-
     existing: set[str] = set()
     switched: dict[str, set[str]] = defaultdict(set)
     created_policies: dict[str, set[str]] = defaultdict(set)
-    for match in _STATEMENTS.finditer(result.stdout):
+    for match in _STATEMENTS.finditer(offline_sql.head()):
         if match["created"]:
             existing.add(match["created"].strip('"'))
         elif match["dropped"]:

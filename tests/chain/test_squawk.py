@@ -20,6 +20,7 @@ import pytest
 from alembic.script import Script
 
 from tests.conftest import SCRIPT
+from tests.support import offline_sql
 from todo_database import lint
 
 
@@ -27,7 +28,7 @@ from todo_database import lint
 def test_revision_passes_squawk(revision: Script, tmp_path: Path) -> None:
     for rule, reason in lint.acknowledged(revision.module).items():
         assert reason.strip(), f"{revision.revision} acknowledges {rule} without a reason"
-    sql = lint.offline_sql(revision)
+    sql = offline_sql.of(revision)
     losses = lint.data_losses(sql)
     assert not losses or lint.destructive_reason(revision.module), (
         f"{revision.revision} destroys data on upgrade ({lint.describe_losses(losses)}) "

