@@ -349,7 +349,7 @@ def derived_tests_cover(project: Project, admin_url: URL, *names: str) -> None:
 
 
 def test_new_tables_link_tables_policies_roles_and_drops(
-    project: Project, new_database: NewDatabase, admin_url: URL
+    project: Project, new_database: NewDatabase
 ) -> None:
     written = []
     notes = evolve(project, "evolution notes", add_notes)
@@ -385,8 +385,6 @@ def test_new_tables_link_tables_policies_roles_and_drops(
     assert f'op.drop_role_if_unused("{READER}")' in down
     written.append(policies)
 
-    derived_tests_cover(project, admin_url, "evolution_note_link", READER)
-
     # A column dropped with the policy that reads it, and a table dropped.
     dropped = evolve(
         project,
@@ -411,6 +409,22 @@ def test_new_tables_link_tables_policies_roles_and_drops(
 
     replayed_on_an_empty_database(project, new_database)
     linted_as_generated(project, [revision_id(text) for text in written])
+
+
+@pytest.mark.slow  # runs the copy's own tests: the slow tier
+def test_the_derived_tests_cover_new_tables_link_tables_and_a_new_role(
+    project: Project, admin_url: URL
+) -> None:
+    """The tables and the role of the story above, written as one revision: the copy's
+    own derived isolation tests and catalog lint cover them unchanged."""
+
+    def new_tables_and_a_role(p: Project) -> None:
+        add_notes(p)
+        add_tags(p)
+        add_policies_and_reader(p)
+
+    evolve(project, "evolution notes, links, tags, policies and reader", new_tables_and_a_role)
+    derived_tests_cover(project, admin_url, "evolution_note_link", READER)
 
 
 # --- tables that read each other: created and dropped in order ---------------------
