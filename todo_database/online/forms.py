@@ -42,6 +42,8 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.operations.ops import MigrationScript, OpContainer
 from alembic.runtime.migration import MigrationContext
 
+from todo_database.catalog.tables import index_is_invalid
+
 rewriter = Rewriter()
 
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
@@ -104,15 +106,7 @@ def _drop_index_if_invalid(operations: Operations, operation: DropIndexIfInvalid
             f"-- online only: drop {quoted} if left INVALID by a failed build"
         )
         return
-    invalid = (
-        operations.get_bind()
-        .exec_driver_sql(
-            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%(name)s)",
-            {"name": quoted},
-        )
-        .scalar()
-    )
-    if invalid:
+    if index_is_invalid(operations.get_bind(), quoted):
         operations.execute(f"DROP INDEX CONCURRENTLY {quoted}")
 
 
