@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from models.security import Function
-from todo_database.catalog.functions import Held, read_functions
+from todo_database.catalog.functions import Held, read_definers, read_functions, read_names
 from todo_database.catalog.schemas import TEMPORARY
 from todo_database.catalog.security import read_policies, read_policy_tables
 from todo_database.catalog.tables import read_constraints, read_indexes
@@ -255,10 +255,11 @@ def deparse(
                 declared.indexes[table][name] = index_shape(index.definition)
         if declared_functions:
             declared.functions = read_functions(connection, TEMPORARY)
-            twins_of_definers = definer_safety.read_definers(
-                connection, "p.pronamespace = pg_my_temp_schema()"
-            )
-            declared.definer_problems = definer_safety.problems(connection, twins_of_definers)
+            twins_of_definers = read_definers(connection, "p.pronamespace = pg_my_temp_schema()")
+            if twins_of_definers:
+                declared.definer_problems = definer_safety.problems(
+                    twins_of_definers, read_names(connection)
+                )
         # Last: the search path changes for what is left of the savepoint.
         _, temporary = connection.exec_driver_sql(_TEMPORARY_LAST).one()
         for table, policies_read in read_policies(connection, TEMPORARY).items():

@@ -2,7 +2,8 @@
 extension's: :func:`read_routines` reads every function and procedure with all the
 project reads of it (the docs show it whole); :func:`read_functions` gives
 autogenerate the functions alone, as :class:`Held`, to compare with the declarations'
-twins.
+twins; :func:`read_definers` and :func:`read_names` give
+:mod:`todo_database.declarations.definer_safety` what it checks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from models.security import ROLES, Function
 from todo_database.catalog.schemas import CURRENT
+from todo_database.declarations.definer_safety import Definer, Names
 from todo_database.declarations.grantees import managed_grantee
 
 VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
@@ -166,3 +168,56 @@ def read_functions(connection: Connection, schema: str) -> dict[tuple[str, str],
         for routine in read_routines(connection, schema)
         if routine.kind == "f"
     }
+
+
+# --- SECURITY DEFINER functions, for :mod:`todo_database.declarations.definer_safety` ---
+
+#: The SECURITY DEFINER functions to look at: those of a schema, or
+#: those of given oids (`where`, SQL over ``p``).
+_DEFINERS = """
+    SELECT p.oid,
+           -- a twin the comparison made in pg_temp is named as the function it stands for
+           CASE WHEN n.oid = pg_my_temp_schema() THEN 'public' ELSE n.nspname END
+               || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+           l.lanname, p.prosrc, p.prosqlbody IS NOT NULL, coalesce(p.proconfig, '{{}}')
+    FROM pg_proc p
+    JOIN pg_namespace n ON n.oid = p.pronamespace
+    JOIN pg_language l ON l.oid = p.prolang
+    WHERE p.prosecdef AND ({where})
+"""
+#: Relations and types by name, and whether pg_catalog holds one of that name.
+_NAMES = """
+    SELECT c.relname::text, c.relnamespace = 'pg_catalog'::regnamespace FROM pg_class c
+    WHERE c.relnamespace <> 'pg_toast'::regnamespace
+    UNION ALL
+    SELECT t.typname::text, t.typnamespace = 'pg_catalog'::regnamespace FROM pg_type t
+    WHERE t.typtype <> 'c' OR t.typnamespace = 'pg_catalog'::regnamespace
+"""
+#: Schemas in which some role other than the owner (or a superuser) may create objects.
+_OPEN_SCHEMAS = """
+    SELECT n.nspname FROM pg_namespace n
+    CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+    WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+      AND NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.oid = a.grantee), false)
+"""
+
+
+def read_definers(connection: Connection, where: str, **params: object) -> list[Definer]:
+    """The SECURITY DEFINER functions `where` (SQL over ``p``, with `params`) picks."""
+    return [
+        Definer(signature, language, body, bool(standard), tuple(settings))
+        for _, signature, language, body, standard, settings in connection.exec_driver_sql(
+            _DEFINERS.format(where=where), params
+        )
+    ]
+
+
+def read_names(connection: Connection) -> Names:
+    """The names relations and types have, in pg_catalog and elsewhere, and the schemas
+    others than their owner may create objects in."""
+    in_catalog: set[str] = set()
+    elsewhere: set[str] = set()
+    for name, catalog_holds in connection.exec_driver_sql(_NAMES):
+        (in_catalog if catalog_holds else elsewhere).add(str(name))
+    open_schemas = frozenset(connection.exec_driver_sql(_OPEN_SCHEMAS).scalars())
+    return Names(frozenset(in_catalog), frozenset(elsewhere), open_schemas)
