@@ -42,7 +42,7 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.operations.ops import MigrationScript, OpContainer
 from alembic.runtime.migration import MigrationContext
 
-from todo_database.catalog.tables import index_is_invalid
+from todo_database.catalog.tables import index_is_invalid, read_tables
 
 rewriter = Rewriter()
 
@@ -62,7 +62,7 @@ def existing_tables(context: MigrationContext) -> frozenset[str]:
     if context.connection is None:
         return frozenset()
     if context not in _tables_seen:
-        _tables_seen[context] = frozenset(sa.inspect(context.connection).get_table_names())
+        _tables_seen[context] = frozenset(read_tables(context.connection))
     return _tables_seen[context]
 
 
