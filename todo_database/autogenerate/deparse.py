@@ -255,7 +255,7 @@ def deparse(
                 declared.indexes[table][name] = index_shape(index.definition)
         if declared_functions:
             declared.functions = read_functions(connection, TEMPORARY)
-            twins_of_definers = read_definers(connection, "p.pronamespace = pg_my_temp_schema()")
+            twins_of_definers = read_definers(connection, f"p.pronamespace = {TEMPORARY}")
             if twins_of_definers:
                 declared.definer_problems = definer_safety.problems(
                     twins_of_definers, read_names(connection)

@@ -373,6 +373,7 @@ def dependent_renames(
     found += [
         RenameIndexOp(old, new, table.name) for old, new in _pairs(held_indexes, wanted_indexes)
     ]
+    # PostgreSQL names a serial column's sequence <table>_<column>_seq.
     for column, sequence in read_owned_sequences(connection).get(table.name, {}).items():
         was = f"{renames.old_name}_{renames.columns.get(column, column)}_seq"
         named = f"{table.name}_{column}_seq"
