@@ -1,8 +1,9 @@
 """What the database holds, read in one place, as plain data: tables, their columns,
 constraints, indexes and owned sequences (:mod:`.tables`); row security, grants, roles
 and their settings (:mod:`.security`); functions (:mod:`.functions`); enum types
-(:mod:`.enums`); which schema a reader reads (:mod:`.schemas`); and what one
-autogenerate run reads of it, each kind once (:mod:`.snapshot`).
+(:mod:`.enums`); which schema a reader reads (:mod:`.schemas`); what the session's
+role may set (:mod:`.session`); and what one autogenerate run reads of it, each kind
+once (:mod:`.snapshot`).
 
 The project's comparators, the docs, the review, the online forms' checks during an
 upgrade and the deploy lock read the schema through these readers (Alembic's own

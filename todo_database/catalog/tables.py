@@ -5,6 +5,10 @@ facts of one table that the online forms ask at the moment they act, mid-upgrade
 Expressions are as PostgreSQL prints them (``pg_get_expr``, ``pg_get_indexdef``,
 ``pg_get_constraintdef``): autogenerate compares them with the declarations printed
 the same way (:mod:`todo_database.autogenerate.deparse`), the docs show them.
+
+Imports nothing of the models: the deploy runner loads this module, through the online
+forms, before ``env.py`` imports them (to report a model that does not import in one
+line).
 """
 
 from __future__ import annotations

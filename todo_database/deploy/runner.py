@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from todo_database.catalog.schemas import relation_exists, schema_owner
-from todo_database.catalog.security import may_i_set
+from todo_database.catalog.session import may_i_set
 from todo_database.deploy.database import DatabaseError, create_engine, parse_url, redact
 from todo_database.online.forms import READ_MARK, committed_mark
 
