@@ -48,7 +48,8 @@ from tests.conftest import make_alembic_config
 from tests.support import offline_sql
 from todo_database.autogenerate import revision as autogen
 from todo_database.autogenerate.row_security import OPTION
-from todo_database.catalog import Catalog, Held, read_catalog, read_functions
+from todo_database.catalog.functions import Held, read_functions
+from todo_database.catalog.security import Catalog, read_catalog
 from todo_database.declarations.row_security import declared_row_security, row_security
 
 

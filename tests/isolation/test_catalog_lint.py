@@ -35,6 +35,7 @@ from models import metadata
 from models.security import BIND_SESSION, FUNCTIONS, ROLES, VERIFIED_USER_ID
 from tests.conftest import database_copy, new_engine
 from tests.support.rls_helpers import REFUSED, acting_as, read
+from todo_database.catalog.functions import read_definers, read_names
 from todo_database.declarations import definer_safety
 from todo_database.declarations.row_security import row_security
 from todo_database.operations.functions import definition_sql
@@ -304,11 +305,9 @@ def test_alembic_version_is_out_of_the_app_roles_reach(role: str, connection: Co
 def test_no_security_definer_function_resolves_a_name_its_caller_made(
     connection: Connection,
 ) -> None:
-    definers = definer_safety.read_definers(
-        connection, "p.pronamespace = current_schema()::regnamespace"
-    )
+    definers = read_definers(connection, "p.pronamespace = current_schema()::regnamespace")
     assert {d.signature for d in definers} >= {f.signature for f in FUNCTIONS}
-    assert definer_safety.problems(connection, definers) == []
+    assert definer_safety.problems(definers, read_names(connection)) == []
 
 
 #: Each hardening of the identity's functions undone by hand, and what the lint says.
@@ -362,9 +361,7 @@ def test_the_lint_catches_each_hardening_undone(
 ) -> None:
     with connection.begin():
         connection.exec_driver_sql(statement.replace("%", "%%"))
-        definers = definer_safety.read_definers(
-            connection, "p.pronamespace = current_schema()::regnamespace"
-        )
-        problems = definer_safety.problems(connection, definers)
+        definers = read_definers(connection, "p.pronamespace = current_schema()::regnamespace")
+        problems = definer_safety.problems(definers, read_names(connection))
         connection.rollback()
     assert any(said in problem for problem in problems), problems

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, Engine
 import models
 from models.security import Policy
 from tests.conftest import new_engine
-from todo_database.catalog import Catalog
+from todo_database.catalog.security import Catalog
 from todo_database.deploy import database
 from todo_database.deploy.database import PROJECT_ROOT
 from todo_database.review import docs as schema_docs

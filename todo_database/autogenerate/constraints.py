@@ -33,10 +33,11 @@ from alembic.autogenerate import comparators, renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import _render_gen_name  # the op.f() convention of names
 from alembic.operations import MigrateOperation, ops
-from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import conv
 
 from todo_database.autogenerate import deparse
+from todo_database.catalog import snapshot
+from todo_database.catalog.snapshot import Snapshot
 from todo_database.online import forms as online
 from todo_database.online.unique import ReplacePrimaryKeyOp
 
@@ -60,33 +61,20 @@ class Live:
     indexes: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
 
-_CONSTRAINTS = """
-    SELECT c.relname, con.conname, con.contype::text, pg_get_expr(con.conbin, con.conrelid),
-           con.convalidated
-    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
-    WHERE c.relnamespace = current_schema()::regnamespace AND con.contype IN ('c', 'f')
-"""
-_INDEXES = """
-    SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid)
-    FROM pg_index x
-    JOIN pg_class i ON i.oid = x.indexrelid
-    JOIN pg_class t ON t.oid = x.indrelid
-    WHERE t.relnamespace = current_schema()::regnamespace
-      AND NOT EXISTS (SELECT FROM pg_constraint con
-                      WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid
-                        AND con.contype IN ('p', 'u', 'x'))
-"""
-
-
-def read_live(connection: Connection) -> Live:
+def read_live(held: Snapshot) -> Live:
+    """The CHECKs, what is NOT VALID and the plain indexes of the run's `held`
+    snapshot."""
     live = Live()
-    for table, name, kind, expression, validated in connection.exec_driver_sql(_CONSTRAINTS):
-        if kind == "c":
-            live.checks[table][name] = expression
-        if not validated:
-            live.unvalidated[table].add(name)
-    for table, name, definition in connection.exec_driver_sql(_INDEXES):
-        live.indexes[table][name] = deparse.index_shape(definition)
+    for table, constraints in held.constraints.items():
+        for name, constraint in constraints.items():
+            if constraint.kind == "c" and constraint.expression is not None:
+                live.checks[table][name] = constraint.expression
+            if constraint.kind in ("c", "f") and not constraint.validated:
+                live.unvalidated[table].add(name)
+    for table, indexes in held.indexes.items():
+        for name, index in indexes.items():
+            if not index.backs_constraint:
+                live.indexes[table][name] = deparse.index_shape(index.definition)
     return live
 
 
@@ -96,7 +84,8 @@ _live_per_run: WeakKeyDictionary[AutogenContext, Live] = WeakKeyDictionary()
 def _live(autogen_context: AutogenContext) -> Live:
     if autogen_context not in _live_per_run:
         assert autogen_context.connection is not None
-        _live_per_run[autogen_context] = read_live(autogen_context.connection)
+        held = snapshot.for_run(autogen_context.migration_context, autogen_context.connection)
+        _live_per_run[autogen_context] = read_live(held)
     return _live_per_run[autogen_context]
 
 

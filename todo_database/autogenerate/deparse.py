@@ -43,7 +43,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from models.security import Function
-from todo_database.catalog import Held, read_functions
+from todo_database.catalog.functions import Held, read_definers, read_functions, read_names
+from todo_database.catalog.schemas import TEMPORARY
+from todo_database.catalog.security import read_policies, read_policy_tables
+from todo_database.catalog.tables import read_constraints, read_indexes
 from todo_database.declarations import definer_safety
 from todo_database.declarations import row_security as declarations
 from todo_database.operations import functions as routines
@@ -87,10 +90,6 @@ class _Statement:
     sql: str
 
 
-_POLICIES = """
-    SELECT tablename, policyname, qual, with_check FROM pg_policies
-    WHERE schemaname = pg_my_temp_schema()::regnamespace::text
-"""
 #: ``pg_temp`` last, so that a real table named like a twin (``public.todo``) prints as
 #: it prints without twins; a twin then prints with its temporary schema's name.
 _TEMPORARY_LAST = """
@@ -100,27 +99,6 @@ _TEMPORARY_LAST = """
 _MISSING = """
     SELECT name FROM unnest(%(names)s::text[]) AS name
     WHERE to_regclass(format('public.%%I', name)) IS NULL
-"""
-_POLICY_READS = """
-    SELECT c.relname, p.polname, r.relname
-    FROM pg_policy p
-    JOIN pg_class c ON c.oid = p.polrelid
-    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
-                    AND d.refclassid = 'pg_class'::regclass
-    JOIN pg_class r ON r.oid = d.refobjid
-    WHERE c.relnamespace = pg_my_temp_schema() AND r.oid <> c.oid
-"""
-_CHECKS = """
-    SELECT c.relname, con.conname, pg_get_expr(con.conbin, con.conrelid)
-    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
-    WHERE c.relnamespace = pg_my_temp_schema() AND con.contype = 'c'
-"""
-_INDEXES = """
-    SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid)
-    FROM pg_index x
-    JOIN pg_class i ON i.oid = x.indexrelid
-    JOIN pg_class t ON t.oid = x.indrelid
-    WHERE t.relnamespace = pg_my_temp_schema()
 """
 
 
@@ -267,25 +245,29 @@ def deparse(
     try:
         _create_enum_types(connection, tables)
         _run(connection, statements)
-        for table, name, other in connection.exec_driver_sql(_POLICY_READS):
-            declared.policy_reads[(table, name)].add(other)
-        for table, name, expression in connection.exec_driver_sql(_CHECKS):
-            declared.checks[table][name] = expression
-        for table, name, definition in connection.exec_driver_sql(_INDEXES):
-            declared.indexes[table][name] = index_shape(definition)
+        declared.policy_reads.update(read_policy_tables(connection, TEMPORARY))
+        for table, constraints in read_constraints(connection, TEMPORARY).items():
+            for name, constraint in constraints.items():
+                if constraint.kind == "c" and constraint.expression is not None:
+                    declared.checks[table][name] = constraint.expression
+        for table, indexes in read_indexes(connection, TEMPORARY).items():
+            for name, index in indexes.items():
+                declared.indexes[table][name] = index_shape(index.definition)
         if declared_functions:
-            declared.functions = read_functions(connection, "pg_my_temp_schema()")
-            twins_of_definers = definer_safety.read_definers(
-                connection, "p.pronamespace = pg_my_temp_schema()"
-            )
-            declared.definer_problems = definer_safety.problems(connection, twins_of_definers)
+            declared.functions = read_functions(connection, TEMPORARY)
+            twins_of_definers = read_definers(connection, f"p.pronamespace = {TEMPORARY}")
+            if twins_of_definers:
+                declared.definer_problems = definer_safety.problems(
+                    twins_of_definers, read_names(connection)
+                )
         # Last: the search path changes for what is left of the savepoint.
         _, temporary = connection.exec_driver_sql(_TEMPORARY_LAST).one()
-        for table, name, using, with_check in connection.exec_driver_sql(_POLICIES):
-            declared.policies[table][name] = (
-                _without_schema(using, temporary),
-                _without_schema(with_check, temporary),
-            )
+        for table, policies_read in read_policies(connection, TEMPORARY).items():
+            for name, policy in policies_read.items():
+                declared.policies[table][name] = (
+                    _without_schema(policy.using, temporary),
+                    _without_schema(policy.with_check, temporary),
+                )
     finally:
         twins.rollback()
     return declared

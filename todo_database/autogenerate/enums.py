@@ -33,8 +33,8 @@ from alembic.operations import MigrateOperation
 from alembic.operations.ops import UpgradeOps
 from alembic.util import CommandError, DispatchPriority, PriorityDispatchResult
 
-from todo_database import catalog
 from todo_database.autogenerate import deparse
+from todo_database.catalog import snapshot
 from todo_database.online.forms import AutocommitBlockOp
 from todo_database.operations.enums import AddEnumValueOp, CreateEnumOp, DropEnumOp
 
@@ -86,7 +86,7 @@ def compare_enum_types(
     if connection is None or None not in schemas:
         return PriorityDispatchResult.CONTINUE
     want = declared_enums(deparse.compared_tables(autogen_context))
-    have = catalog.read_enums(connection)
+    have = snapshot.for_run(autogen_context.migration_context, connection).enums
     first: list[MigrateOperation] = []
     for name, values in sorted(want.items()):
         if name not in have:

@@ -1,7 +1,7 @@
-"""Functions compared: what the schema holds (:func:`todo_database.catalog.read_functions`)
-against the declarations' twins, made by PostgreSQL in ``pg_temp``
-(:mod:`todo_database.autogenerate.deparse`): created, replaced, re-owned, granted and
-revoked; one nobody declares is dropped."""
+"""Functions compared: what the schema holds
+(:func:`todo_database.catalog.functions.read_functions`) against the declarations'
+twins, made by PostgreSQL in ``pg_temp`` (:mod:`todo_database.autogenerate.deparse`):
+created, replaced, re-owned, granted and revoked; one nobody declares is dropped."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from alembic.operations import MigrateOperation
 
 from models.security import Function
-from todo_database.catalog import Held
+from todo_database.catalog.functions import Held
 from todo_database.operations.functions import (
     CreateFunctionOp,
     DropFunctionOp,

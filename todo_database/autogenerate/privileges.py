@@ -16,7 +16,7 @@ from models.security import (
     DatabaseGrant,
     RowSecurity,
 )
-from todo_database.catalog import Catalog
+from todo_database.catalog.security import Catalog
 from todo_database.operations.privileges import (
     PRIVILEGES,
     GrantDatabasePrivilegesOp,

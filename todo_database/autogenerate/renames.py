@@ -61,6 +61,12 @@ import todo_database.autogenerate.row_security  # noqa: F401
 from models.base import RENAMED_FROM
 from todo_database import lint
 from todo_database.autogenerate import deparse
+from todo_database.catalog.tables import (
+    read_constraints,
+    read_indexes,
+    read_owned_sequences,
+    read_tables,
+)
 from todo_database.online import forms as online
 from todo_database.operations.renames import (
     DependentRename,
@@ -214,20 +220,11 @@ def declared(tables: Iterable[sa.Table]) -> Declared:
 
 # --- what the database has, and what is pending -----------------------------------------
 
-_COLUMNS = """
-    SELECT c.relname, a.attname
-    FROM pg_class c
-    LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-"""
-
 
 def _held(connection: Connection) -> dict[str, set[str]]:
-    """The database's tables and their columns."""
-    held: dict[str, set[str]] = defaultdict(set)
-    for table, column in connection.exec_driver_sql(_COLUMNS):
-        held[table].update([column] if column is not None else [])
-    return held
+    """The database's tables and their columns, read before the renames run (so not
+    through the run's snapshot)."""
+    return {table: set(columns) for table, columns in read_tables(connection).items()}
 
 
 @dataclass
@@ -297,43 +294,6 @@ def pending(
 
 # --- names that follow a rename ---------------------------------------------------------
 
-_CONSTRAINTS = """
-    SELECT con.conname, con.contype::text,
-           ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
-                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
-                 ORDER BY k.o),
-           f.relname::text,
-           ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
-                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
-                 ORDER BY k.o),
-           pg_get_expr(con.conbin, con.conrelid)
-    FROM pg_constraint con
-    JOIN pg_class t ON t.oid = con.conrelid
-    LEFT JOIN pg_class f ON f.oid = con.confrelid
-    WHERE t.relnamespace = current_schema()::regnamespace AND t.relname = %(table)s
-      AND con.contype IN ('p', 'u', 'f', 'c')
-"""
-_INDEXES = """
-    SELECT i.relname, pg_get_indexdef(x.indexrelid)
-    FROM pg_index x
-    JOIN pg_class i ON i.oid = x.indexrelid
-    JOIN pg_class t ON t.oid = x.indrelid
-    WHERE t.relnamespace = current_schema()::regnamespace AND t.relname = %(table)s
-      AND NOT EXISTS (SELECT FROM pg_constraint con WHERE con.conindid = x.indexrelid
-                      AND con.conrelid = x.indrelid AND con.contype IN ('p', 'u', 'x'))
-"""
-# Sequences a serial column owns (deptype 'a'), named <table>_<column>_seq by PostgreSQL.
-_SEQUENCES = """
-    SELECT s.relname, a.attname
-    FROM pg_class s
-    JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
-                    AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
-    JOIN pg_class t ON t.oid = d.refobjid
-    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-    WHERE s.relkind = 'S' AND t.relnamespace = current_schema()::regnamespace
-      AND t.relname = %(table)s
-"""
-
 #: What makes a constraint or an index the same one under another name.
 _Shape = tuple[Any, ...]
 
@@ -366,21 +326,21 @@ def _declared_shapes(
 
 
 def _held_shapes(connection: Connection, table: str) -> tuple[dict[str, _Shape], dict[str, _Shape]]:
-    """The database's constraints and indexes of `table`, by name, with their shape."""
+    """The database's constraints and indexes of `table`, by name, with their shape:
+    read fresh, as the renames so far have left them."""
     constraints: dict[str, _Shape] = {}
-    parameters = {"table": table}
-    for name, kind, columns, referred_table, referred, check in connection.exec_driver_sql(
-        _CONSTRAINTS, parameters
-    ):
-        if kind == "f":
-            constraints[name] = ("f", tuple(columns), referred_table, tuple(referred))
-        elif kind == "c":
-            constraints[name] = ("c", check)
-        else:
-            constraints[name] = (kind, tuple(columns))
+    for name, constraint in read_constraints(connection).get(table, {}).items():
+        if constraint.kind == "f":
+            referred = (constraint.referred_table, constraint.referred_columns)
+            constraints[name] = ("f", constraint.columns, *referred)
+        elif constraint.kind == "c":
+            constraints[name] = ("c", constraint.expression)
+        elif constraint.kind in ("p", "u"):
+            constraints[name] = (constraint.kind, constraint.columns)
     indexes = {
-        name: ("i", deparse.index_shape(definition))
-        for name, definition in connection.exec_driver_sql(_INDEXES, parameters)
+        name: ("i", deparse.index_shape(index.definition))
+        for name, index in read_indexes(connection).get(table, {}).items()
+        if not index.backs_constraint
     }
     return constraints, indexes
 
@@ -413,7 +373,8 @@ def dependent_renames(
     found += [
         RenameIndexOp(old, new, table.name) for old, new in _pairs(held_indexes, wanted_indexes)
     ]
-    for sequence, column in connection.exec_driver_sql(_SEQUENCES, {"table": table.name}):
+    # PostgreSQL names a serial column's sequence <table>_<column>_seq.
+    for column, sequence in read_owned_sequences(connection).get(table.name, {}).items():
         was = f"{renames.old_name}_{renames.columns.get(column, column)}_seq"
         named = f"{table.name}_{column}_seq"
         if sequence == was != named:

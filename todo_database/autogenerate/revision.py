@@ -50,6 +50,7 @@ from sqlalchemy.exc import DBAPIError
 from todo_database import lint
 from todo_database.autogenerate import enums, renames
 from todo_database.autogenerate import order as dependency_order
+from todo_database.catalog.tables import read_extension_relations
 from todo_database.deploy import database
 from todo_database.deploy import runner as deploy
 from todo_database.online import columns as online_columns
@@ -105,13 +106,6 @@ COMPARE_OPTIONS: dict[str, Any] = {
 
 _OUR_SCHEMAS = {None, "public"}
 
-_EXTENSION_RELATIONS = """
-    SELECT c.relname
-    FROM pg_depend d
-    JOIN pg_class c ON c.oid = d.objid AND d.classid = 'pg_class'::regclass
-    WHERE d.deptype = 'e' AND c.relnamespace = 'public'::regnamespace
-"""
-
 
 class ObjectFilter:
     """Keeps objects that are not ours out of comparisons.
@@ -129,7 +123,7 @@ class ObjectFilter:
         runs that only migrate never pay for it."""
         if self._connection is None:
             return frozenset()
-        return frozenset(self._connection.exec_driver_sql(_EXTENSION_RELATIONS).scalars())
+        return read_extension_relations(self._connection)
 
     def include_name(self, name: str | None, type_: NameFilterType, parent_names: Any) -> bool:
         if type_ == "schema":

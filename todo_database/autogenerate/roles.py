@@ -11,7 +11,7 @@ from models.security import (
     ROLES,
     declared_role,
 )
-from todo_database.catalog import Catalog
+from todo_database.catalog.security import Catalog
 from todo_database.operations import functions as routines
 from todo_database.operations.policies import AlterPolicyOp, CreatePolicyOp
 from todo_database.operations.privileges import (

@@ -1,11 +1,12 @@
 """Autogenerate comparison: declared row security against what the database holds.
 
-Reads the catalog once (:func:`todo_database.catalog.read_catalog`, the functions
-too), has each kind compared by its own module (:mod:`.policies`, :mod:`.privileges`,
-:mod:`.roles`, :mod:`.functions`; the ENABLE/FORCE switches here) and emits the
-operations of :mod:`todo_database.operations` that bring the database to the
-declarations. Runs after Alembic's own comparators, so policies come after the tables
-they reference in an upgrade and go before them in a downgrade.
+Reads the catalog through the run's snapshot (:mod:`todo_database.catalog.snapshot`:
+:func:`todo_database.catalog.security.read_catalog`, the functions too), has each kind
+compared by its own module (:mod:`.policies`, :mod:`.privileges`, :mod:`.roles`,
+:mod:`.functions`; the ENABLE/FORCE switches here) and emits the operations of
+:mod:`todo_database.operations` that bring the database to the declarations. Runs after
+Alembic's own comparators, so policies come after the tables they reference in an
+upgrade and go before them in a downgrade.
 
 Policy expressions are compared as PostgreSQL itself prints them
 (:mod:`todo_database.autogenerate.deparse`). A table the models drop gets its row
@@ -29,7 +30,8 @@ from models.security import DATABASE_GRANTS, Policy, RowSecurity
 from todo_database.autogenerate import deparse, policies, privileges, roles
 from todo_database.autogenerate import functions as routines
 from todo_database.autogenerate import order as dependency_order
-from todo_database.catalog import Catalog, read_catalog, read_functions
+from todo_database.catalog import snapshot
+from todo_database.catalog.security import Catalog
 from todo_database.declarations import row_security as declarations
 from todo_database.operations import row_security as switches
 
@@ -89,16 +91,16 @@ def compare_row_security(
         return PriorityDispatchResult.CONTINUE
 
     deparsed = deparse.for_run(autogen_context)
-    catalog = read_catalog(connection)
+    held_now = snapshot.for_run(autogen_context.migration_context, connection)
+    catalog = held_now.security
     # For the order of the revision's operations (a table dropped after the policies
     # that read it): what the policies read, as they are and as declared.
     dependency_order.remember_policy_reads(autogen_context.migration_context, catalog.policy_tables)
     dependency_order.remember_policy_reads(autogen_context.migration_context, deparsed.policy_reads)
     tables = deparse.compared_tables(autogen_context)
     # Functions before the policies that call them (after them in a downgrade).
-    held = read_functions(connection, "'public'::regnamespace")
     changes: list[MigrateOperation] = routines.diff_functions(
-        declarations.declared_functions(tables), deparsed.functions, held
+        declarations.declared_functions(tables), deparsed.functions, held_now.functions
     )
     declared: dict[tuple[str, str], Policy] = {}
     for table in tables:

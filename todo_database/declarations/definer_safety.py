@@ -19,10 +19,11 @@ A function is safe here when:
   type that ``pg_catalog`` does not hold without the schema, nor runs SQL it builds at
   run time (``EXECUTE``), which no reading of the body can check.
 
-:func:`problems` reads the functions from the catalog and says, in one line each, what
-is wrong: ``make revision`` and ``alembic check`` refuse a declared function it faults
-(on the twin the comparison builds of it), and the catalog lint of the tests runs it
-over every SECURITY DEFINER function of the database.
+:func:`problems` takes the functions and the names they could meet, as
+:mod:`todo_database.catalog.functions` reads them (``read_definers``, ``read_names``),
+and says, in one line each, what is wrong: ``make revision`` and ``alembic check``
+refuse a declared function it faults (on the twin the comparison builds of it), and the
+catalog lint of the tests runs it over every SECURITY DEFINER function of the database.
 """
 
 from __future__ import annotations
@@ -30,37 +31,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-from sqlalchemy.engine import Connection
-
-#: The functions to look at: SECURITY DEFINER ones of the schema whose oid is given, or
-#: those whose oids are given.
-_FUNCTIONS = """
-    SELECT p.oid,
-           -- a twin the comparison made in pg_temp is named as the function it stands for
-           CASE WHEN n.oid = pg_my_temp_schema() THEN 'public' ELSE n.nspname END
-               || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-           l.lanname, p.prosrc, p.prosqlbody IS NOT NULL, coalesce(p.proconfig, '{{}}')
-    FROM pg_proc p
-    JOIN pg_namespace n ON n.oid = p.pronamespace
-    JOIN pg_language l ON l.oid = p.prolang
-    WHERE p.prosecdef AND ({where})
-"""
-#: Relations and types by name, and whether pg_catalog holds one of that name.
-_NAMES = """
-    SELECT c.relname::text, c.relnamespace = 'pg_catalog'::regnamespace FROM pg_class c
-    WHERE c.relnamespace <> 'pg_toast'::regnamespace
-    UNION ALL
-    SELECT t.typname::text, t.typnamespace = 'pg_catalog'::regnamespace FROM pg_type t
-    WHERE t.typtype <> 'c' OR t.typnamespace = 'pg_catalog'::regnamespace
-"""
-#: Schemas in which some role other than the owner (or a superuser) may create objects.
-_OPEN_SCHEMAS = """
-    SELECT n.nspname FROM pg_namespace n
-    CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
-    WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
-      AND NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.oid = a.grantee), false)
-"""
 
 _SAFE_SCHEMAS = ("pg_catalog", "pg_temp")
 #: Words that stand where a relation is named: what follows them is looked up.
@@ -102,31 +72,28 @@ class Definer:
         return None
 
 
-def read_definers(connection: Connection, where: str, **params: object) -> list[Definer]:
-    """The SECURITY DEFINER functions `where` (SQL over ``p``, with `params`) picks."""
-    return [
-        Definer(signature, language, body, bool(standard), tuple(settings))
-        for _, signature, language, body, standard, settings in connection.exec_driver_sql(
-            _FUNCTIONS.format(where=where), params
-        )
-    ]
+@dataclass(frozen=True)
+class Names:
+    """What a name in a function's body could be looked up as."""
+
+    #: Relations and types that pg_catalog holds (found there first).
+    in_catalog: frozenset[str]
+    #: Relations and types of other schemas.
+    elsewhere: frozenset[str]
+    #: Schemas in which some role other than the owner (or a superuser) may create
+    #: objects.
+    open_schemas: frozenset[str]
 
 
-def problems(connection: Connection, definers: Iterable[Definer]) -> list[str]:
+def problems(definers: Iterable[Definer], names: Names) -> list[str]:
     """What lets each of `definers` resolve a name its caller made, one line each."""
-    definers = list(definers)
-    if not definers:
-        return []
-    catalog_names: set[str] = set()
-    other_names: set[str] = set()
-    for name, in_catalog in connection.exec_driver_sql(_NAMES):
-        (catalog_names if in_catalog else other_names).add(str(name))
-    open_schemas = set(connection.exec_driver_sql(_OPEN_SCHEMAS).scalars())
     found: list[str] = []
     for definer in definers:
         found += [
             f"SECURITY DEFINER function {definer.signature} {problem}"
-            for problem in _problems(definer, catalog_names, other_names, open_schemas)
+            for problem in _problems(
+                definer, set(names.in_catalog), set(names.elsewhere), set(names.open_schemas)
+            )
         ]
     return found
 
@@ -221,4 +188,4 @@ def _code_only(body: str) -> str:
     return re.sub(r"'(?:[^']|'')*'", "''", text)
 
 
-__all__ = ["Definer", "problems", "read_definers"]
+__all__ = ["Definer", "Names", "problems"]

@@ -52,6 +52,8 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from todo_database.catalog.schemas import relation_exists, schema_owner
+from todo_database.catalog.session import may_i_set
 from todo_database.deploy.database import DatabaseError, create_engine, parse_url, redact
 from todo_database.online.forms import READ_MARK, committed_mark
 
@@ -104,13 +106,6 @@ _AUTOVACUUM_YIELDS = (
     "'deadlock_timeout stays at %, as % may not set it', "
     "current_setting('deadlock_timeout'), current_user; END $yield$"
 )
-#: Whether the session's role may set ``deadlock_timeout`` (PostgreSQL 15+ can grant it).
-_MAY_SET_DEADLOCK_TIMEOUT = """
-    SELECT CASE WHEN current_setting('server_version_num')::int >= 150000
-                THEN has_parameter_privilege('deadlock_timeout', 'SET')
-                ELSE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) END,
-           current_user, current_setting('deadlock_timeout')
-"""
 _POOLER = re.compile(r"^(?P<endpoint>ep-[a-z0-9-]+?)-pooler(?P<rest>\..+)$")
 
 
@@ -169,7 +164,7 @@ class Settings:
         left at PostgreSQL's default and why."""
         for statement in self._timeouts():
             connection.exec_driver_sql(statement)
-        may_set, role, current = connection.exec_driver_sql(_MAY_SET_DEADLOCK_TIMEOUT).one()
+        may_set, role, current = may_i_set(connection, "deadlock_timeout")
         if may_set:
             connection.exec_driver_sql(f"SET deadlock_timeout = '{AUTOVACUUM_YIELDS_AFTER}'")
         else:
@@ -560,11 +555,7 @@ def _make_lock_table(lock_connection: Connection) -> None:
     """The deploy lock's table, made by the first deploy of a database (a role that may
     not reach a table another role made is told whose it is)."""
     # From the catalog: to_regclass() needs USAGE on a schema another role made.
-    exists = lock_connection.exec_driver_sql(
-        "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %(schema)s AND c.relname = %(table)s)",
-        {"schema": LOCK_SCHEMA, "table": LOCK_TABLE.split(".")[1]},
-    ).scalar()
+    exists = relation_exists(lock_connection, LOCK_SCHEMA, LOCK_TABLE.split(".")[1])
     try:
         if not exists:
             lock_connection.exec_driver_sql(_MAKE_LOCK_TABLE)
@@ -577,11 +568,7 @@ def _make_lock_table(lock_connection: Connection) -> None:
 def _refuse_the_lock(lock_connection: Connection) -> NoReturn:
     """The deploy lock is another role's, or cannot be made: one line saying whose and
     what to do."""
-    owner, role = lock_connection.exec_driver_sql(
-        "SELECT (SELECT quote_ident(pg_get_userbyid(nspowner)) FROM pg_namespace"
-        " WHERE nspname = %(schema)s), quote_ident(current_user)",
-        {"schema": LOCK_SCHEMA},
-    ).one()
+    owner, role = schema_owner(lock_connection, LOCK_SCHEMA)
     if owner is None:
         raise CommandError(
             f"the deploy lock's schema {LOCK_SCHEMA} does not exist yet, and this role may "

@@ -54,6 +54,9 @@ from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from todo_database.catalog.security import has_policy, restrictive_policies_for_me
+from todo_database.catalog.tables import unique_keys
+
 # Under the "migrations" logger alembic.ini configures, by the name its lines always had.
 log = logging.getLogger("migrations.backfill")
 
@@ -199,20 +202,9 @@ def _backfill(operations: Operations, operation: BackfillOp) -> None:
         _run(bind, walk, operation.table_name)
 
 
-_UNIQUE_KEYS = """
-    SELECT array_agg(a.attname ORDER BY k.ordinality), bool_and(a.attnotnull)
-    FROM pg_index x
-    CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ordinality)
-    JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
-    WHERE x.indrelid = %(table)s::regclass AND x.indisunique AND x.indisvalid
-      AND x.indpred IS NULL AND x.indexprs IS NULL
-    GROUP BY x.indexrelid
-"""
-
-
 def _check_key(bind: Connection, walk: _Walk, operation: BackfillOp) -> None:
     """The walk visits every row once only along a unique key of NOT NULL columns."""
-    for columns, not_null in bind.exec_driver_sql(_UNIQUE_KEYS, {"table": walk.table}):
+    for columns, not_null in unique_keys(bind, walk.table):
         if tuple(columns) == operation.key and not_null:
             return
     raise BackfillError(
@@ -283,16 +275,6 @@ def _estimated_rows(bind: Connection, table: str) -> int:
 
 # --- row-level security ---------------------------------------------------------------
 
-_RESTRICTIVE_FOR_ME = """
-    SELECT p.polname FROM pg_policy p
-    WHERE p.polrelid = %(table)s::regclass AND NOT p.polpermissive
-      AND p.polcmd IN ('*', 'r', 'w')
-      AND (0 = ANY (p.polroles) OR EXISTS (
-          SELECT FROM unnest(p.polroles) AS r(role)
-          WHERE r.role <> 0 AND pg_has_role(current_user, r.role, 'MEMBER')))
-    ORDER BY p.polname
-"""
-
 
 @contextmanager
 def _rows_visible(bind: Connection, table: str, table_name: str) -> Iterator[None]:
@@ -303,7 +285,7 @@ def _rows_visible(bind: Connection, table: str, table_name: str) -> Iterator[Non
         yield
         return
     role = bind.exec_driver_sql("SELECT current_user").scalar()
-    restrictive = list(bind.exec_driver_sql(_RESTRICTIVE_FOR_ME, {"table": table}).scalars())
+    restrictive = restrictive_policies_for_me(bind, table)
     if restrictive:
         raise BackfillError(
             f"backfill of {table_name!r}: row-level security applies to role {role!r} and "
@@ -312,12 +294,7 @@ def _rows_visible(bind: Connection, table: str, table_name: str) -> Iterator[Non
             f"(ALTER ROLE {role} BYPASSRLS, as a superuser)"
         )
     policy = bind.dialect.identifier_preparer.quote(TRANSIENT_POLICY)
-    exists = bind.exec_driver_sql(
-        "SELECT EXISTS (SELECT FROM pg_policy WHERE polrelid = %(table)s::regclass "
-        "AND polname = %(policy)s)",
-        {"table": table, "policy": TRANSIENT_POLICY},
-    )
-    if not exists.scalar():
+    if not has_policy(bind, table, TRANSIENT_POLICY):
         run_with_a_brief_lock(
             bind,
             f"CREATE POLICY {policy} ON {table} AS PERMISSIVE FOR ALL TO CURRENT_USER "

@@ -63,6 +63,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from todo_database.catalog.tables import not_null_state, relation_files
 from todo_database.online import forms as online
 from todo_database.online.backfill import BackfillOp, run_with_a_brief_lock
 from todo_database.online.unique import AddConstraintUsingIndexOp
@@ -86,27 +87,13 @@ def not_null_check_name(table: str, column: str) -> str:
 
 # --- NOT NULL through a validated CHECK ------------------------------------------------
 
-_COLUMN_STATE = """
-    SELECT a.attnotnull, c.convalidated
-    FROM pg_attribute a
-    LEFT JOIN pg_constraint c ON c.conrelid = a.attrelid AND c.conname = %(check)s
-    WHERE a.attrelid = %(table)s::regclass AND a.attname = %(column)s
-"""
-
 
 def _column_state(operations: Operations, table: str, column: str) -> tuple[bool, bool | None]:
     """(whether `column` is NOT NULL, whether its helper CHECK is validated: None when
     there is none)."""
     quote = operations.impl.dialect.identifier_preparer.quote
-    row = (
-        operations.get_bind()
-        .exec_driver_sql(
-            _COLUMN_STATE,
-            {"table": quote(table), "column": column, "check": not_null_check_name(table, column)},
-        )
-        .one()
-    )
-    return bool(row[0]), row[1]
+    check = not_null_check_name(table, column)
+    return not_null_state(operations.get_bind(), quote(table), column, check)
 
 
 @Operations.register_operation("add_not_null_check")
@@ -206,11 +193,6 @@ def _render_set_not_null_by_check(context: AutogenContext, operation: SetNotNull
 # --- asking PostgreSQL what a change does to a table -------------------------------------
 
 _PROBE = "todo_migrations_probe"
-_FILES = f"""
-    SELECT c.relname, c.relfilenode FROM pg_class c
-    WHERE c.oid = 'pg_temp.{_PROBE}'::regclass
-       OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'pg_temp.{_PROBE}'::regclass)
-"""
 _SCANS = f"SELECT pg_stat_get_xact_numscans('pg_temp.{_PROBE}'::regclass)"
 #: A time zone other than UTC while probing: PostgreSQL 12+ changes timestamp to
 #: timestamptz in place only when the session's zone is UTC, which a deploy's may not be.
@@ -218,7 +200,7 @@ _PROBE_TIME_ZONE = "Europe/Paris"
 
 
 def _files(connection: Connection) -> dict[str, int]:
-    return {name: node for name, node in connection.exec_driver_sql(_FILES)}
+    return relation_files(connection, f"pg_temp.{_PROBE}")
 
 
 def _what_it_does(connection: Connection, create: Sequence[str], change: str) -> str | None:

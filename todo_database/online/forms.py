@@ -42,6 +42,8 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.operations.ops import MigrationScript, OpContainer
 from alembic.runtime.migration import MigrationContext
 
+from todo_database.catalog.tables import index_is_invalid, read_tables
+
 rewriter = Rewriter()
 
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
@@ -60,7 +62,7 @@ def existing_tables(context: MigrationContext) -> frozenset[str]:
     if context.connection is None:
         return frozenset()
     if context not in _tables_seen:
-        _tables_seen[context] = frozenset(sa.inspect(context.connection).get_table_names())
+        _tables_seen[context] = frozenset(read_tables(context.connection))
     return _tables_seen[context]
 
 
@@ -104,15 +106,7 @@ def _drop_index_if_invalid(operations: Operations, operation: DropIndexIfInvalid
             f"-- online only: drop {quoted} if left INVALID by a failed build"
         )
         return
-    invalid = (
-        operations.get_bind()
-        .exec_driver_sql(
-            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%(name)s)",
-            {"name": quoted},
-        )
-        .scalar()
-    )
-    if invalid:
+    if index_is_invalid(operations.get_bind(), quoted):
         operations.execute(f"DROP INDEX CONCURRENTLY {quoted}")
 
 

@@ -54,6 +54,11 @@ from alembic.operations import MigrateOperation, Operations, ops
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from todo_database.catalog.tables import (
+    constraint_on_index,
+    nullable_index_columns,
+    read_constraints,
+)
 from todo_database.online.backfill import run_with_a_brief_lock
 from todo_database.online.forms import (
     AutocommitBlockOp,
@@ -122,23 +127,6 @@ class AddConstraintUsingIndexOp(MigrateOperation):
         return ("add_constraint_using_index", self.table_name, self.constraint_name, self.kind)
 
 
-_ATTACHED = """
-    SELECT con.conindid = to_regclass(%(index)s) OR ours.indkey = theirs.indkey
-    FROM pg_constraint con
-    JOIN pg_index ours ON ours.indexrelid = con.conindid
-    LEFT JOIN pg_index theirs ON theirs.indexrelid = to_regclass(%(index)s)
-    WHERE con.conrelid = to_regclass(%(table)s) AND con.conname = %(name)s
-      AND con.contype = %(type)s
-"""
-_NULLABLE = """
-    SELECT a.attname
-    FROM pg_index x
-    JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey)
-    WHERE x.indexrelid = to_regclass(%(index)s) AND NOT a.attnotnull
-    ORDER BY a.attnum
-"""
-
-
 @Operations.implementation_for(AddConstraintUsingIndexOp)
 def _add_constraint_using_index(
     operations: Operations, operation: AddConstraintUsingIndexOp
@@ -160,24 +148,22 @@ def _add_constraint_using_index(
         operations.execute(statement)
         return
     connection = operations.get_bind()
-    found = {"table": table, "index": index, "name": operation.constraint_name}
     contype = "p" if operation.kind == PRIMARY_KEY else "u"
-    attached = connection.exec_driver_sql(_ATTACHED, {**found, "type": contype}).first()
-    if attached is not None and attached[0]:
+    if constraint_on_index(connection, table, operation.constraint_name, contype, index):
         # An earlier run attached it. A replaced key's index was renamed then, so this
         # run's build made a second, identical one: it goes, without locking the table.
         if operation.index_name != operation.constraint_name:
             operations.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
         return
     if operation.kind == PRIMARY_KEY:
-        _refuse_nullable(connection, operation, found)
+        _refuse_nullable(connection, operation, index)
     run_with_a_brief_lock(connection, statement, operation.table_name)
 
 
 def _refuse_nullable(
-    connection: Connection, operation: AddConstraintUsingIndexOp, found: dict[str, str]
+    connection: Connection, operation: AddConstraintUsingIndexOp, index: str
 ) -> None:
-    nullable = list(connection.exec_driver_sql(_NULLABLE, found).scalars())
+    nullable = nullable_index_columns(connection, index)
     if nullable:
         columns = ", ".join(f"{operation.table_name}.{column}" for column in nullable)
         raise NullableKeyColumnsError(
@@ -307,11 +293,6 @@ def replace_primary_key_online(
 
 # --- a downgrade that backs out of a failed build ----------------------------------------
 
-_KEYS = """
-    SELECT c.relname, con.conname
-    FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
-    WHERE c.relnamespace = current_schema()::regnamespace AND con.contype IN ('p', 'u')
-"""
 _keys_seen: WeakKeyDictionary[MigrationContext, frozenset[tuple[str, str]]] = WeakKeyDictionary()
 
 
@@ -321,8 +302,14 @@ def _existing_keys(context: MigrationContext) -> frozenset[tuple[str, str]]:
     if context.connection is None:
         return frozenset()
     if context not in _keys_seen:
-        rows = context.connection.exec_driver_sql(_KEYS)
-        _keys_seen[context] = frozenset((table, name) for table, name in rows)
+        # Read apart from the run's snapshot: the rewrite runs once the comparison's
+        # renames are rolled back, and drops name the constraints as they are then.
+        _keys_seen[context] = frozenset(
+            (table, name)
+            for table, constraints in read_constraints(context.connection).items()
+            for name, constraint in constraints.items()
+            if constraint.kind in ("p", "u")
+        )
     return _keys_seen[context]
 
 

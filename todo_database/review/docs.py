@@ -4,9 +4,8 @@ catalog, rendered as Markdown.
 * :func:`throwaway_database` and :func:`migrate` build a schema the way a deploy
   does (``alembic upgrade`` by a tree's own ``alembic.ini``, ``env.py`` and revisions)
   on a database of its own, named ``todo_review_*`` and always dropped afterwards;
-* :func:`read_schema` reads tables, columns, indexes, constraints, row security
-  (:func:`todo_database.autogenerate.row_security.read_catalog`) and the schema's functions
-  from the catalog;
+* :func:`read_schema` reads tables, columns, indexes, constraints, row security and
+  the schema's functions through :mod:`todo_database.catalog`;
 * :func:`er_diagram` renders a Mermaid ``erDiagram``, ownership marked;
 * :func:`security_matrix` renders role x table x command with the policy
   expressions and column-level privileges, and marks what changed when given the
@@ -40,7 +39,9 @@ from sqlalchemy.engine import URL, Connection
 
 import models
 from models.security import PUBLIC, ROLES, Policy
-from todo_database.catalog import Catalog, read_catalog
+from todo_database.catalog.functions import VOLATILITY, read_routines
+from todo_database.catalog.security import Catalog, read_catalog
+from todo_database.catalog.tables import read_constraints, read_indexes, read_tables
 from todo_database.declarations.row_security import declared_row_security
 from todo_database.deploy import cli as alembic_cli
 from todo_database.deploy import database
@@ -186,108 +187,18 @@ class Schema:
     functions: dict[str, Routine] = field(default_factory=dict)
 
 
-_TABLES = """
-    SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
-    WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p')
-      AND relname <> 'alembic_version'
-"""
-_COLUMNS = """
-    SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
-           pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
-    FROM pg_attribute a
-    JOIN pg_class c ON c.oid = a.attrelid
-    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-      AND a.attnum > 0 AND NOT a.attisdropped
-    ORDER BY c.relname, a.attnum
-"""
-_INDEXES = """
-    SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), x.indisvalid
-    FROM pg_index x
-    JOIN pg_class i ON i.oid = x.indexrelid
-    JOIN pg_class t ON t.oid = x.indrelid
-    WHERE t.relnamespace = current_schema()::regnamespace
-"""
-# NOT NULL constraints (contype 'n', PostgreSQL 18+) are the columns' nullability.
-_CONSTRAINTS = """
-    SELECT t.relname, con.conname, con.contype::text, pg_get_constraintdef(con.oid),
-           ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
-                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
-                 ORDER BY k.o),
-           f.relname::text,
-           ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
-                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
-                 ORDER BY k.o),
-           con.confdeltype::text
-    FROM pg_constraint con
-    JOIN pg_class t ON t.oid = con.conrelid
-    LEFT JOIN pg_class f ON f.oid = con.confrelid
-    WHERE t.relnamespace = current_schema()::regnamespace
-      AND con.contype IN ('p', 'u', 'f', 'c', 'x')
-"""
-# An extension's functions belong to the extension, not to this schema's design.
-# A policy calling a function twice (USING and WITH CHECK) depends on it twice.
-_FUNCTIONS = """
-    SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname)
-               || '(' || pg_get_function_arguments(p.oid) || ')',
-           p.prokind::text, pg_get_function_result(p.oid), l.lanname, p.provolatile::text,
-           p.prosecdef, coalesce(p.proconfig, '{}'), pg_get_userbyid(p.proowner),
-           ARRAY(SELECT DISTINCT coalesce(r.rolname::text, 'public')
-                 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
-                 LEFT JOIN pg_roles r ON r.oid = x.grantee
-                 WHERE x.privilege_type = 'EXECUTE'),
-           (SELECT coalesce(json_agg(json_build_array(c.relname, pol.polname)
-                                     ORDER BY c.relname, pol.polname), '[]')
-            FROM (SELECT DISTINCT d.objid FROM pg_depend d
-                  WHERE d.classid = 'pg_policy'::regclass
-                    AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid) called
-            JOIN pg_policy pol ON pol.oid = called.objid
-            JOIN pg_class c ON c.oid = pol.polrelid),
-           p.prosrc
-    FROM pg_proc p
-    JOIN pg_namespace n ON n.oid = p.pronamespace
-    JOIN pg_language l ON l.oid = p.prolang
-    WHERE p.pronamespace = current_schema()::regnamespace AND p.prokind IN ('f', 'p')
-      AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
-                      AND e.objid = p.oid AND e.deptype = 'e')
-"""
 _KINDS = {"f": "function", "p": "procedure"}
-_VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 _VERSION = "SELECT version_num FROM alembic_version"
 
 
 def read_schema(connection: Connection) -> Schema:
     """The tables, columns, indexes, constraints, row security and functions
-    `connection` sees."""
-    switches = {
-        name: (bool(enabled), bool(forced))
-        for name, enabled, forced in connection.exec_driver_sql(_TABLES)
-    }
-    columns: dict[str, dict[str, Column]] = {name: {} for name in switches}
-    for table, name, type_, nullable, default, identity, generated in connection.exec_driver_sql(
-        _COLUMNS
-    ):
-        if table in columns:
-            columns[table][name] = Column(
-                name, type_, bool(nullable), _default(default, identity, generated)
-            )
-    indexes: dict[str, dict[str, Index]] = {name: {} for name in switches}
-    for table, name, definition, valid in connection.exec_driver_sql(_INDEXES):
-        if table in indexes:
-            indexes[table][name] = Index(name, definition, bool(valid))
-    constraints: dict[str, dict[str, Constraint]] = {name: {} for name in switches}
-    for row in connection.exec_driver_sql(_CONSTRAINTS):
-        table, name, kind, definition, keys, referred, referred_keys, on_delete = row
-        if table in constraints:
-            constraints[table][name] = Constraint(
-                name,
-                _CONSTRAINT_KINDS[kind],
-                definition,
-                tuple(keys),
-                referred,
-                tuple(referred_keys),
-                _ON_DELETE.get(on_delete or "", ""),
-            )
+    `connection` sees, read by :mod:`todo_database.catalog`."""
+    security = read_catalog(connection)
+    held = read_tables(connection)
+    held.pop("alembic_version", None)
+    indexes = read_indexes(connection)
+    constraints = read_constraints(connection)
     revision = None
     if connection.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar():
         revision = connection.exec_driver_sql(_VERSION).scalar()
@@ -295,14 +206,36 @@ def read_schema(connection: Connection) -> Schema:
         tables={
             name: Table(
                 name,
-                columns[name],
-                dict(sorted(indexes[name].items())),
-                dict(sorted(constraints[name].items())),
-                switches[name],
+                {
+                    column.name: Column(
+                        column.name,
+                        column.type,
+                        column.nullable,
+                        _default(column.default, column.identity, column.generated),
+                    )
+                    for column in held[name].values()
+                },
+                {
+                    index.name: Index(index.name, index.definition, index.valid)
+                    for _, index in sorted(indexes.get(name, {}).items())
+                },
+                {
+                    constraint.name: Constraint(
+                        constraint.name,
+                        _CONSTRAINT_KINDS[constraint.kind],
+                        constraint.definition,
+                        constraint.columns,
+                        constraint.referred_table,
+                        constraint.referred_columns,
+                        _ON_DELETE.get(constraint.on_delete, ""),
+                    )
+                    for _, constraint in sorted(constraints.get(name, {}).items())
+                },
+                security.switches[name],
             )
-            for name in sorted(switches)
+            for name in sorted(held)
         },
-        security=read_catalog(connection),
+        security=security,
         revision=revision,
         functions=read_functions(connection),
     )
@@ -311,31 +244,20 @@ def read_schema(connection: Connection) -> Schema:
 def read_functions(connection: Connection) -> dict[str, Routine]:
     """The functions and procedures of the current schema, by signature."""
     found = {}
-    for (
-        signature,
-        kind,
-        returns,
-        language,
-        volatility,
-        definer,
-        settings,
-        owner,
-        executors,
-        policies,
-        body,
-    ) in connection.exec_driver_sql(_FUNCTIONS):
-        found[signature] = Routine(
-            signature,
-            _KINDS[kind],
-            returns or "",
-            language,
-            _VOLATILITY[volatility],
-            bool(definer),
-            tuple(settings),
-            owner,
-            tuple(sorted(executors, key=lambda r: (r != owner, r == PUBLIC, r))),
-            tuple((table, policy) for table, policy in policies),
-            body,
+    for routine in read_routines(connection):
+        shape = routine.shape
+        found[routine.signature] = Routine(
+            routine.signature,
+            _KINDS[routine.kind],
+            shape.result,
+            shape.language,
+            VOLATILITY[shape.volatility],
+            shape.security_definer,
+            shape.settings,
+            routine.owner,
+            tuple(sorted(routine.grantees, key=lambda r: (r != routine.owner, r == PUBLIC, r))),
+            routine.policies,
+            shape.body,
         )
     return dict(sorted(found.items()))
 

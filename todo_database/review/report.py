@@ -75,7 +75,7 @@ from sqlalchemy.exc import DBAPIError
 import models
 from models.security import PUBLIC, Policy
 from todo_database import lint
-from todo_database.catalog import Catalog
+from todo_database.catalog.security import Catalog
 from todo_database.declarations import row_security as declarations
 from todo_database.deploy import database
 from todo_database.online import columns as online_columns

@@ -1,10 +1,13 @@
-"""What the database holds of what this project manages, read in one place.
+"""Row security, grants, roles and their settings: what the database holds of what
+this project manages.
 
 :func:`read_catalog` reads the managed roles (attributes, memberships, the settings
 their login members get), each table's row-level security switches, policies (and
 what their expressions read), grants on tables, columns, serial sequences and the
 database itself, in a few queries, into a :class:`Catalog` of plain data: what
 autogenerate, ``alembic check``, the docs and the review compare with the models.
+:func:`read_policies` and :func:`read_policy_tables` read another schema's too (the
+declarations' twins); the last readers answer a backfill's questions mid-upgrade.
 """
 
 from __future__ import annotations
@@ -15,12 +18,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 
-from models.security import (
-    ROLES,
-    Function,
-    Policy,
-    declared_role,
-)
+from models.security import ROLES, Policy, declared_role
+from todo_database.catalog.schemas import CURRENT
 from todo_database.declarations.grantees import managed_grantee
 from todo_database.operations.roles import LOGIN_MEMBERS, ROLE_COLUMNS
 
@@ -90,8 +89,10 @@ _SWITCHES = """
 
 
 _POLICIES = """
-    SELECT tablename, policyname, cmd, roles::text[], qual, with_check, permissive = 'PERMISSIVE'
-    FROM pg_policies WHERE schemaname = current_schema()
+    SELECT p.tablename, p.policyname, p.cmd, p.roles::text[], p.qual, p.with_check,
+           p.permissive = 'PERMISSIVE'
+    FROM pg_policies p JOIN pg_namespace n ON n.nspname = p.schemaname
+    WHERE n.oid = {schema}
 """
 
 
@@ -141,7 +142,7 @@ _POLICY_TABLES = """
     JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
                     AND d.refclassid = 'pg_class'::regclass
     JOIN pg_class r ON r.oid = d.refobjid
-    WHERE c.relnamespace = current_schema()::regnamespace AND r.oid <> c.oid
+    WHERE c.relnamespace = {schema} AND r.oid <> c.oid
 """
 
 
@@ -184,6 +185,34 @@ def _settings(config: Iterable[str]) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in config)
 
 
+def read_policies(connection: Connection, schema: str = CURRENT) -> dict[str, dict[str, Policy]]:
+    """The policies of `schema`'s tables, by table and name, as ``pg_policies`` prints
+    them (under the session's search path)."""
+    found: dict[str, dict[str, Policy]] = defaultdict(dict)
+    for (
+        table,
+        name,
+        command,
+        policy_roles,
+        using,
+        with_check,
+        permissive,
+    ) in connection.exec_driver_sql(_POLICIES.format(schema=schema)):
+        to = tuple(sorted(policy_roles))
+        found[table][name] = Policy(name, command, to, using, with_check, permissive)
+    return found
+
+
+def read_policy_tables(
+    connection: Connection, schema: str = CURRENT
+) -> dict[tuple[str, str], set[str]]:
+    """The other tables each policy of `schema` reads, by (table, policy)."""
+    found: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for table, name, other in connection.exec_driver_sql(_POLICY_TABLES.format(schema=schema)):
+        found[(table, name)].add(other)
+    return found
+
+
 def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalog:
     managed = {"roles": list(roles)}
     declared_settings = {
@@ -197,23 +226,12 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
     catalog.roles_used_here = set(connection.exec_driver_sql(_ROLES_USED_HERE, managed).scalars())
     for table, enabled, forced in connection.exec_driver_sql(_SWITCHES):
         catalog.switches[table] = (enabled, forced)
-    for (
-        table,
-        name,
-        command,
-        policy_roles,
-        using,
-        with_check,
-        permissive,
-    ) in connection.exec_driver_sql(_POLICIES):
-        to = tuple(sorted(policy_roles))
-        catalog.policies[table][name] = Policy(name, command, to, using, with_check, permissive)
+    catalog.policies = read_policies(connection)
     for table, column, users in connection.exec_driver_sql(_SEQUENCES, managed):
         catalog.sequence_usage[(table, column)] = set(users)
     for table, name, other, column in connection.exec_driver_sql(_POLICY_COLUMNS):
         catalog.policy_columns[(table, name)].add((other, column))
-    for table, name, other in connection.exec_driver_sql(_POLICY_TABLES):
-        catalog.policy_tables[(table, name)].add(other)
+    catalog.policy_tables = read_policy_tables(connection)
     for table, role, privilege, grantable in connection.exec_driver_sql(_GRANTS, managed):
         catalog.grants[(table, role)] = catalog.grants.get((table, role), frozenset()) | {privilege}
         if grantable:
@@ -241,111 +259,31 @@ def read_catalog(connection: Connection, roles: Iterable[str] = ROLES) -> Catalo
     return catalog
 
 
-# --- functions ------------------------------------------------------------------------
+# --- one table, asked while a backfill runs ----------------------------------------
 
-
-VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A function as ``pg_proc`` describes it: what decides whether two are the same."""
-
-    arguments: str
-    result: str
-    body: str
-    language: str
-    volatility: str
-    security_definer: bool
-    settings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Held:
-    """A function of the database: its shape, owner, and who may execute it."""
-
-    name: str
-    identity: str
-    shape: Shape
-    owner: str
-    executors: frozenset[str]
-
-    def declaration(self, schema: str = "public") -> Function:
-        """The function as a declaration, for an operation's reverse."""
-        search_path = None
-        for setting in self.shape.settings:
-            if setting.startswith("search_path="):
-                search_path = setting.removeprefix("search_path=").strip('"')
-        return Function(
-            name=self.name,
-            returns=self.shape.result,
-            body=self.shape.body,
-            arguments=self.shape.arguments,
-            language=self.shape.language,  # type: ignore[arg-type]
-            volatility=VOLATILITY[self.shape.volatility],  # type: ignore[arg-type]
-            security_definer=self.shape.security_definer,
-            search_path=search_path,
-            owner=self.owner,
-            # The owner may always execute; it is not one of the declared executors.
-            executors=tuple(sorted(self.executors - {self.owner})),
-            schema=schema,
-        )
-
-
-#: Functions of a schema (``%(schema)s`` an oid) that no extension owns.
-FUNCTIONS_IN = f"""
-    SELECT p.proname, pg_get_function_identity_arguments(p.oid),
-           pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc,
-           l.lanname, p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{{}}'),
-           pg_get_userbyid(p.proowner),
-           ARRAY(SELECT coalesce(g.rolname::text, 'public')
-                 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
-                 LEFT JOIN pg_roles g ON g.oid = x.grantee
-                 WHERE x.privilege_type = 'EXECUTE'
-                   AND {managed_grantee("x.grantee", "p.proowner")})
-    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
-    WHERE p.pronamespace = %(schema)s AND p.prokind = 'f'
-      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                      AND d.objid = p.oid AND d.deptype = 'e')
+_RESTRICTIVE_FOR_ME = """
+    SELECT p.polname FROM pg_policy p
+    WHERE p.polrelid = %(table)s::regclass AND NOT p.polpermissive
+      AND p.polcmd IN ('*', 'r', 'w')
+      AND (0 = ANY (p.polroles) OR EXISTS (
+          SELECT FROM unnest(p.polroles) AS r(role)
+          WHERE r.role <> 0 AND pg_has_role(current_user, r.role, 'MEMBER')))
+    ORDER BY p.polname
 """
 
 
-def read_functions(connection: Connection, schema_oid_sql: str) -> dict[tuple[str, str], Held]:
-    """The functions of the schema whose oid `schema_oid_sql` (SQL) yields, by
-    (name, identity arguments)."""
-    schema = connection.exec_driver_sql(f"SELECT ({schema_oid_sql})::oid").scalar()
-    found = {}
-    for (
-        name,
-        identity,
-        arguments,
-        result,
-        body,
-        language,
-        volatility,
-        definer,
-        settings,
-        owner,
-        executors,
-    ) in connection.exec_driver_sql(FUNCTIONS_IN, {"schema": schema, "roles": list(ROLES)}):
-        shape = Shape(arguments, result, body, language, volatility, definer, tuple(settings))
-        found[(name, identity)] = Held(name, identity, shape, owner, frozenset(executors))
-    return found
+def restrictive_policies_for_me(connection: Connection, table: str) -> list[str]:
+    """The restrictive policies of `table` (SQL for ``regclass``) that filter what the
+    session's role reads or updates."""
+    return list(connection.exec_driver_sql(_RESTRICTIVE_FOR_ME, {"table": table}).scalars())
 
 
-# --- enum types ----------------------------------------------------------------------
-
-
-#: The enum types of the schema that no extension owns, with their labels in order.
-ENUMS = """
-    SELECT t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
-    FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
-    WHERE t.typnamespace = current_schema()::regnamespace
-      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                      AND d.objid = t.oid AND d.deptype = 'e')
-    GROUP BY t.typname
-"""
-
-
-def read_enums(connection: Connection) -> dict[str, tuple[str, ...]]:
-    return {name: tuple(values) for name, values in connection.exec_driver_sql(ENUMS)}
+def has_policy(connection: Connection, table: str, name: str) -> bool:
+    """Whether `table` (SQL for ``regclass``) has a policy called `name`."""
+    return bool(
+        connection.exec_driver_sql(
+            "SELECT EXISTS (SELECT FROM pg_policy WHERE polrelid = %(table)s::regclass "
+            "AND polname = %(policy)s)",
+            {"table": table, "policy": name},
+        ).scalar()
+    )
