@@ -49,11 +49,19 @@ install: $(STAMP) $(NODE_STAMP) ## Create .venv and install the project with its
 migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedded server)
 	$(BIN)/alembic upgrade head
 
+# One worker more than the cores: a third of a test's time is spent waiting for the
+# server, a child process or a lock. And Python's bytecode cache, even where the
+# environment turns it off (PYTHONDONTWRITEBYTECODE, as container images do): without it
+# every worker rewrites the asserts of every test module again (~2 s each). The children
+# that run in a copy the tests rewrite keep it off (tests/support/evolution.py).
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(getattr(os, "sched_getaffinity", lambda _: range(os.cpu_count() or 1))(0)) + 1)')
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(WORKERS)
+
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
-	$(BIN)/pytest -n auto -m "not slow" $(args)
+	$(PYTEST) -m "not slow" $(args)
 
 test-slow: $(STAMP) $(NODE_STAMP) $(PG_VERSIONS_STAMP) ## The tests that wait seconds by design, and PostgreSQL 16 and 17 (CI runs them too)
-	$(BIN)/pytest -n auto -m slow $(args)
+	$(PYTEST) -m slow $(args)
 
 revision: $(STAMP) ## Autogenerate a revision from the models, then refresh schema.md: make revision m="add due date"
 	@test -n "$(m)" || { echo 'usage: make revision m="what the revision does"'; exit 2; }

@@ -30,6 +30,11 @@ _SERVER = r"""
 import json, os, sys, tempfile, traceback
 import alembic.autogenerate, alembic.command, alembic.config, psycopg, sqlalchemy, sqlmodel
 
+# The children import sources the tests rewrite within the same second, often at the
+# same size: a bytecode cache, checked by modification time and size, could serve the
+# old text.
+sys.dont_write_bytecode = True
+
 def captured(fd, into):
     saved = os.dup(fd)
     os.dup2(into.fileno(), fd)

@@ -140,6 +140,9 @@ class Project:
             if key not in ("DATABASE_URL", "TEST_DATABASE_URL", "PYTHONPATH", VERIFY_VARIABLE)
         }
         environment["DATABASE_URL"] = database_url or self.database_url
+        # The copy's sources are rewritten within the same second, often at the same size:
+        # a bytecode cache, checked by modification time and size, could serve the old text.
+        environment["PYTHONDONTWRITEBYTECODE"] = "1"
         if not verify_on_a_database:
             environment[VERIFY_VARIABLE] = "offline"
         return environment
