@@ -41,7 +41,7 @@ import models
 from models.security import PUBLIC, ROLES, Policy
 from todo_database.catalog.functions import VOLATILITY, read_routines
 from todo_database.catalog.security import Catalog, read_catalog
-from todo_database.catalog.tables import read_constraints, read_indexes, read_tables
+from todo_database.catalog.tables import Index, read_constraints, read_indexes, read_tables
 from todo_database.declarations.row_security import declared_row_security
 from todo_database.deploy import cli as alembic_cli
 from todo_database.deploy import database
@@ -127,13 +127,6 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Index:
-    name: str
-    definition: str
-    valid: bool = True
-
-
-@dataclass(frozen=True)
 class Constraint:
     name: str
     kind: str
@@ -215,10 +208,7 @@ def read_schema(connection: Connection) -> Schema:
                     )
                     for column in held[name].values()
                 },
-                {
-                    index.name: Index(index.name, index.definition, index.valid)
-                    for _, index in sorted(indexes.get(name, {}).items())
-                },
+                {index.name: index for _, index in sorted(indexes.get(name, {}).items())},
                 {
                     constraint.name: Constraint(
                         constraint.name,

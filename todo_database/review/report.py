@@ -76,11 +76,12 @@ import models
 from models.security import PUBLIC, Policy
 from todo_database import lint
 from todo_database.catalog.security import Catalog
+from todo_database.catalog.tables import Index
 from todo_database.declarations import row_security as declarations
 from todo_database.deploy import database
 from todo_database.online import columns as online_columns
 from todo_database.review import docs as schema_docs
-from todo_database.review.docs import Column, Constraint, Index, Schema, Table, code
+from todo_database.review.docs import Column, Constraint, Schema, Table, code
 
 DEFAULT_BASE = "origin/main"
 REPORT_PATH = database.PROJECT_ROOT / "review.md"
