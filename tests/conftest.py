@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import textwrap
+import time
 import uuid
 from argparse import Namespace
 from collections.abc import Callable, Iterator
@@ -245,12 +246,30 @@ def superuser_url(test_server: ServerRoles, request: pytest.FixtureRequest) -> U
     return test_server.superuser
 
 
+def _drop(admin_url: URL, name: str) -> None:
+    """Drop a test database once a superuser's sessions in it (a test that needs one)
+    have ended: a client's disconnect ends its server process a moment later, and
+    ``DROP DATABASE ... WITH (FORCE)`` as Neon's owner refuses to end a superuser's
+    rather than wait. Anyone else's it ends."""
+    with database.admin_connection(admin_url) as connection:
+        for _ in range(100):
+            left = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid"
+                " WHERE a.datname = %s AND r.rolsuper",
+                [name],
+            ).fetchone()
+            if not left or not left[0]:
+                break
+            time.sleep(0.05)
+    database.drop_database(admin_url, name)
+
+
 @pytest.fixture(scope="session")
 def _databases(admin_url: URL) -> Iterator[list[str]]:
     created: list[str] = []
     yield created
     for name in created:
-        database.drop_database(admin_url, name)
+        _drop(admin_url, name)
 
 
 @pytest.fixture
@@ -266,7 +285,7 @@ def new_database(admin_url: URL, _databases: list[str]) -> Iterator[NewDatabase]
 
     yield create
     for name in mine:
-        database.drop_database(admin_url, name)
+        _drop(admin_url, name)
         _databases.remove(name)
 
 

@@ -1,7 +1,7 @@
 """The whole test suite's wall time, as ``make test`` runs it, server start included.
 
 Each run stops the embedded server first (``python -m todo_database.deploy.database stop``,
-untimed), so the timed ``pytest -q -n auto -p no:cacheprovider`` pays for starting it, as
+untimed), so the timed ``make test args="-q -p no:cacheprovider"`` pays for starting it, as
 on a fresh machine or in CI. The server is shared with anyone else testing in this
 work tree: it is stopped only once, for a few seconds, no other client is connected
 and no other pytest or alembic process runs here (waiting up to :data:`IDLE_WAIT_S`);
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from tests.benchmarks.common import (
-    BIN,
     PROJECT_ROOT,
     PYTHON,
     STATS_HEADER,
@@ -104,16 +103,8 @@ def run(server: Server, options: Options) -> list[Table]:
     environment = server.env()
     if not server.embedded:
         environment["TEST_DATABASE_URL"] = server.admin.render_as_string(hide_password=False)
-    command = [
-        str(BIN / "pytest"),
-        "-q",
-        "-n",
-        "auto",
-        "-m",
-        "not slow",
-        "-p",
-        "no:cacheprovider",
-    ]  # as `make test`
+    # `make test` itself: its workers and its environment are the Makefile's.
+    command = ["make", "--no-print-directory", "test", "args=-q -p no:cacheprovider"]
 
     cold: list[float] = []
     warm: list[float] = []
