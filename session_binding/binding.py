@@ -48,8 +48,8 @@ _BINDING_OPTION: Final = "session_binding.binds"
 _BOUND_KEY: Final = "session_binding.bound"
 #: The Session classes :func:`bind_every_transaction` made bind, and the engines
 #: :func:`guard` guards. Kept here rather than asked of ``event.contains``: SQLAlchemy's
-#: event registry keys a class-level listener by ``id()`` of the class and keeps the key
-#: after the class is collected, so a new sessionmaker whose generated class reuses a
+#: event registry keys a listener by ``id()`` of its target (the sessionmaker) and keeps
+#: a class-level one's key after the target is collected, so a new sessionmaker at a
 #: collected one's address would look bound and never bind.
 _BINDING_CLASSES: Final[weakref.WeakSet[type[Session]]] = weakref.WeakSet()
 _GUARDED_ENGINES: Final[weakref.WeakSet[Engine]] = weakref.WeakSet()
