@@ -533,8 +533,8 @@ def alter_column_online(
         raise CommandError(
             f"{table}.{name} becomes NOT NULL, but it holds NULLs here and declares no "
             "server default to fill them from: declare one (server_default=...), or fill "
-            'them first in a data migration of its own (op.backfill, README "Safe '
-            'deploys"), then run make revision again'
+            "them first in a data migration of its own (op.backfill, docs/online.md "
+            '"Backfills"), then run make revision again'
         )
     key = _walk_key(context, table, f"{table}.{name} becoming NOT NULL") if fill else ()
     if not fill:
