@@ -52,8 +52,8 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 # One worker more than the cores: a third of a test's time is spent waiting for the
 # server, a child process or a lock. And Python's bytecode cache, even where the
 # environment turns it off (PYTHONDONTWRITEBYTECODE, as container images do): without it
-# every worker rewrites the asserts of every test module again (~2 s each). The children
-# that run in a copy the tests rewrite keep it off (tests/support/evolution.py).
+# every worker rewrites the asserts of every test module again (~2 s each). Once the
+# tests are collected it is off again (tests/conftest.py): they rewrite modules.
 WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(getattr(os, "sched_getaffinity", lambda _: range(os.cpu_count() or 1))(0)) + 1)')
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(WORKERS)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import textwrap
 import time
 import uuid
@@ -145,6 +146,16 @@ def _is_superuser(url: URL) -> bool:
 def _is_controller(config: pytest.Config) -> bool:
     """The process that runs the session as a whole (not a pytest-xdist worker)."""
     return not hasattr(config, "workerinput")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """From here on no bytecode is written, by this process or its children. ``make
+    test`` lets collection use Python's cache (rewriting the tests' asserts is most of
+    it), but the tests write modules (revisions, a copy's models) and rewrite them within
+    a second at the same size, which a cache checked by modification time and size
+    would serve stale."""
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
