@@ -54,7 +54,7 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 # environment turns it off (PYTHONDONTWRITEBYTECODE, as container images do): without it
 # every worker rewrites the asserts of every test module again (~2 s each). Once the
 # tests are collected it is off again (tests/conftest.py): they rewrite modules.
-WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(getattr(os, "sched_getaffinity", lambda _: range(os.cpu_count() or 1))(0)) + 1)')
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1)')
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(WORKERS)
 
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)

@@ -76,22 +76,23 @@ def fresh(project_cluster: URL) -> Iterator[FreshOwner]:
     """A Neon-shaped owner of its own with a database it owns; the declared roles, when
     they exist already, are the owner's to manage, as if its migrations had made them."""
     run = uuid.uuid4().hex[:8]
-    superuser_url = project_cluster
-    owner = neon_owner.make_owner(superuser_url, f"todo_test_owner_{run}", f"todo_test_neon_{run}")
+    owner = neon_owner.make_owner(
+        project_cluster, f"todo_test_owner_{run}", f"todo_test_neon_{run}"
+    )
     name = f"todo_test_{run}"
     try:
-        neon_owner.let_manage(superuser_url, owner.name, ROLES)
-        with database.admin_connection(superuser_url) as connection:
+        neon_owner.let_manage(project_cluster, owner.name, ROLES)
+        with database.admin_connection(project_cluster) as connection:
             connection.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(name), sql.Identifier(owner.name)
                 )
             )
             version = int(str(connection.execute("SHOW server_version_num").fetchone()[0]))  # type: ignore[index]
-        yield FreshOwner(superuser_url, owner, owner.url(superuser_url, name), version)
+        yield FreshOwner(project_cluster, owner, owner.url(project_cluster, name), version)
     finally:
-        database.drop_database(superuser_url, name)
-        neon_owner.drop_owner(superuser_url, owner)
+        database.drop_database(project_cluster, name)
+        neon_owner.drop_owner(project_cluster, owner)
 
 
 @pytest.fixture
