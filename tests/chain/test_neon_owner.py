@@ -12,11 +12,14 @@ and its migrations rightly refuse to go past a login member they cannot give its
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -24,13 +27,14 @@ from alembic.util import CommandError
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
-from models.security import APP_ROLE, IDENTITY_ROLE, ROLES
+from models.security import APP_ROLE, BIND_SESSION, IDENTITY_ROLE, ROLES
 from tests.conftest import HEAD, config_with_versions, make_alembic_config, new_engine, scalar
 from tests.conftest import write_revision as write_test_revision
 from tests.support import neon_owner
 from tests.support.own_server import own_server
 from todo_database.deploy import database
 from todo_database.deploy import runner as deploy
+from todo_database.operations.functions import acting_for_owner
 
 
 @dataclass
@@ -368,3 +372,45 @@ def test_a_role_that_does_not_own_the_database_is_told_to_migrate_as_its_owner(
         with database.admin_connection(fresh.superuser) as connection:
             connection.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(deployer)))
             connection.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(deployer)))
+
+
+def test_acting_for_a_functions_owner_meets_a_membership_granted_at_that_moment(
+    fresh: FreshOwner, tmp_path: Path
+) -> None:
+    """Memberships are the cluster's: while a migration makes itself a member of a
+    function's owner for a moment, another session (here the superuser, as the test
+    harness grants the declared roles to its owner) may grant the owner role that same
+    membership. The block goes on with it (on PostgreSQL 15 it waits for it: one row per
+    role and member) and leaves it to whoever granted it."""
+    upgrade(fresh, tmp_path)
+    assert not usable(fresh.memberships()) & {IDENTITY_ROLE}
+    granting = psycopg.connect(
+        fresh.superuser.set(drivername="postgresql", database=fresh.url.database).render_as_string(
+            False
+        )
+    )
+    # On 16+ the owner already holds an ADMIN-only membership in the role it created.
+    inherits = " WITH INHERIT TRUE" if fresh.version >= 160000 else ""
+    grant = sql.SQL("GRANT {} TO {}" + inherits).format(
+        sql.Identifier(IDENTITY_ROLE), sql.Identifier(fresh.owner.name)
+    )
+    try:
+        granting.execute(grant)  # its transaction stays open: the membership is pending
+        with ThreadPoolExecutor(1) as pool:
+            granted_again = f"GRANT EXECUTE ON FUNCTION {BIND_SESSION.signature} TO {APP_ROLE}"
+            block = acting_for_owner(BIND_SESSION.signature, [granted_again])
+            acted = pool.submit(execute_in_transaction, fresh.url, block)
+            time.sleep(0.5)
+            if acted.done():
+                acted.result()
+            granting.commit()
+            acted.result(timeout=30)
+    finally:
+        granting.close()
+    assert IDENTITY_ROLE in usable(fresh.memberships()), "the other session's grant was taken"
+
+
+def execute_in_transaction(url: URL, statement: str) -> None:
+    """`statement` in a transaction of its own, as a revision runs it."""
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as connection:
+        connection.execute(statement)

@@ -299,22 +299,27 @@ END
 def _grant_self(role: str, options: str) -> str:
     """PL/pgSQL: the migration role made a member of the role in variable `role` (on
     PostgreSQL 16+ with `options`) and the role added to ``granted``, or one line saying
-    what to do."""
+    what to do. A membership another session grants at that moment (a concurrent
+    migration of another database of the cluster, a DBA) is left to that session."""
     return f"""BEGIN
             IF version >= 160000 THEN
                 EXECUTE format('GRANT %I TO %I WITH {options}', {role}, current_user);
             ELSE
                 EXECUTE format('GRANT %I TO %I', {role}, current_user);
             END IF;
-        EXCEPTION WHEN insufficient_privilege THEN
+            granted := granted || {role};
+        EXCEPTION WHEN unique_violation THEN
+            -- Another session granted this membership at that moment (memberships
+            -- belong to the cluster, not to one database): it keeps or takes it back.
+            NULL;
+        WHEN insufficient_privilege THEN
             RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
                 '%I may not act as role %I, which owns or is to own a function: PostgreSQL '
                 '16+ lets a CREATEROLE role act only as the roles it created or holds WITH '
                 'ADMIN OPTION (a role made in the Neon console is not the owner''s); drop '
                 '%I so that the migration creates it, or have a role that may run GRANT %I '
                 'TO %I WITH ADMIN OPTION', current_user, {role}, {role}, {role}, current_user);
-        END;
-        granted := granted || {role};"""
+        END;"""
 
 
 @Operations.register_operation("alter_function_owner")
