@@ -49,6 +49,8 @@ from todo_database.deploy import runner as deploy
 pgbouncer_binary = pgbouncer.pgbouncer_binary
 
 ATTACKER, VICTIM = "injector", "victim"
+#: The revision that first sets the API's limits (``op.set_login_settings``).
+LIMITS_REVISION = "a41aeef04764"
 SESSIONS = metadata.tables["session"]
 TODOS = metadata.tables["todo"]
 #: What a request reads of itself: who it is bound as, and the todos it sees.
@@ -494,6 +496,32 @@ def test_a_lasting_change_of_its_own_role_is_reported_by_alembic_check(
     finally:
         check.dispose()
     assert role not in str(reported.value)  # the revision names the declared role only
+
+
+def test_a_downgrade_elsewhere_leaves_the_limits_a_login_role_was_made_with(
+    own_login_role: tuple[str, URL], cluster_at_head: URL
+) -> None:
+    """A login role made with its limits after this database's last migration holds
+    them role-wide, and this database relies on them. Another database of the cluster,
+    downgraded past the first limits, resets its own; the cluster's are not its to lift.
+    (It did: the CI run where a worker's downgrade left another's API sessions with no
+    ``statement_timeout``.)"""
+    _, url = own_login_role
+    elsewhere = database.create_database(cluster_at_head, "downgraded_elsewhere")
+    try:
+        upgrade(elsewhere)
+        engine = new_engine(elsewhere)
+        try:
+            command.downgrade(make_alembic_config(engine), LIMITS_REVISION + "-1")
+        finally:
+            engine.dispose()
+    finally:
+        database.drop_database(cluster_at_head, "downgraded_elsewhere")
+    with psycopg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    ) as session:
+        held = session.execute("SELECT current_setting('statement_timeout')").fetchone()
+    assert held == (APP_ROLE.login_settings["statement_timeout"],)
 
 
 def test_the_database_lets_the_apis_roles_create_nothing_temporary(target: Target) -> None:

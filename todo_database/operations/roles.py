@@ -172,8 +172,10 @@ class SetLoginSettingsOp(MigrateOperation):
     ROLE ... IN DATABASE ... SET``, which outranks a role's own settings); what else the
     role holds in it is reset, and so is what it holds role-wide but the declared values
     (a login role made with its limits, as ``CREATE ROLE`` then ``ALTER ROLE ... SET``,
-    keeps them for every database). A setting the server does not know
-    (``transaction_timeout`` before PostgreSQL 17) is left out there."""
+    keeps them for every database); with no settings (the downgrade past the first
+    limits) what it holds role-wide is left, for the cluster's other databases. A
+    setting the server does not know (``transaction_timeout`` before PostgreSQL 17) is
+    left out there."""
 
     name: str
     settings: dict[str, str]
@@ -218,6 +220,22 @@ def _set_login_settings(operations: Operations, operation: SetLoginSettingsOp) -
         END IF;"""
         for key, value in sorted(operation.settings.items())
     )
+    # Role-wide settings reach every database of the cluster. Where limits are declared,
+    # whatever else a login member holds role-wide is reset, as it would act here too;
+    # where none are, they are left: another database of the cluster may rely on the
+    # limits its login roles were made with.
+    role_wide = (
+        f"""
+            FOR setting IN SELECT split_part(entry, '=', 1) AS name, entry
+                           FROM pg_db_role_setting s, unnest(s.setconfig) AS entry
+                           WHERE s.setrole = member.oid AND s.setdatabase = 0 LOOP
+                IF setting.entry <> ALL ({declared}) THEN
+                    EXECUTE format('ALTER ROLE %I RESET %s', member.rolname, setting.name);
+                END IF;
+            END LOOP;"""
+        if operation.settings
+        else ""
+    )
     operations.execute(
         f"""DO $$
 DECLARE
@@ -235,14 +253,7 @@ BEGIN
                 || ', or have a role that may run GRANT ' || member.rolname || ' TO '
                 || quote_ident(current_user) || ' WITH ADMIN OPTION';
         END IF;
-        BEGIN
-            FOR setting IN SELECT split_part(entry, '=', 1) AS name, entry
-                           FROM pg_db_role_setting s, unnest(s.setconfig) AS entry
-                           WHERE s.setrole = member.oid AND s.setdatabase = 0 LOOP
-                IF setting.entry <> ALL ({declared}) THEN
-                    EXECUTE format('ALTER ROLE %I RESET %s', member.rolname, setting.name);
-                END IF;
-            END LOOP;
+        BEGIN{role_wide}
             EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', member.rolname,
                            current_database());{settings.replace(chr(10), chr(10) + "    ")}
         EXCEPTION WHEN undefined_object THEN
