@@ -374,3 +374,20 @@ def child_url(url: URL) -> str:
 def scalar(engine: Engine, statement: str, **params: object) -> object:
     with engine.connect() as connection:
         return connection.execute(sa.text(statement), params).scalar()
+
+
+#: Folders whose tests take a story through the command line for seconds each.
+LONG_STORIES = ("stories", "review")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long stories first. pytest-xdist hands tests out in this order; collected
+    last, as their folders' names put them, they left the run waiting on one worker
+    for the last of them (``make test``: 128 s, median of 3, against 115 s so)."""
+    tests = PROJECT_ROOT / "tests"
+
+    def later(item: pytest.Item) -> bool:
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+        return folder not in LONG_STORIES
+
+    items.sort(key=later)
