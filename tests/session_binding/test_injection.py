@@ -20,7 +20,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +29,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from alembic.util import CommandError
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
@@ -45,6 +47,7 @@ from tests.support.pgbouncer import Binary, PgBouncer, running, upstream_of
 from tests.support.rls_helpers import seed
 from todo_database.deploy import database
 from todo_database.deploy import runner as deploy
+from todo_database.operations.roles import SetLoginSettingsOp
 
 pgbouncer_binary = pgbouncer.pgbouncer_binary
 
@@ -498,25 +501,51 @@ def test_a_lasting_change_of_its_own_role_is_reported_by_alembic_check(
     assert role not in str(reported.value)  # the revision names the declared role only
 
 
-def test_a_downgrade_elsewhere_leaves_the_limits_a_login_role_was_made_with(
-    own_login_role: tuple[str, URL], cluster_at_head: URL
+def downgraded_past_the_first_limits(url: URL) -> None:
+    engine = new_engine(url)
+    try:
+        command.downgrade(make_alembic_config(engine), LIMITS_REVISION + "-1")
+    finally:
+        engine.dispose()
+
+
+def limits_set_otherwise(url: URL) -> None:
+    """What the downgrade of a repair runs there: the limits as they were before it
+    (``statement_timeout`` lifted in that database)."""
+    engine = new_engine(url)
+    try:
+        with engine.begin() as connection:
+            Operations(MigrationContext.configure(connection)).invoke(
+                SetLoginSettingsOp(APP_ROLE, {**APP_ROLE.login_settings, "statement_timeout": "0"})
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "elsewhere_change",
+    [
+        pytest.param(downgraded_past_the_first_limits, id="downgraded-past-the-first-limits"),
+        pytest.param(limits_set_otherwise, id="limits-set-otherwise"),
+    ],
+)
+def test_another_database_leaves_the_limits_a_login_role_was_made_with(
+    own_login_role: tuple[str, URL],
+    cluster_at_head: URL,
+    elsewhere_change: Callable[[URL], None],
 ) -> None:
     """A login role made with its limits after this database's last migration holds
-    them role-wide, and this database relies on them. Another database of the cluster,
-    downgraded past the first limits, resets its own; the cluster's are not its to lift.
-    (It did: the CI run where a worker's downgrade left another's API sessions with no
-    ``statement_timeout``.)"""
+    them role-wide, and this database relies on them. What another database of the
+    cluster sets or resets of the same limits is its own: the cluster's are not its to
+    lift. (They were: in a CI run, a worker's migration left another's API sessions
+    with no ``statement_timeout``.)"""
     _, url = own_login_role
-    elsewhere = database.create_database(cluster_at_head, "downgraded_elsewhere")
+    elsewhere = database.create_database(cluster_at_head, "limited_elsewhere")
     try:
         upgrade(elsewhere)
-        engine = new_engine(elsewhere)
-        try:
-            command.downgrade(make_alembic_config(engine), LIMITS_REVISION + "-1")
-        finally:
-            engine.dispose()
+        elsewhere_change(elsewhere)
     finally:
-        database.drop_database(cluster_at_head, "downgraded_elsewhere")
+        database.drop_database(cluster_at_head, "limited_elsewhere")
     with psycopg.connect(
         url.set(drivername="postgresql").render_as_string(hide_password=False)
     ) as session:

@@ -170,12 +170,12 @@ class SetLoginSettingsOp(MigrateOperation):
     is declared, and on each LOGIN member that neither bypasses row security nor is a
     superuser (the application's login roles). They are set in this database (``ALTER
     ROLE ... IN DATABASE ... SET``, which outranks a role's own settings); what else the
-    role holds in it is reset, and so is what it holds role-wide but the declared values
-    (a login role made with its limits, as ``CREATE ROLE`` then ``ALTER ROLE ... SET``,
-    keeps them for every database); with no settings (the downgrade past the first
-    limits) what it holds role-wide is left, for the cluster's other databases. A
-    setting the server does not know (``transaction_timeout`` before PostgreSQL 17) is
-    left out there."""
+    role holds in it is reset, and so is any other setting it holds role-wide. Its own
+    values of the declared settings are left to the cluster's other databases (a login
+    role made with its limits, as ``CREATE ROLE`` then ``ALTER ROLE ... SET``, keeps them
+    for every database), and so is all it holds role-wide when no setting is declared
+    (the downgrade past the first limits). A setting the server does not know
+    (``transaction_timeout`` before PostgreSQL 17) is left out there."""
 
     name: str
     settings: dict[str, str]
@@ -207,11 +207,7 @@ LOGIN_MEMBERS = """SELECT m.oid, m.rolname FROM pg_roles m
 @Operations.implementation_for(SetLoginSettingsOp)
 def _set_login_settings(operations: Operations, operation: SetLoginSettingsOp) -> None:
     name = literal(operation.name)
-    declared = (
-        "ARRAY["
-        + ", ".join(literal(f"{key}={value}") for key, value in sorted(operation.settings.items()))
-        + "]::text[]"
-    )
+    declared_names = "ARRAY[" + ", ".join(map(literal, sorted(operation.settings))) + "]::text[]"
     settings = "".join(
         f"""
         IF EXISTS (SELECT FROM pg_settings s WHERE s.name = {literal(key)}) THEN
@@ -220,16 +216,17 @@ def _set_login_settings(operations: Operations, operation: SetLoginSettingsOp) -
         END IF;"""
         for key, value in sorted(operation.settings.items())
     )
-    # Role-wide settings reach every database of the cluster. Where limits are declared,
-    # whatever else a login member holds role-wide is reset, as it would act here too;
-    # where none are, they are left: another database of the cluster may rely on the
-    # limits its login roles were made with.
+    # Role-wide settings reach every database of the cluster, and another database may
+    # rely on the limits a login role was made with. Those of the settings declared here
+    # are left: the ones set in this database outrank them. Any other is reset, as it
+    # would act here too (an injected search_path); with none declared (the downgrade
+    # past the first limits), nothing is said of this database, and all are left.
     role_wide = (
         f"""
-            FOR setting IN SELECT split_part(entry, '=', 1) AS name, entry
+            FOR setting IN SELECT split_part(entry, '=', 1) AS name
                            FROM pg_db_role_setting s, unnest(s.setconfig) AS entry
                            WHERE s.setrole = member.oid AND s.setdatabase = 0 LOOP
-                IF setting.entry <> ALL ({declared}) THEN
+                IF setting.name <> ALL ({declared_names}) THEN
                     EXECUTE format('ALTER ROLE %I RESET %s', member.rolname, setting.name);
                 END IF;
             END LOOP;"""
