@@ -38,9 +38,9 @@ from sqlalchemy.exc import DBAPIError
 
 import session_binding
 from models import metadata
-from models.security import APP_ROLE, DATABASE_GRANTS, IDENTITY_ROLE
+from models.security import APP_ROLE, DATABASE_GRANTS, IDENTITY_ROLE, ROLES
 from tests.conftest import database_copy, make_alembic_config, new_engine, upgrade
-from tests.support import pgbouncer
+from tests.support import neon_owner, pgbouncer
 from tests.support.api_roles import create_login_role, drop_login_role
 from tests.support.own_server import own_server
 from tests.support.pgbouncer import Binary, PgBouncer, running, upstream_of
@@ -538,14 +538,24 @@ def test_another_database_leaves_the_limits_a_login_role_was_made_with(
     them role-wide, and this database relies on them. What another database of the
     cluster sets or resets of the same limits is its own: the cluster's are not its to
     lift. (They were: in a CI run, a worker's migration left another's API sessions
-    with no ``statement_timeout``.)"""
-    _, url = own_login_role
-    elsewhere = database.create_database(cluster_at_head, "limited_elsewhere")
+    with no ``statement_timeout``.) The other database is migrated as production
+    migrates, by a Neon-shaped owner that manages the login role."""
+    role, url = own_login_role
+    run = uuid.uuid4().hex[:8]
+    owner = neon_owner.make_owner(
+        cluster_at_head, f"todo_test_owner_{run}", f"todo_test_neon_{run}"
+    )
     try:
-        upgrade(elsewhere)
-        elsewhere_change(elsewhere)
+        neon_owner.let_manage(cluster_at_head, owner.name, [*ROLES, role])
+        migrator = owner.url(cluster_at_head)
+        elsewhere = database.create_database(migrator, "limited_elsewhere")
+        try:
+            upgrade(elsewhere)
+            elsewhere_change(elsewhere)
+        finally:
+            database.drop_database(migrator, "limited_elsewhere")
     finally:
-        database.drop_database(cluster_at_head, "limited_elsewhere")
+        neon_owner.drop_owner(cluster_at_head, owner)
     with psycopg.connect(
         url.set(drivername="postgresql").render_as_string(hide_password=False)
     ) as session:
