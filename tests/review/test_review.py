@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from sqlalchemy.engine import URL
 
 import models
 from models.security import ROW_SECURITY
-from tests.conftest import HEAD, PROJECT_ROOT, SCRIPT, NewDatabase, child_url, new_engine
-from tests.support.evolution import COPIED, PLACEHOLDER
+from tests.conftest import HEAD, SCRIPT, NewDatabase, child_url, new_engine
+from tests.support.evolution import PLACEHOLDER, copy_files
 from todo_database.deploy import cli as alembic_cli
 from todo_database.deploy import database
 from todo_database.review import report as review
@@ -136,13 +135,8 @@ def project(tmp_path: Path) -> Path:
     (root / "README.md").write_text("before the schema\n")
     git(root, "add", "README.md")
     git(root, "commit", "--quiet", "-m", "no migrations yet")
-    ignore = shutil.ignore_patterns("__pycache__", "review.md")
-    for name in COPIED:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=ignore)
-        else:
-            shutil.copy2(source, root / name)
+    copy_files(root)
+    (root / ".gitignore").write_text("__pycache__/\n")
     git(root, "add", "--all")
     git(root, "commit", "--quiet", "-m", "the project")
     return root
