@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from sqlalchemy.engine import URL
@@ -74,15 +75,38 @@ def slow_project(root: Path) -> Project:
 
 @dataclass
 class Deployer:
-    """One ``alembic`` process, to be ended by the test."""
+    """One ``alembic`` process, to be ended by the test; what it says is read as it
+    says it, so a test can wait for a line."""
 
     process: subprocess.Popen[str]
+    _said: dict[str, list[str]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
+    _readers: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name, lines in self._said.items():
+            reader = threading.Thread(
+                target=self._read, args=(getattr(self.process, name), lines), daemon=True
+            )
+            reader.start()
+            self._readers.append(reader)
+
+    @staticmethod
+    def _read(stream: IO[str], lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def said(self, text: str) -> bool:
+        """Whether a line of its stderr so far holds `text`."""
+        return any(text in line for line in list(self._said["stderr"]))
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
     def finish(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        stdout, stderr = self.process.communicate(timeout=timeout)
+        self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        stdout, stderr = ("".join(self._said[name]) for name in ("stdout", "stderr"))
         return subprocess.CompletedProcess(
             self.process.args, self.process.returncode, stdout, stderr
         )

@@ -891,15 +891,17 @@ def _run_with_retries(
             raise _failure(exc, error, None, connection) from None
 
         delay = settings.retry_backoff_s * 2**attempt
-        log.warning(
-            "Locks not had (lock_timeout %s; blocked by %s); retry %d/%d in %.1f s",
-            settings.lock_timeout,
-            _who(watch),
-            attempt + 1,
-            settings.lock_retries,
-            delay,
-        )
+        # From here the attempt is over: an interrupt while its blocker is named is one
+        # while waiting to retry too.
         try:
+            log.warning(
+                "Locks not had (lock_timeout %s; blocked by %s); retry %d/%d in %.1f s",
+                settings.lock_timeout,
+                _who(watch),
+                attempt + 1,
+                settings.lock_retries,
+                delay,
+            )
             time.sleep(delay)
         except KeyboardInterrupt as exc:
             interrupted = _signal_name(exc)
