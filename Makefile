@@ -55,7 +55,10 @@ migrate: $(STAMP) ## Upgrade the database to head (DATABASE_URL, else the embedd
 # every worker rewrites the asserts of every test module again (~2 s each). Once the
 # tests are collected it is off again (tests/conftest.py): they rewrite modules.
 WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1)')
-PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(WORKERS)
+# Work stealing: a worker that runs dry takes half of another's queue, where the default
+# (load) scheduling left one worker finishing tests it was handed at the start while the
+# others waited (make test: 108-119 s against 102 s, same hour).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(WORKERS) --dist worksteal
 
 test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
 	$(PYTEST) -m "not slow" $(args)

@@ -1,8 +1,9 @@
 """Fixtures: every test gets databases of its own, on a real PostgreSQL server, as
 production reaches it.
 
-The server is the embedded one (the developer's ``.pgdata`` cluster, never its
-``todo`` database) unless ``TEST_DATABASE_URL`` names an admin URL of another.
+The server is an embedded one of the run's own (:mod:`tests.support.run_server`: the
+developer's PostgreSQL 18 on a fresh data directory in memory, deleted at the end)
+unless ``TEST_DATABASE_URL`` names an admin URL of another.
 Every database a test creates is named ``todo_test_*`` and dropped afterwards; no
 other database is ever dropped.
 
@@ -41,7 +42,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import URL, Engine
 
 from models.security import ROLES
-from tests.support import neon_owner
+from tests.support import neon_owner, run_server
 from todo_database.deploy import database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -126,15 +127,21 @@ _RUN_KEY = pytest.StashKey[tuple[URL, neon_owner.NeonOwner, set[str]]]()
 
 
 def given_server() -> URL:
-    """The server the run was given: ``TEST_DATABASE_URL``, else the embedded one."""
-    raw = os.environ.get("TEST_DATABASE_URL", "").strip()
-    if raw:
-        return database.parse_url(raw)
-    url = database.embedded_url(database="postgres")
-    # The embedded server listens on a Unix socket whose path, URL-encoded, puts '%'
-    # in every URL; pytest-alembic hands URLs through configparser, which rejects '%'.
+    """The server the run was given: ``TEST_DATABASE_URL``, else the run's own
+    (started by the controlling process, :func:`pytest_sessionstart`)."""
+    raw = os.environ.get("TEST_DATABASE_URL", "").strip() or os.environ.get(
+        run_server.URL_VARIABLE, ""
+    )
+    if not raw:
+        raise pytest.UsageError("the run's server was not started (pytest_sessionstart)")
+    url = database.parse_url(raw)
+    socket_directory = url.query.get("host")
+    if url.host or not isinstance(socket_directory, str):
+        return url
+    # A server on a Unix socket (the embedded one) has its path, URL-encoded, put '%' in
+    # every URL; pytest-alembic hands URLs through configparser, which rejects '%'.
     # libpq reads the socket directory from PGHOST instead, here and in every child.
-    os.environ["PGHOST"] = str(url.query["host"])
+    os.environ["PGHOST"] = socket_directory
     return url.difference_update_query(["host"])
 
 
@@ -158,10 +165,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 
 
+#: The run's scratch directory (controller only), where its own server runs.
+_SCRATCH_KEY = pytest.StashKey[Path]()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Before any worker starts: the run's Neon-shaped owner, when given a superuser."""
+    """Before any worker starts: the run's scratch directory and, given no server, a
+    server of its own (:mod:`tests.support.run_server`); the run's Neon-shaped owner,
+    when given a superuser."""
     if not _is_controller(session.config) or session.config.option.collectonly:
         return
+    scratch = run_server.scratch()
+    if not os.environ.get("TEST_DATABASE_URL", "").strip():
+        session.config.stash[_SCRATCH_KEY] = scratch
+        run_server.start(scratch)
     server = given_server()
     if not _is_superuser(server):
         return
@@ -177,7 +194,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Drop the run's owner, then the roles its migrations made that nothing uses."""
+    """Drop the run's owner, then the roles its migrations made that nothing uses; stop
+    and delete the run's own server."""
+    try:
+        _drop_run_roles(session)
+    finally:
+        scratch = session.config.stash.get(_SCRATCH_KEY, None)
+        if scratch is not None:
+            run_server.stop(scratch)
+
+
+def _drop_run_roles(session: pytest.Session) -> None:
     found = session.config.stash.get(_RUN_KEY, None)
     if found is None:
         return

@@ -310,15 +310,6 @@ class Server:
             cwd=cwd,
         )
 
-    def other_sessions(self) -> int:
-        """Client sessions on the server other than this one (other people's tests)."""
-        with database.admin_connection(self.admin) as connection:
-            row = connection.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            ).fetchone()
-        return int(str(row[0])) if row else 0
-
     def ensure_running(self) -> None:
         """Make sure the server answers; start the embedded one if it was stopped."""
         try:
