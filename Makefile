@@ -60,7 +60,7 @@ WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) +
 # others waited (make test: 108-119 s against 102 s, same hour).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(WORKERS) --dist worksteal
 
-test: $(STAMP) $(NODE_STAMP) ## Run the test suite (embedded server, or TEST_DATABASE_URL as admin)
+test: $(STAMP) $(NODE_STAMP) ## Run the test suite (on an embedded server of its own, or TEST_DATABASE_URL as admin)
 	$(PYTEST) -m "not slow" $(args)
 
 test-slow: $(STAMP) $(NODE_STAMP) $(PG_VERSIONS_STAMP) ## The tests that wait seconds by design, and PostgreSQL 16 and 17 (CI runs them too)
