@@ -37,21 +37,28 @@ _SERVER_PREFIX = "server-"
 
 
 def scratch() -> Path:
-    """The run's scratch directory, made the temporary directory of this process and of
-    everything it starts: in memory when there is room, else the usual one."""
-    try:
-        usage = os.statvfs(MEMORY)
-    except OSError:
-        return Path(tempfile.gettempdir())
-    if usage.f_bavail * usage.f_frsize < NEEDED_BYTES or not os.access(MEMORY, os.W_OK):
-        return Path(tempfile.gettempdir())
-    root = MEMORY / f"todo-tests-{os.geteuid()}"
-    temporary = root / "tmp"
+    """The run's scratch directory, ``todo-tests-<uid>`` (its servers' data directories
+    go there, and nothing else of anyone's): in memory when there is room, and then its
+    ``tmp`` is made the temporary directory of this process and of everything it
+    starts; else in the usual temporary directory, which stays theirs."""
+    in_memory = _has_room(MEMORY)
+    root = (MEMORY if in_memory else Path(tempfile.gettempdir())) / f"todo-tests-{os.geteuid()}"
     # Readable by all: the servers run as pgserver's own user under root.
-    temporary.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(temporary)
-    tempfile.tempdir = None  # read TMPDIR again
+    root.mkdir(mode=0o755, exist_ok=True)
+    if in_memory:
+        temporary = root / "tmp"
+        temporary.mkdir(mode=0o755, exist_ok=True)
+        os.environ["TMPDIR"] = str(temporary)
+        tempfile.tempdir = None  # read TMPDIR again
     return root
+
+
+def _has_room(directory: Path) -> bool:
+    try:
+        usage = os.statvfs(directory)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize >= NEEDED_BYTES and os.access(directory, os.W_OK)
 
 
 def start(root: Path) -> URL:
