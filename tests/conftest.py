@@ -13,8 +13,9 @@ given a superuser, the run makes a Neon-shaped owner of its own
 owner's; every database is created, migrated and seeded by it. The few tests that
 need a superuser ask for :func:`superuser_url` and say why in a ``superuser`` mark.
 Given a URL that is no superuser's (Neon's owner itself), the run uses it as it is
-and skips those few, saying so. At the end, the run drops its owner and the roles its
-migrations created, unless something on the server still uses them.
+and skips those few, saying so. At the end, the run deletes its own server; on a server
+it was given, it drops its owner and the roles its migrations created, unless something
+on the server still uses them.
 """
 
 from __future__ import annotations
@@ -194,14 +195,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Drop the run's owner, then the roles its migrations made that nothing uses; stop
-    and delete the run's own server."""
-    try:
+    """Stop and delete the run's own server, with everything on it; on a server it was
+    given, drop the run's owner, then the roles its migrations made that nothing uses."""
+    scratch = session.config.stash.get(_SCRATCH_KEY, None)
+    if scratch is not None:
+        run_server.stop(scratch)
+    else:
         _drop_run_roles(session)
-    finally:
-        scratch = session.config.stash.get(_SCRATCH_KEY, None)
-        if scratch is not None:
-            run_server.stop(scratch)
 
 
 def _drop_run_roles(session: pytest.Session) -> None:

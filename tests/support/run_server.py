@@ -69,17 +69,21 @@ def start(root: Path) -> URL:
         pid = abandoned.name.removeprefix(_SERVER_PREFIX)
         if pid.isdigit() and not _alive(int(pid)):
             _delete(abandoned)
-    pgdata = root / f"{_SERVER_PREFIX}{os.getpid()}"
-    url = database.embedded_url(pgdata, database="postgres")
+    url = database.embedded_url(_data_directory(root), database="postgres")
     os.environ[URL_VARIABLE] = url.render_as_string(hide_password=False)
     return url
 
 
 def stop(root: Path) -> None:
     """Stop and delete the server :func:`start` started in `root`, if it did."""
-    pgdata = root / f"{_SERVER_PREFIX}{os.getpid()}"
+    pgdata = _data_directory(root)
     if pgdata.exists():
         _delete(pgdata)
+
+
+def _data_directory(root: Path) -> Path:
+    """This run's server's data directory in `root`, named for the process that runs it."""
+    return root / f"{_SERVER_PREFIX}{os.getpid()}"
 
 
 def _delete(pgdata: Path) -> None:
