@@ -8,8 +8,10 @@ before it touches anything.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -36,8 +38,7 @@ from tests.conftest import (
     scalar,
     write_revision,
 )
-from tests.support import alembic_batch, offline_sql
-from todo_database.deploy import cli as alembic_cli
+from tests.support import alembic_batch, offline_sql, warm_start
 from todo_database.deploy import runner as deploy
 
 REVISIONS = list(SCRIPT.walk_revisions())
@@ -49,8 +50,12 @@ def cli(*args: str, url: URL) -> subprocess.CompletedProcess[str]:
 
 
 def real_cli(*args: str, url: URL) -> subprocess.CompletedProcess[str]:
-    """The `alembic` command in a process of its own, for what needs several at once."""
-    return alembic_cli.run(args, database_url=child_url(url))
+    """``python -m alembic`` in a process of its own (started warm), for what needs
+    several at once; its environment as :func:`todo_database.deploy.cli.run` makes it."""
+    environment = {**os.environ, "DATABASE_URL": child_url(url)}
+    return warm_start.run(
+        [sys.executable, "-m", "alembic", *args], cwd=PROJECT_ROOT, env=environment
+    )
 
 
 def test_concurrent_deployers_apply_each_revision_once(empty_url: URL) -> None:

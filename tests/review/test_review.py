@@ -25,8 +25,8 @@ from sqlalchemy.engine import URL
 import models
 from models.security import ROW_SECURITY
 from tests.conftest import HEAD, SCRIPT, NewDatabase, child_url, new_engine
+from tests.support import alembic_batch
 from tests.support.evolution import PLACEHOLDER, copy_files
-from todo_database.deploy import cli as alembic_cli
 from todo_database.deploy import database
 from todo_database.review import report as review
 from todo_database.review.docs import Schema
@@ -199,9 +199,9 @@ def test_review_of_a_new_column_index_and_policy(
     at_head = new_database(template=head_template)
     versions = project / "migrations" / "versions"
     before = set(versions.glob("*.py"))
-    generating = alembic_cli.run(
+    generating = alembic_batch.alembic(
         ["revision", "--autogenerate", "-m", "todo review probe"],
-        cwd=project,
+        root=str(project),
         database_url=child_url(at_head),
     )
     assert generating.returncode == 0, generating.stderr

@@ -1,9 +1,9 @@
 """Deployers to end halfway: the real ``alembic`` command line in processes of their
-own, in a copy of the repository whose chain ends with two test-only revisions. The
-first commits at once; the second creates a table, then sleeps for as long as its
-deployer's ``PGOPTIONS`` says (``-c todo_test.sleep=<s>``), so that a rerun, which
-sets nothing, goes straight through. For :mod:`tests.deploy.test_deploy_failures` and
-:mod:`tests.support.lock_release`.
+own (started warm, :mod:`tests.support.warm_start`), in a copy of the repository whose
+chain ends with two test-only revisions. The first commits at once; the second creates
+a table, then sleeps for as long as its deployer's ``PGOPTIONS`` says
+(``-c todo_test.sleep=<s>``), so that a rerun, which sets nothing, goes straight through.
+For :mod:`tests.deploy.test_deploy_failures` and :mod:`tests.support.lock_release`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from tests.conftest import HEAD, child_url
-from tests.support import alembic_batch
+from tests.support import alembic_batch, warm_start
 from tests.support.evolution import Project
 from todo_database.deploy import database
 from todo_database.deploy import runner as deploy
@@ -78,7 +78,7 @@ class Deployer:
     """One ``alembic`` process, to be ended by the test; what it says is read as it
     says it, so a test can wait for a line."""
 
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[str] | warm_start.WarmProcess
     _said: dict[str, list[str]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
     _readers: list[threading.Thread] = field(default_factory=list)
 
@@ -103,13 +103,11 @@ class Deployer:
         self.process.send_signal(signum)
 
     def finish(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
         for reader in self._readers:
             reader.join(timeout)
         stdout, stderr = ("".join(self._said[name]) for name in ("stdout", "stderr"))
-        return subprocess.CompletedProcess(
-            self.process.args, self.process.returncode, stdout, stderr
-        )
+        return subprocess.CompletedProcess(self.process.args, code, stdout, stderr)
 
 
 def start(
@@ -117,7 +115,7 @@ def start(
     url: URL | str,
     *arguments: str,
     sleep: int = 0,
-    launch: Callable[..., subprocess.Popen[str]] = subprocess.Popen,
+    launch: Callable[..., subprocess.Popen[str] | warm_start.WarmProcess] = warm_start.popen,
 ) -> Deployer:
     environment = project.environment(url if isinstance(url, str) else child_url(url))
     if sleep:
