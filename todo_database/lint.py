@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -356,16 +356,42 @@ def start_of(revision: Script) -> str:
     return down
 
 
-def offline_sql(revision: Script, root: Path = PROJECT_ROOT, *, downgrade: bool = False) -> str:
-    """The SQL `revision` runs (``--sql``), rendered by `root`'s own Alembic set-up."""
-    start = start_of(revision)
-    span = f"{revision.revision}:{start}" if downgrade else f"{start}:{revision.revision}"
-    verb = "downgrade" if downgrade else "upgrade"
-    result = alembic_cli.run([verb, span, "--sql"], cwd=root)
-    if result.returncode != 0:
-        reason = alembic_cli.failure_reason(result)
-        raise LintError(f"alembic {verb} {span} --sql failed: {reason}")
-    return result.stdout
+#: A revision's SQL as rendered, or why it could not be.
+Rendered = str | LintError
+
+
+def offline_sql(
+    revisions: Sequence[Script], root: Path = PROJECT_ROOT
+) -> list[tuple[Rendered, Rendered]]:
+    """The SQL each of `revisions` runs (``--sql``), upgrading and downgrading, rendered
+    by `root`'s own Alembic set-up, every span in one child process."""
+    commands: list[list[str]] = []
+    for revision in revisions:
+        try:
+            start = start_of(revision)
+        except LintError:
+            continue
+        commands.append(["upgrade", f"{start}:{revision.revision}", "--sql"])
+        commands.append(["downgrade", f"{revision.revision}:{start}", "--sql"])
+    results = iter(alembic_cli.run_each(commands, cwd=root) if commands else [])
+    rendered: list[tuple[Rendered, Rendered]] = []
+    for revision in revisions:
+        try:
+            start_of(revision)
+        except LintError as exc:
+            rendered.append((exc, exc))
+            continue
+        up, down = next(results), next(results)
+        rendered.append((_sql_or_error(up), _sql_or_error(down)))
+    return rendered
+
+
+def _sql_or_error(result: subprocess.CompletedProcess[str]) -> Rendered:
+    if result.returncode == 0:
+        return result.stdout
+    verb, span, _ = result.args[1:]
+    reason = alembic_cli.failure_reason(result)
+    return LintError(f"alembic {verb} {span} --sql failed: {reason}")
 
 
 def squawk(sql_file: Path, root: Path = PROJECT_ROOT) -> list[Finding]:

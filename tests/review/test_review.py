@@ -338,6 +338,61 @@ def test_an_edit_that_changes_nothing_run_is_told_apart() -> None:
     assert not review.runs_the_same(released, released.replace('"t"', '"u"'))
 
 
+#: Two revisions after head, rendered by the review: one that renders, and one whose
+#: upgrade raises and whose downgrade fails as a command, offline only.
+RENDERED = '''"""render {name}"""
+from alembic import context, op
+from alembic.util import CommandError
+
+revision = {revision!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    if {fails} and context.is_offline_mode():
+        raise ValueError("the upgrade cannot render")
+    op.execute("CREATE TABLE render_{name} (id integer)")
+
+
+def downgrade() -> None:
+    if {fails} and context.is_offline_mode():
+        raise CommandError("the downgrade cannot render")
+    op.execute("DROP TABLE render_{name}")
+'''
+
+
+def test_each_revision_renders_apart_and_a_failure_says_why(tmp_path: Path) -> None:
+    """The review renders every new revision in one ``alembic`` child: a revision that
+    cannot render is reported in the words ``alembic ... --sql`` says it in, alone, and
+    the others render as they would by themselves."""
+    copy_files(tmp_path)
+    versions = tmp_path / "migrations" / "versions"
+    for revision, down, name, fails in (
+        ("eeee00000001", HEAD, "fine", False),
+        ("eeee00000002", "eeee00000001", "broken", True),
+        ("eeee00000003", "eeee00000002", "after", False),
+    ):
+        text = RENDERED.format(revision=revision, down=down, name=name, fails=fails)
+        (versions / f"2099_01_01_0000-{revision}_{name}.py").write_text(text)
+    script = ScriptDirectory.from_config(Config(str(tmp_path / "alembic.ini")))
+    scripts = [script.get_revision(f"eeee0000000{n}") for n in (1, 2, 3)]
+
+    reviewed = review.review_revisions(scripts, tmp_path)
+
+    fine, broken, after = reviewed
+    assert "CREATE TABLE render_fine (id integer);" in fine.upgrade_sql
+    assert "DROP TABLE render_fine;" in fine.downgrade_sql
+    assert "CREATE TABLE render_after (id integer);" in after.upgrade_sql
+    assert (fine.errors, after.errors) == ([], [])
+    assert broken.errors == [
+        "alembic upgrade eeee00000001:eeee00000002 --sql failed: "
+        "ValueError: the upgrade cannot render",
+        "alembic downgrade eeee00000002:eeee00000001 --sql failed: the downgrade cannot render",
+    ]
+
+
 def test_a_report_too_long_for_a_comment_leaves_the_sql_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -301,19 +301,24 @@ class RevisionReview:
         return data_losses(self.downgrade_sql)
 
 
-def review_revision(script: Script, root: Path) -> RevisionReview:
-    """Render `script`'s upgrade and downgrade offline and lint the upgrade."""
-    path = Path(script.path).resolve().relative_to(root.resolve()).as_posix()
-    reviewed = RevisionReview(script, path)
-    try:
-        reviewed.upgrade_sql = lint.offline_sql(script, root)
-        reviewed.findings = lint.squawk_sql(reviewed.upgrade_sql, root, name=script.revision)
-    except lint.LintError as exc:
-        reviewed.errors.append(str(exc))
-    try:
-        reviewed.downgrade_sql = lint.offline_sql(script, root, downgrade=True)
-    except lint.LintError as exc:
-        reviewed.errors.append(str(exc))
+def review_revisions(scripts: list[Script], root: Path) -> list[RevisionReview]:
+    """Render each of `scripts`' upgrade and downgrade offline and lint the upgrade."""
+    reviewed = []
+    for script, (upgrade, downgrade) in zip(scripts, lint.offline_sql(scripts, root), strict=True):
+        path = Path(script.path).resolve().relative_to(root.resolve()).as_posix()
+        revision = RevisionReview(script, path)
+        try:
+            if isinstance(upgrade, lint.LintError):
+                raise upgrade
+            revision.upgrade_sql = upgrade
+            revision.findings = lint.squawk_sql(upgrade, root, name=script.revision)
+        except lint.LintError as exc:
+            revision.errors.append(str(exc))
+        if isinstance(downgrade, lint.LintError):
+            revision.errors.append(str(downgrade))
+        else:
+            revision.downgrade_sql = downgrade
+        reviewed.append(revision)
     return reviewed
 
 
@@ -1121,7 +1126,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
             migrations.append(pool.submit(schema_docs.migrate, base_tree, base_url))
         if new:
             say(f"rendering the SQL of {len(new)} revision(s) offline and linting it with squawk")
-        reviewed = [pool.submit(review_revision, s, root) for s in new]
+        reviewed = pool.submit(review_revisions, new, root)
         for migration in migrations:
             try:
                 migration.result()
@@ -1130,7 +1135,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
         say("reading both schemas from the catalog")
         after = schema_docs.read_database(head_url)
         before = schema_docs.read_database(base_url) if base_url is not None else Schema()
-        revisions = [future.result() for future in reviewed]
+        revisions = reviewed.result()
         downgrade_type_changes(head_url, revisions, after)
 
     renames = [rename for revision in revisions for rename in revision.renames]
