@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL
 import models
 from models.security import ROW_SECURITY
 from tests.conftest import HEAD, SCRIPT, NewDatabase, child_url, new_engine
-from tests.support import alembic_batch
+from tests.support import alembic_batch, warm_start
 from tests.support.evolution import PLACEHOLDER, copy_files
 from todo_database.deploy import database
 from todo_database.review import report as review
@@ -145,13 +145,13 @@ def project(tmp_path: Path) -> Path:
 def run_review(
     root: Path, admin_url: URL, base: str = "HEAD", *, blocking: bool = False
 ) -> tuple[str, str]:
-    """`python -m todo_database.review.report` in `root`, as `make review` runs it:
-    (report, stderr).
+    """`python -m todo_database.review.report` in `root`, as `make review` runs it (a
+    process of its own, started warm): (report, stderr).
     It writes its report either way, and exits 1 when the report holds a `blocking`
     warning (then CI fails), 0 otherwise."""
     environment = {**os.environ, database.REVIEW_URL_VARIABLE: child_url(admin_url)}
     output = root / "review.md"
-    result = subprocess.run(
+    result = warm_start.run(
         [
             sys.executable,
             "-m",
@@ -163,10 +163,7 @@ def run_review(
         ],
         cwd=root,
         env=environment,
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
     assert result.returncode == (1 if blocking else 0), result.stderr
     assert output.read_text() == result.stdout

@@ -8,7 +8,8 @@ with its ``script.py.mako`` and hooks, ``models/``, ``pyproject.toml`` for ruff,
 copy, exactly as ``alembic`` runs them (``alembic.config.main``, the console script's
 entry point), several in one process where the models stay the same, each process a
 fork of a warm interpreter (:mod:`tests.support.alembic_batch`), to keep Python's start-up
-out of the bill; :meth:`Project.cli` runs ``python -m alembic`` itself. :func:`evolve`
+out of the bill; :meth:`Project.cli` runs ``python -m alembic`` itself, a process of its
+own (:mod:`tests.support.warm_start`). :func:`evolve`
 is one model change taken through the whole cycle a reviewer asks for.
 """
 
@@ -234,15 +235,12 @@ class Project:
     def cli(
         self, *arguments: str, database_url: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """``python -m alembic <arguments>``, a process of its own, as CI runs it."""
-        return subprocess.run(
+        """``python -m alembic <arguments>``, a process of its own, as CI runs it (started
+        warm: :mod:`tests.support.warm_start`)."""
+        return warm_start.run(
             [sys.executable, "-m", "alembic", *arguments],
             cwd=self.root,
             env=self.environment(database_url),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
         )
 
 
