@@ -365,25 +365,27 @@ def offline_sql(
 ) -> list[tuple[Rendered, Rendered]]:
     """The SQL each of `revisions` runs (``--sql``), upgrading and downgrading, rendered
     by `root`'s own Alembic set-up, every span in one child process."""
-    commands: list[list[str]] = []
+    spans: list[tuple[str, str] | LintError] = []
     for revision in revisions:
         try:
             start = start_of(revision)
-        except LintError:
-            continue
-        commands.append(["upgrade", f"{start}:{revision.revision}", "--sql"])
-        commands.append(["downgrade", f"{revision.revision}:{start}", "--sql"])
-    results = iter(alembic_cli.run_each(commands, cwd=root) if commands else [])
-    rendered: list[tuple[Rendered, Rendered]] = []
-    for revision in revisions:
-        try:
-            start_of(revision)
         except LintError as exc:
-            rendered.append((exc, exc))
-            continue
-        up, down = next(results), next(results)
-        rendered.append((_sql_or_error(up), _sql_or_error(down)))
-    return rendered
+            spans.append(exc)
+        else:
+            spans.append((f"{start}:{revision.revision}", f"{revision.revision}:{start}"))
+    commands = [
+        [verb, span, "--sql"]
+        for pair in spans
+        if not isinstance(pair, LintError)
+        for verb, span in zip(("upgrade", "downgrade"), pair, strict=True)
+    ]
+    results = iter(alembic_cli.run_each(commands, cwd=root) if commands else ())
+    return [
+        (pair, pair)
+        if isinstance(pair, LintError)
+        else (_sql_or_error(next(results)), _sql_or_error(next(results)))
+        for pair in spans
+    ]
 
 
 def _sql_or_error(result: subprocess.CompletedProcess[str]) -> Rendered:

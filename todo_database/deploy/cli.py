@@ -97,8 +97,10 @@ def run_each(
         results = None
     if results is None:
         return [
-            subprocess.CompletedProcess(["alembic", *a], child.returncode or 1, "", child.stderr)
-            for a in commands
+            subprocess.CompletedProcess(
+                ["alembic", *arguments], child.returncode or 1, "", child.stderr
+            )
+            for arguments in commands
         ]
     return [
         subprocess.CompletedProcess(["alembic", *arguments], code, stdout, stderr)

@@ -307,13 +307,14 @@ def review_revisions(scripts: list[Script], root: Path) -> list[RevisionReview]:
     for script, (upgrade, downgrade) in zip(scripts, lint.offline_sql(scripts, root), strict=True):
         path = Path(script.path).resolve().relative_to(root.resolve()).as_posix()
         revision = RevisionReview(script, path)
-        try:
-            if isinstance(upgrade, lint.LintError):
-                raise upgrade
+        if isinstance(upgrade, lint.LintError):
+            revision.errors.append(str(upgrade))
+        else:
             revision.upgrade_sql = upgrade
-            revision.findings = lint.squawk_sql(upgrade, root, name=script.revision)
-        except lint.LintError as exc:
-            revision.errors.append(str(exc))
+            try:
+                revision.findings = lint.squawk_sql(upgrade, root, name=script.revision)
+            except lint.LintError as exc:
+                revision.errors.append(str(exc))
         if isinstance(downgrade, lint.LintError):
             revision.errors.append(str(downgrade))
         else:
@@ -1119,7 +1120,7 @@ def review(root: Path, base: str, admin: URL | None = None) -> Review:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="todo-review-base-"))
             )
             extract_base(root, commit, base_tree)
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=8))  # exits first: waits
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=3))  # exits first: waits
         say("migrating both: the base by its own files, the working tree by its own")
         migrations: list[Future[None]] = [pool.submit(schema_docs.migrate, root, head_url)]
         if base_url is not None:
