@@ -4,7 +4,8 @@ psycopg.
 
 A deployer the tests signal, kill or run four at once has to be a process of its own,
 with its own pid, output and exit status. Started anew, each paid ~0.5 s of CPU for
-those imports before it did anything, about a sixth of the deploy tests' CPU. Forked from
+those imports before it did anything (with the review's renders, the suite's ~17
+processes of that kind were a tenth of its CPU). Forked from
 a launcher that imported them (and nothing of this project: each process imports the
 models, migrations and machinery of the directory it starts in, as a fresh one does), it
 is the same process from the first line of its code on: its own pid, signals delivered
@@ -165,6 +166,8 @@ class _Launcher:
                     self.statuses[said["exited"]] = said["status"]
                 else:
                     self.started[said["id"]] = said["pid"]
+                    # An earlier process's status under the same pid, if never asked for.
+                    self.statuses.pop(said["pid"], None)
                 self.said.notify_all()
         with self.said:
             self.gone = True
