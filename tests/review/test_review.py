@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL
 
 import models
 from models.security import ROW_SECURITY
-from tests.conftest import HEAD, SCRIPT, NewDatabase, child_url, new_engine
+from tests.conftest import HEAD, SCRIPT, NewDatabase, child_url, new_engine, write_revision
 from tests.support import alembic_batch, warm_start
 from tests.support.evolution import PLACEHOLDER, copy_files
 from todo_database.deploy import database
@@ -335,29 +335,15 @@ def test_an_edit_that_changes_nothing_run_is_told_apart() -> None:
     assert not review.runs_the_same(released, released.replace('"t"', '"u"'))
 
 
-#: Two revisions after head, rendered by the review: one that renders, and one whose
-#: upgrade raises and whose downgrade fails as a command, offline only.
-RENDERED = '''"""render {name}"""
-from alembic import context, op
+#: What a revision that renders only online runs: offline, its upgrade raises, and its
+#: downgrade fails as a command does.
+CANNOT_RENDER_UP = """from alembic import context
+if context.is_offline_mode():
+    raise ValueError("the upgrade cannot render")"""
+CANNOT_RENDER_DOWN = """from alembic import context
 from alembic.util import CommandError
-
-revision = {revision!r}
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    if {fails} and context.is_offline_mode():
-        raise ValueError("the upgrade cannot render")
-    op.execute("CREATE TABLE render_{name} (id integer)")
-
-
-def downgrade() -> None:
-    if {fails} and context.is_offline_mode():
-        raise CommandError("the downgrade cannot render")
-    op.execute("DROP TABLE render_{name}")
-'''
+if context.is_offline_mode():
+    raise CommandError("the downgrade cannot render")"""
 
 
 def test_each_revision_renders_apart_and_a_failure_says_why(tmp_path: Path) -> None:
@@ -366,27 +352,29 @@ def test_each_revision_renders_apart_and_a_failure_says_why(tmp_path: Path) -> N
     the others render as they would by themselves."""
     copy_files(tmp_path)
     versions = tmp_path / "migrations" / "versions"
-    for revision, down, name, fails in (
-        ("eeee00000001", HEAD, "fine", False),
-        ("eeee00000002", "eeee00000001", "broken", True),
-        ("eeee00000003", "eeee00000002", "after", False),
-    ):
-        text = RENDERED.format(revision=revision, down=down, name=name, fails=fails)
-        (versions / f"2099_01_01_0000-{revision}_{name}.py").write_text(text)
+    fine = write_revision(
+        versions,
+        'op.execute("CREATE TABLE render_fine (id integer)")',
+        'op.execute("DROP TABLE render_fine")',
+    )
+    broken = write_revision(versions, CANNOT_RENDER_UP, CANNOT_RENDER_DOWN, down_revision=fine)
+    after = write_revision(
+        versions, 'op.execute("CREATE TABLE render_after (id integer)")', down_revision=broken
+    )
     script = ScriptDirectory.from_config(Config(str(tmp_path / "alembic.ini")))
-    scripts = [script.get_revision(f"eeee0000000{n}") for n in (1, 2, 3)]
 
-    reviewed = review.review_revisions(scripts, tmp_path)
+    reviewed = review.review_revisions(
+        [script.get_revision(r) for r in (fine, broken, after)], tmp_path
+    )
 
-    fine, broken, after = reviewed
-    assert "CREATE TABLE render_fine (id integer);" in fine.upgrade_sql
-    assert "DROP TABLE render_fine;" in fine.downgrade_sql
-    assert "CREATE TABLE render_after (id integer);" in after.upgrade_sql
-    assert (fine.errors, after.errors) == ([], [])
-    assert broken.errors == [
-        "alembic upgrade eeee00000001:eeee00000002 --sql failed: "
-        "ValueError: the upgrade cannot render",
-        "alembic downgrade eeee00000002:eeee00000001 --sql failed: the downgrade cannot render",
+    rendered_fine, rendered_broken, rendered_after = reviewed
+    assert "CREATE TABLE render_fine (id integer);" in rendered_fine.upgrade_sql
+    assert "DROP TABLE render_fine;" in rendered_fine.downgrade_sql
+    assert "CREATE TABLE render_after (id integer);" in rendered_after.upgrade_sql
+    assert (rendered_fine.errors, rendered_after.errors) == ([], [])
+    assert rendered_broken.errors == [
+        f"alembic upgrade {fine}:{broken} --sql failed: ValueError: the upgrade cannot render",
+        f"alembic downgrade {broken}:{fine} --sql failed: the downgrade cannot render",
     ]
 
 
