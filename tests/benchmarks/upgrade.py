@@ -6,6 +6,10 @@ against ``psql -v ON_ERROR_STOP=1 -q -f`` of ``alembic upgrade head --sql`` (ren
 once, untimed) on another fresh database. Runs alternate which goes first; database
 creation is not timed. Both databases are checked to end at the same revision with
 the same policies, so psql is not timed doing less.
+
+For the deploy path's start-up, it also times ``alembic upgrade head`` once more on the
+migrated database (nothing to run: start-up, imports, connecting, the lock) against a
+bare ``python -c "import alembic.config, sqlalchemy"``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ _IMPORTS = (
     " todo_database.deploy.connect"
 )
 
+#: The floor under any ``alembic`` command: Python and the two libraries it stands on.
+_BARE_IMPORTS = "import alembic.config, sqlalchemy"
+
 
 #: ``alembic.command.upgrade`` timed inside a process that has already imported
 #: everything: the migration's own work, as a long-lived deploy tool would see it.
@@ -73,6 +80,8 @@ def run(server: Server, options: Options) -> list[Table]:
     offline: list[float] = []
     imports: list[float] = []
     warm: list[float] = []
+    at_head: list[float] = []
+    bare: list[float] = []
     state = ("?", 0, 0)
     with tempfile.TemporaryDirectory(prefix="todo_bench_upgrade_") as scratch:
         script = Path(scratch) / "upgrade_head.sql"
@@ -102,6 +111,10 @@ def run(server: Server, options: Options) -> list[Table]:
                 state, other = _state(server, cli_url), _state(server, psql_url)
                 if state != other:
                     raise BenchError(f"the databases differ: alembic {state}, psql {other}")
+                at_head.append(server.alembic(["upgrade", "head"], cli_url).seconds)
+            bare.append(
+                run_timed([PYTHON, "-c", _BARE_IMPORTS], env=server.env(), what="imports").seconds
+            )
             imports.append(
                 run_timed([PYTHON, "-c", _IMPORTS], env=server.env(), what="imports").seconds
             )
@@ -112,7 +125,7 @@ def run(server: Server, options: Options) -> list[Table]:
                 warm.append(float(child.stdout.strip().splitlines()[-1]))
 
     cli_stats, psql_stats, import_stats = Stats.of(cli), Stats.of(offline), Stats.of(imports)
-    warm_stats = Stats.of(warm)
+    warm_stats, at_head_stats, bare_stats = Stats.of(warm), Stats.of(at_head), Stats.of(bare)
     revision, policies, tables = state
     table = Table(
         title=(
@@ -130,6 +143,8 @@ def run(server: Server, options: Options) -> list[Table]:
         stats_row("psql -f (alembic upgrade head --sql, rendered once)", psql_stats),
         stats_row("  info: python start + the CLI's imports alone", import_stats),
         stats_row("  info: alembic.command.upgrade, imports done", warm_stats),
+        stats_row("  info: python -m alembic upgrade head, at head", at_head_stats),
+        stats_row(f"  info: python -c '{_BARE_IMPORTS}'", bare_stats),
     ]
     table.checks.append(
         at_most("alembic CLI / psql", ratio(cli_stats.median, psql_stats.median), TARGET_RATIO)
@@ -141,6 +156,13 @@ def run(server: Server, options: Options) -> list[Table]:
             f"the CLI less its start-up (python + imports): {duration(work)}, "
             f"{ratio(work, psql_stats.median):.2f}x psql; the upgrade in a warm interpreter: "
             f"{ratio(warm_stats.median, psql_stats.median):.2f}x psql",
+        )
+    )
+    table.blocks.append(
+        (
+            "start-up",
+            f"a no-op upgrade at head takes {duration(at_head_stats.median)} against "
+            f"{duration(bare_stats.median)} for Python importing Alembic and SQLAlchemy alone",
         )
     )
     return [table]
